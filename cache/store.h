@@ -1,0 +1,54 @@
+/* The content-addressed store and its action records.
+ *
+ * Layout under the store directory:
+ *   objects/<h0h1>/<h2..h31>   immutable content, named by its XXH3-128
+ *   actions/<k0k1>/<k2..k31>   one action record per executed stage key (JSON)
+ *   tmp/                       scratch space for stages and temporaries
+ * Objects and records are written atomically (temp file in the same
+ * directory, fsync, rename); an object that already exists is already
+ * stored. A missing, unreadable or wrongly versioned action record is a
+ * cache miss, never an error. */
+#ifndef QP_STORE_H
+#define QP_STORE_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "cache/hash.h"
+#include "common/err.h"
+
+struct qp_store;
+
+/* Open (creating if needed) the store at dir. */
+int qp_store_open(struct qp_store **out, const char *dir, struct qp_err *err);
+void qp_store_free(struct qp_store *s);
+/* The store's root directory; valid until qp_store_free. */
+const char *qp_store_dir(const struct qp_store *s);
+
+/* Move (rename) or copy the file at src into objects/, returning its hash.
+ * src is consumed: it no longer exists afterwards. */
+int qp_store_put_file(struct qp_store *s, const char *src, struct qp_hash *out, struct qp_err *err);
+/* Store a buffer as an object. */
+int qp_store_put_buf(struct qp_store *s, const void *data, size_t len, struct qp_hash *out,
+                     struct qp_err *err);
+/* Path of an object into buf (whether or not it exists). */
+void qp_store_object_path(const struct qp_store *s, const struct qp_hash *h, char *buf, size_t n);
+int qp_store_has_object(const struct qp_store *s, const struct qp_hash *h);
+
+/* Make a fresh empty scratch directory under tmp/ into buf (for a stage to
+ * write its outputs into before they are stored). */
+int qp_store_scratch_dir(struct qp_store *s, char *buf, size_t n, struct qp_err *err);
+/* Remove a scratch directory and everything in it. */
+void qp_store_scratch_remove(const char *dir);
+
+/* Action records. The record is a JSON object; the store adds "format" and
+ * "version" fields on write and checks them on read. */
+int qp_store_put_action(struct qp_store *s, const struct qp_hash *key, json_t *record,
+                        struct qp_err *err);
+/* *out = the record (caller decrefs), or NULL on a miss (returns 0). A
+ * record whose objects are missing is a miss too. */
+int qp_store_get_action(struct qp_store *s, const struct qp_hash *key, json_t **out,
+                        struct qp_err *err);
+
+#endif

@@ -1,0 +1,41 @@
+/* Hugging Face model folder metadata: config.json and tokenizer_config.json. */
+#ifndef QP_HFCONFIG_H
+#define QP_HFCONFIG_H
+
+#include <stdbool.h>
+
+#include "common/err.h"
+
+struct qp_hf_config {
+	char architecture[64];       /* architectures[0], e.g. "LlamaForCausalLM" */
+	char model_type[32];         /* "llama" */
+	char torch_dtype[16];        /* "float16" ..., "" if absent */
+	int hidden_size;
+	int intermediate_size;
+	int num_hidden_layers;
+	int num_attention_heads;
+	int num_key_value_heads;     /* defaults to num_attention_heads */
+	int head_dim;                /* defaults to hidden_size / heads */
+	int vocab_size;
+	int max_position_embeddings;
+	double rms_norm_eps;
+	double rope_theta;           /* rope_theta, or rope_parameters.rope_theta; 10000 if absent */
+	bool tie_word_embeddings;    /* default false */
+	int bos_token_id;            /* -1 if absent */
+	int eos_token_id;            /* -1 if absent; first of a list */
+};
+
+/* Read config.json at path. Missing required fields are errors naming the
+ * file and the field. */
+int qp_hf_config_read(struct qp_hf_config *out, const char *path, struct qp_err *err);
+
+struct qp_hf_tokenizer_config {
+	bool add_bos_token;          /* default true (Llama) */
+	bool add_eos_token;          /* default false */
+};
+
+/* Read tokenizer_config.json at path; absent keys keep their defaults. */
+int qp_hf_tokenizer_config_read(struct qp_hf_tokenizer_config *out, const char *path,
+                                struct qp_err *err);
+
+#endif

@@ -1,0 +1,66 @@
+/* The kernel library: one row of operations per tensor type, chosen at run
+ * time from the CPU's features (xxHash's dispatch shape).
+ *
+ * Every operation has a scalar reference in kernels/cpu/ref/ that defines the
+ * format; SIMD variants (kernels/cpu/avx2/ ...) must match it: bit for bit
+ * for quantize and dequantize, within NMSE for dot products. Stages call
+ * these; they carry no inner loops of their own. */
+#ifndef QP_KERNELS_H
+#define QP_KERNELS_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "kernels/types.h"
+
+enum qp_kernel_level {
+	QP_LEVEL_SCALAR = 0,
+	QP_LEVEL_AVX2 = 1,
+	QP_LEVEL_AVX512 = 2, /* reserved: no variants yet */
+	QP_LEVEL_NEON = 3,   /* reserved: no variants yet */
+	QP_LEVEL_COUNT
+};
+
+/* Operations of one type at one level. n counts elements and is a multiple
+ * of the type's block size. A NULL member means "not available". */
+struct qp_kernel_ops {
+	/* x[n] f32 -> n/blck blocks at y */
+	void (*quantize_row)(const float *x, void *y, int64_t n);
+	/* n/blck blocks at x -> y[n] f32 */
+	void (*dequantize_row)(const void *x, float *y, int64_t n);
+	/* *s = dot(x, y): x in this type, y in vec_dot_type (the activation
+	 * format, as llama.cpp pairs them: q4_0 with q8_0, q4_1 with q8_1 ...) */
+	void (*vec_dot)(int64_t n, float *s, const void *x, const void *y);
+	enum qp_type vec_dot_type;
+};
+
+/* Choose the level: force_name ("scalar", "avx2", "auto" or NULL) wins, else
+ * the QPIPE_KERNELS environment variable, else the best the CPU and OS
+ * support (CPUID plus XGETBV). Call once from main before any thread starts.
+ * Fails if a forced level is unknown or unsupported here. */
+int qp_kernels_init(const char *force_name, struct qp_err *err);
+
+/* The level in use, and one line saying why it was chosen. */
+enum qp_kernel_level qp_kernels_level(void);
+const char *qp_kernels_reason(void);
+
+/* Name of a level ("scalar", "avx2" ...); level by name, -1 if unknown. */
+const char *qp_kernel_level_name(enum qp_kernel_level level);
+int qp_kernel_level_from_name(const char *name);
+
+/* 1 if this binary has the level built in and this CPU/OS can run it. */
+int qp_kernel_level_supported(enum qp_kernel_level level);
+
+/* Ops of type t at the selected level (falling back to scalar for types the
+ * level does not cover); NULL if qpipe has no kernels for t. */
+const struct qp_kernel_ops *qp_kernels_get(enum qp_type t);
+
+/* Ops of type t at exactly this level, for tests that run every variant;
+ * NULL if that level has no variant of t or is unsupported here. */
+const struct qp_kernel_ops *qp_kernels_get_level(enum qp_type t, enum qp_kernel_level level);
+
+/* CUDA variants fill a table of the same shape; NULL until a CUDA build
+ * provides them and a device is present. */
+const struct qp_kernel_ops *qp_kernels_get_cuda(enum qp_type t);
+
+#endif
