@@ -1,0 +1,82 @@
+/* qpipe: the command table and dispatch. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cli.h"
+#include "common/suggest.h"
+#include "qp_config.h"
+
+static const struct qp_opt pipeline_opts[] = {
+	{"cache-dir", 0, "DIR", "content-addressed store (default: $QPIPE_CACHE_DIR, else $XDG_CACHE_HOME/qpipe, else ~/.cache/qpipe)"},
+	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2 (default: $QPIPE_KERNELS, else auto)"},
+	{"threads", 't', "N", "threads a stage may use (default: all cores)"},
+	{"log-json", 0, "FILE", "append one JSON event per line to FILE"},
+	{"format", 0, "FMT", "plan output: text or json (plan only)"},
+	{"quiet", 'q', NULL, "no progress or stage lines on stderr"},
+	{NULL, 0, NULL, NULL},
+};
+
+static const struct qp_opt cache_opts[] = {
+	{"cache-dir", 0, "DIR", "the store (default as for 'run')"},
+	{NULL, 0, NULL, NULL},
+};
+
+static const struct qp_opt version_opts[] = {
+	{"kernels", 0, NULL, "also print the kernel level in use and why it was chosen"},
+	{NULL, 0, NULL, NULL},
+};
+
+static const struct qp_opt no_opts[] = {
+	{NULL, 0, NULL, NULL},
+};
+
+static const struct qp_cmd commands[] = {
+	{"run", cmd_run, "Run a recipe: execute the stages whose results are not cached, then print its reports.", "RECIPE", pipeline_opts},
+	{"plan", cmd_plan, "Print which stages of a recipe are cached and which would run, and why.", "RECIPE", pipeline_opts},
+	{"cache", cmd_cache, "Inspect the store: 'dir' prints its folder, 'ls' lists its action records.", "dir|ls", cache_opts},
+	{"stages", cmd_stages, "List the stage kinds, or document one with its parameters.", "[KIND]", no_opts},
+	{"version", cmd_version, "Print qpipe's version.", "", version_opts},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: qpipe COMMAND [options] [args]\n\n"
+	           "A declarative, cached pipeline for LLM quantization: recipe -> quantize -> export -> evaluate -> report.\n\n"
+	           "Commands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nRun 'qpipe COMMAND --help' for a command's options.\n\n");
+	qp_cli_print_exit_codes(f);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return QP_EXIT_USAGE;
+	}
+	const char *name = argv[1];
+	if (!strcmp(name, "-h") || !strcmp(name, "--help") || !strcmp(name, "help")) {
+		usage(stdout);
+		return QP_EXIT_OK;
+	}
+	if (!strcmp(name, "--version")) {
+		printf("qpipe %s\n", QP_VERSION);
+		return QP_EXIT_OK;
+	}
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (!strcmp(commands[i].name, name))
+			return commands[i].fn(&commands[i], argc - 1, argv + 1);
+	const char *names[N_COMMANDS + 1];
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		names[i] = commands[i].name;
+	names[N_COMMANDS] = NULL;
+	const char *s = qp_suggest(name, names);
+	if (s)
+		qp_cli_error("'%s' is not a qpipe command (did you mean '%s'?)", name, s);
+	else
+		qp_cli_error("'%s' is not a qpipe command (see 'qpipe --help')", name);
+	return QP_EXIT_USAGE;
+}

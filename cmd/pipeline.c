@@ -1,0 +1,338 @@
+/* qpipe run and qpipe plan: load, expand, plan, and (run) execute. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd/cli.h"
+#include "common/os.h"
+#include "kernels/kernels.h"
+#include "pipeline/exec.h"
+
+struct session {
+	const struct qp_cmd *cmd;
+	struct qp_args args;
+	struct qp_arena *arena;
+	struct qp_diags diags;
+	struct qp_recipe *recipe;
+	struct qp_graph *graph;
+	struct qp_store *store;
+	struct qp_runner *runner;
+	FILE *log;           /* --log-json, or NULL */
+	int tty, quiet;
+	int progress_shown;  /* a progress line is on the terminal */
+};
+
+int qp_cli_cache_dir(const char *opt, char *buf, size_t n);
+
+int qp_cli_cache_dir(const char *opt, char *buf, size_t n)
+{
+	const char *env = getenv("QPIPE_CACHE_DIR");
+	const char *xdg = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	int w;
+	if (opt)
+		w = snprintf(buf, n, "%s", opt);
+	else if (env && env[0])
+		w = snprintf(buf, n, "%s", env);
+	else if (xdg && xdg[0])
+		w = snprintf(buf, n, "%s/qpipe", xdg);
+	else if (home && home[0])
+		w = snprintf(buf, n, "%s/.cache/qpipe", home);
+	else
+		w = snprintf(buf, n, ".qpipe-cache");
+	return w < 0 || (size_t)w >= n ? -1 : 0;
+}
+
+/* Map an error code from loading or I/O to an exit status. */
+static int exit_for(int code)
+{
+	switch (code) {
+	case QP_EINVAL: return QP_EXIT_RECIPE;
+	case QP_EINTR: return QP_EXIT_INTR;
+	default: return QP_EXIT_ENV;
+	}
+}
+
+static void json_event(struct session *s, json_t *ev)
+{
+	if (s->log && ev) {
+		char *line = json_dumps(ev, JSON_COMPACT | JSON_ENSURE_ASCII);
+		if (line) {
+			fprintf(s->log, "%s\n", line);
+			fflush(s->log);
+			free(line);
+		}
+	}
+	json_decref(ev);
+}
+
+static const char *state_name(enum qp_inst_state st)
+{
+	switch (st) {
+	case QP_INST_CACHED: return "cached";
+	case QP_INST_TO_RUN: return "run";
+	case QP_INST_RAN: return "ran";
+	case QP_INST_FAILED: return "failed";
+	case QP_INST_SKIPPED: return "skipped";
+	}
+	return "?";
+}
+
+static void clear_progress(struct session *s)
+{
+	if (s->progress_shown) {
+		fputs("\r\033[K", stderr);
+		s->progress_shown = 0;
+	}
+}
+
+static void on_start(void *ud, const struct qp_instance *in, size_t done, size_t total)
+{
+	struct session *s = ud;
+	if (s->quiet)
+		return;
+	clear_progress(s);
+	if (s->tty) {
+		fprintf(stderr, "[%zu/%zu] %s ...", done + 1, total, in->id);
+		s->progress_shown = 1;
+	}
+	fflush(stderr);
+}
+
+static void on_progress(void *ud, const struct qp_instance *in, const char *what, int64_t done,
+                        int64_t total)
+{
+	struct session *s = ud;
+	if (s->quiet || !s->tty)
+		return;
+	fprintf(stderr, "\r\033[K%s: %s %3d%%", in->id, what,
+	        total > 0 ? (int)(100 * done / total) : 0);
+	s->progress_shown = 1;
+	fflush(stderr);
+}
+
+static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry *e)
+{
+	struct session *s = ud;
+	if (!s->quiet) {
+		clear_progress(s);
+		if (e->state == QP_INST_RAN)
+			fprintf(stderr, "ran     %s (%.2f s)\n", in->id, e->wall_s);
+		else if (e->state == QP_INST_FAILED)
+			fprintf(stderr, "failed  %s: %s\n", in->id, e->error);
+		else if (e->state == QP_INST_SKIPPED)
+			fprintf(stderr, "skipped %s (an upstream stage failed)\n", in->id);
+		else if (e->state == QP_INST_CACHED)
+			fprintf(stderr, "cached  %s\n", in->id);
+	}
+	json_t *outs = json_object();
+	for (size_t i = 0; i < e->art.n_files; i++)
+		json_object_set_new(outs, e->art.file_names[i], json_string(e->art.file_paths[i]));
+	json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "event", "stage", "stage", in->id,
+	                       "kind", in->kind->name, "key", in->key_hex, "status",
+	                       state_name(e->state), "outputs", outs);
+	if (ev && e->state == QP_INST_RAN)
+		json_object_set_new(ev, "wall_s", json_real(e->wall_s));
+	if (ev && e->state == QP_INST_FAILED)
+		json_object_set_new(ev, "error", json_string(e->error));
+	json_event(s, ev);
+}
+
+static void print_diags(const struct qp_diags *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		fprintf(stderr, "%s\n", d->msgs[i]);
+	if (d->dropped)
+		fprintf(stderr, "qpipe: ... and %zu more errors\n", d->dropped);
+}
+
+static void session_free(struct session *s)
+{
+	qp_runner_free(s->runner);
+	qp_store_free(s->store);
+	qp_arena_free(s->arena);
+	if (s->log)
+		fclose(s->log);
+}
+
+/* Parse options, load the recipe, build the graph, open the store and plan.
+ * Returns an exit status; QP_EXIT_OK means s is ready. */
+static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, char **argv)
+{
+	memset(s, 0, sizeof(*s));
+	s->cmd = cmd;
+	if (qp_cli_parse(cmd, argc, argv, &s->args) != 0)
+		return QP_EXIT_USAGE;
+	if (s->args.help) {
+		qp_cli_help(cmd, stdout);
+		return -1;
+	}
+	if (s->args.npos != 1) {
+		qp_cli_error("%s: expected one recipe file (see 'qpipe %s --help')", cmd->name, cmd->name);
+		return QP_EXIT_USAGE;
+	}
+	struct qp_err err = {0};
+	const char *kernels = qp_cli_get(cmd, &s->args, "kernels");
+	if (qp_kernels_init(kernels, &err) != 0) {
+		qp_cli_error("%s", err.msg);
+		return kernels ? QP_EXIT_USAGE : QP_EXIT_ENV;
+	}
+	int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	const char *topt = qp_cli_get(cmd, &s->args, "threads");
+	if (topt) {
+		char *end;
+		long t = strtol(topt, &end, 10);
+		if (*end || t < 1 || t > 256) {
+			qp_cli_error("%s: --threads must be an integer in 1..256, not '%s'", cmd->name, topt);
+			return QP_EXIT_USAGE;
+		}
+		threads = (int)t;
+	}
+	const char *fmt = qp_cli_get(cmd, &s->args, "format");
+	if (fmt && strcmp(fmt, "text") && strcmp(fmt, "json")) {
+		qp_cli_error("%s: --format must be text or json, not '%s'", cmd->name, fmt);
+		return QP_EXIT_USAGE;
+	}
+	s->quiet = qp_cli_get(cmd, &s->args, "quiet") != NULL;
+	s->tty = isatty(2);
+	const char *log = qp_cli_get(cmd, &s->args, "log-json");
+	if (log && !(s->log = fopen(log, "a"))) {
+		qp_cli_error("%s: cannot open: %s", log, strerror(errno));
+		return QP_EXIT_ENV;
+	}
+	s->arena = qp_arena_new();
+	if (!s->arena) {
+		qp_cli_error("out of memory");
+		return QP_EXIT_ENV;
+	}
+	s->diags.arena = s->arena;
+	int rc = qp_recipe_load(&s->recipe, s->arena, s->args.pos[0], &s->diags, &err);
+	if (!rc)
+		rc = qp_graph_build(&s->graph, s->arena, s->recipe, &s->diags, &err);
+	if (rc) {
+		if (s->diags.n)
+			print_diags(&s->diags);
+		else
+			qp_cli_error("%s", err.msg);
+		if (rc == QP_EINVAL && s->diags.n)
+			fprintf(stderr, "qpipe: %s: %zu error(s); nothing was run\n", s->args.pos[0],
+			        s->diags.n + s->diags.dropped);
+		return s->diags.n ? QP_EXIT_RECIPE : exit_for(rc);
+	}
+	char dir[PATH_MAX];
+	if (qp_cli_cache_dir(qp_cli_get(cmd, &s->args, "cache-dir"), dir, sizeof(dir))) {
+		qp_cli_error("cache directory path too long");
+		return QP_EXIT_ENV;
+	}
+	struct qp_exec_opts opts = {
+		.threads = threads,
+		.events = {.ud = s, .stage_start = on_start, .stage_end = on_end, .progress = on_progress},
+	};
+	if ((rc = qp_store_open(&s->store, dir, &err)) ||
+	    (rc = qp_runner_new(&s->runner, s->graph, s->store, &opts, &err)) ||
+	    (rc = qp_runner_plan(s->runner, &err))) {
+		qp_cli_error("%s", err.msg);
+		return QP_EXIT_ENV;
+	}
+	return QP_EXIT_OK;
+}
+
+int cmd_plan(const struct qp_cmd *cmd, int argc, char **argv)
+{
+	struct session s;
+	int ex = session_open(&s, cmd, argc, argv);
+	if (ex != QP_EXIT_OK) {
+		session_free(&s);
+		return ex < 0 ? QP_EXIT_OK : ex;
+	}
+	const char *fmt = qp_cli_get(cmd, &s.args, "format");
+	int json = fmt && !strcmp(fmt, "json");
+	json_t *arr = json ? json_array() : NULL;
+	size_t to_run = 0;
+	for (size_t i = 0; i < s.graph->n; i++) {
+		const struct qp_instance *in = &s.graph->inst[i];
+		const struct qp_entry *e = qp_runner_entry(s.runner, i);
+		to_run += e->state == QP_INST_TO_RUN;
+		if (json) {
+			json_t *deps = json_array();
+			for (size_t d = 0; d < in->n_deps; d++)
+				json_array_append_new(deps, json_string(s.graph->inst[in->deps[d]].id));
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "stage", in->id,
+			                                     "kind", in->kind->name, "key", in->key_hex,
+			                                     "status", state_name(e->state), "why", e->why,
+			                                     "needs", deps));
+		} else if (e->state == QP_INST_CACHED) {
+			printf("cached  %s\n", in->id);
+		} else {
+			printf("run     %s (%s)\n", in->id, e->why);
+		}
+	}
+	if (json) {
+		json_dumpf(arr, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(arr);
+	} else {
+		printf("%zu stage(s): %zu cached, %zu to run\n", s.graph->n, s.graph->n - to_run, to_run);
+	}
+	session_free(&s);
+	return QP_EXIT_OK;
+}
+
+/* Print every report the run produced, in graph order. */
+static void print_reports(struct session *s)
+{
+	for (size_t i = 0; i < s->graph->n; i++) {
+		const struct qp_entry *e = qp_runner_entry(s->runner, i);
+		const char *md = e->art.n_files ? qp_artifact_file(&e->art, "report.md") : NULL;
+		if (!md || (e->state != QP_INST_RAN && e->state != QP_INST_CACHED))
+			continue;
+		char *text = NULL;
+		size_t len = 0;
+		struct qp_err err = {0};
+		if (qp_os_read_file(&text, &len, md, 64u << 20, &err) == 0) {
+			fwrite(text, 1, len, stdout);
+			putchar('\n');
+		} else {
+			qp_cli_error("%s", err.msg);
+		}
+		free(text);
+	}
+	fflush(stdout);
+}
+
+int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
+{
+	struct session s;
+	int ex = session_open(&s, cmd, argc, argv);
+	if (ex != QP_EXIT_OK) {
+		session_free(&s);
+		return ex < 0 ? QP_EXIT_OK : ex;
+	}
+	struct qp_err err = {0};
+	int rc = qp_runner_execute(s.runner, &err);
+	size_t ran = 0, cached = 0, failed = 0, skipped = 0;
+	for (size_t i = 0; i < s.graph->n; i++) {
+		enum qp_inst_state st = qp_runner_entry(s.runner, i)->state;
+		ran += st == QP_INST_RAN;
+		cached += st == QP_INST_CACHED;
+		failed += st == QP_INST_FAILED;
+		skipped += st == QP_INST_SKIPPED;
+	}
+	json_event(&s, json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "event", "summary", "recipe",
+	                         s.recipe->name, "ran", (int)ran, "cached", (int)cached, "failed",
+	                         (int)failed, "skipped", (int)skipped));
+	if (!s.quiet)
+		fprintf(stderr, "%zu stage(s): %zu ran, %zu cached, %zu failed, %zu skipped\n", s.graph->n,
+		        ran, cached, failed, skipped);
+	if (rc) {
+		qp_cli_error("%s", err.msg);
+		session_free(&s);
+		return failed ? QP_EXIT_FAILED : exit_for(rc);
+	}
+	print_reports(&s);
+	session_free(&s);
+	return QP_EXIT_OK;
+}

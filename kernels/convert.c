@@ -1,0 +1,109 @@
+#include "kernels/convert.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "kernels/kernels.h"
+#include "kernels/vec.h"
+
+struct job {
+	const struct qp_kernel_ops *dops, *sops;
+	uint8_t *dst;
+	const uint8_t *src;
+	size_t drow, srow;     /* bytes per row */
+	int64_t ncols;
+	int64_t r0, r1;        /* rows [r0, r1) */
+	int failed;
+};
+
+static void *work(void *arg)
+{
+	struct job *j = arg;
+	float *tmp = malloc((size_t)j->ncols * sizeof(float));
+	if (!tmp) {
+		j->failed = 1;
+		return NULL;
+	}
+	for (int64_t r = j->r0; r < j->r1; r++) {
+		j->sops->dequantize_row(j->src + (size_t)r * j->srow, tmp, j->ncols);
+		j->dops->quantize_row(tmp, j->dst + (size_t)r * j->drow, j->ncols);
+	}
+	free(tmp);
+	return NULL;
+}
+
+static int row_sizes(enum qp_type dt, enum qp_type st, int64_t ncols, size_t *drow, size_t *srow,
+                     struct qp_err *err)
+{
+	const struct qp_type_traits *dtt = qp_type_traits(dt), *stt = qp_type_traits(st);
+	if (!dtt || !stt)
+		return qp_err_set(err, QP_EINVAL, "unknown tensor type %d or %d", (int)dt, (int)st);
+	if (qp_type_row_size(dt, ncols, drow) || qp_type_row_size(st, ncols, srow))
+		return qp_err_set(err, QP_EINVAL, "rows of %lld elements do not divide into %s or %s blocks",
+		                  (long long)ncols, dtt->name, stt->name);
+	return 0;
+}
+
+int qp_convert_rows(enum qp_type dt, void *dst, enum qp_type st, const void *src, int64_t nrows,
+                    int64_t ncols, int threads, struct qp_err *err)
+{
+	size_t drow, srow;
+	int rc = row_sizes(dt, st, ncols, &drow, &srow, err);
+	if (rc)
+		return rc;
+	const struct qp_kernel_ops *dops = qp_kernels_get(dt), *sops = qp_kernels_get(st);
+	if (!dops || !dops->quantize_row)
+		return qp_err_set(err, QP_EINVAL, "no kernels to write type %s", qp_type_traits(dt)->name);
+	if (!sops || !sops->dequantize_row)
+		return qp_err_set(err, QP_EINVAL, "no kernels to read type %s", qp_type_traits(st)->name);
+	if (threads < 1)
+		threads = 1;
+	if (threads > 64)
+		threads = 64;
+	if (nrows < threads * 4)
+		threads = 1;
+	struct job jobs[64];
+	pthread_t tids[64];
+	int started[64] = {0};
+	for (int t = 0; t < threads; t++) {
+		jobs[t] = (struct job){dops, sops, dst, src, drow, srow, ncols, nrows * t / threads,
+		                       nrows * (t + 1) / threads, 0};
+		/* a thread that cannot be started is done inline: slower, same bytes */
+		if (t > 0 && pthread_create(&tids[t], NULL, work, &jobs[t]) == 0)
+			started[t] = 1;
+		else if (t > 0)
+			work(&jobs[t]);
+	}
+	work(&jobs[0]);
+	int failed = jobs[0].failed;
+	for (int t = 1; t < threads; t++) {
+		if (started[t])
+			pthread_join(tids[t], NULL);
+		failed |= jobs[t].failed;
+	}
+	return failed ? qp_err_nomem(err) : 0;
+}
+
+int qp_compare_rows(struct qp_err_stats *acc, enum qp_type rt, const void *ref, enum qp_type xt,
+                    const void *x, int64_t nrows, int64_t ncols, struct qp_err *err)
+{
+	size_t xrow, rrow;
+	int rc = row_sizes(xt, rt, ncols, &xrow, &rrow, err);
+	if (rc)
+		return rc;
+	const struct qp_kernel_ops *rops = qp_kernels_get(rt), *xops = qp_kernels_get(xt);
+	if (!rops || !xops || !rops->dequantize_row || !xops->dequantize_row)
+		return qp_err_set(err, QP_EINVAL, "no kernels to read type %s or %s",
+		                  qp_type_traits(rt)->name, qp_type_traits(xt)->name);
+	float *a = malloc((size_t)ncols * sizeof(float) * 2);
+	if (!a)
+		return qp_err_nomem(err);
+	float *b = a + ncols;
+	for (int64_t r = 0; r < nrows; r++) {
+		rops->dequantize_row((const uint8_t *)ref + (size_t)r * rrow, a, ncols);
+		xops->dequantize_row((const uint8_t *)x + (size_t)r * xrow, b, ncols);
+		qp_vec_err_accum(acc, a, b, ncols);
+	}
+	free(a);
+	return 0;
+}

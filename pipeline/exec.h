@@ -1,0 +1,60 @@
+/* Plan and execute an expanded graph against the store.
+ *
+ * Plan: each instance is cached (its key has a usable action record) or
+ * will run, with the reason. Execute: instances run in topological order;
+ * a stage writes into a scratch folder, its declared outputs are moved into
+ * the store, and only then is its action record written, so a crash leaves
+ * no record that points at missing outputs. A failed stage stops the run
+ * and everything downstream of it is skipped. */
+#ifndef QP_EXEC_H
+#define QP_EXEC_H
+
+#include <stdio.h>
+
+#include "cache/store.h"
+#include "pipeline/graph.h"
+
+enum qp_inst_state {
+	QP_INST_CACHED,   /* plan: a usable record exists */
+	QP_INST_TO_RUN,   /* plan: will run */
+	QP_INST_RAN,      /* executed now */
+	QP_INST_FAILED,
+	QP_INST_SKIPPED,  /* an upstream stage failed */
+};
+
+struct qp_entry {
+	enum qp_inst_state state;
+	const char *why;              /* TO_RUN: "new", "record unusable: ..." */
+	struct qp_artifact art;       /* CACHED and RAN: what it produced */
+	json_t *record;               /* CACHED and RAN: the action record (owned) */
+	double wall_s;                /* RAN: seconds */
+	char error[QP_ERR_MSG_MAX];   /* FAILED: the message */
+};
+
+/* Callbacks from the executor; only cmd/ prints. Any may be NULL. */
+struct qp_exec_events {
+	void *ud;
+	void (*stage_start)(void *ud, const struct qp_instance *in, size_t done, size_t total);
+	void (*stage_end)(void *ud, const struct qp_instance *in, const struct qp_entry *e);
+	void (*progress)(void *ud, const struct qp_instance *in, const char *what, int64_t done,
+	                 int64_t total);
+};
+
+struct qp_exec_opts {
+	int threads;                  /* for stages that use threads; >= 1 */
+	struct qp_exec_events events;
+};
+
+struct qp_runner;
+
+int qp_runner_new(struct qp_runner **out, const struct qp_graph *g, struct qp_store *s,
+                  const struct qp_exec_opts *opts, struct qp_err *err);
+void qp_runner_free(struct qp_runner *r);
+/* Decide cached or to-run for every instance. */
+int qp_runner_plan(struct qp_runner *r, struct qp_err *err);
+/* Run what the plan says; returns the first failure's code (message in err). */
+int qp_runner_execute(struct qp_runner *r, struct qp_err *err);
+/* Entry of instance i (valid until qp_runner_free). */
+const struct qp_entry *qp_runner_entry(const struct qp_runner *r, size_t i);
+
+#endif

@@ -1,0 +1,248 @@
+#include "pipeline/recipe.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/os.h"
+#include "common/suggest.h"
+
+#define RECIPE_MAX_BYTES (16u << 20)
+
+static const char *const top_keys[] = {"name", "vars", "stages", NULL};
+static const char *const stage_keys[] = {"uses", "with", "matrix", "needs", NULL};
+
+struct loader {
+	struct qp_recipe *r;
+	struct qp_arena *arena;
+	struct qp_diags *d;
+};
+
+static void unknown_key(struct loader *l, const struct qp_ynode *key, const char *where,
+                        const char *const *known)
+{
+	const char *s = qp_suggest(key->str, known);
+	if (s)
+		qp_diag_add(l->d, "%s:%d:%d: unknown key '%s' in %s (did you mean '%s'?)", l->r->path,
+		            key->line, key->col, key->str, where, s);
+	else
+		qp_diag_add(l->d, "%s:%d:%d: unknown key '%s' in %s", l->r->path, key->line, key->col,
+		            key->str, where);
+}
+
+static int in_list(const char *s, const char *const *list)
+{
+	for (size_t i = 0; list[i]; i++)
+		if (strcmp(s, list[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static void want_kind(struct loader *l, const struct qp_ynode *n, enum qp_ykind k, const char *what)
+{
+	if (n->kind != k)
+		qp_diag_add(l->d, "%s:%d:%d: %s must be %s, not %s", l->r->path, n->line, n->col, what,
+		            qp_ykind_name(k), qp_ykind_name(n->kind));
+}
+
+static const char **kind_names(struct qp_arena *a)
+{
+	size_t n = 0;
+	while (qp_stage_kinds[n])
+		n++;
+	const char **names = qp_arena_calloc(a, n + 1, sizeof(*names));
+	if (names)
+		for (size_t i = 0; i < n; i++)
+			names[i] = qp_stage_kinds[i]->name;
+	return names;
+}
+
+static const char **param_names(struct qp_arena *a, const struct qp_stage_kind *k)
+{
+	size_t n = 0;
+	while (k->params[n].name)
+		n++;
+	const char **names = qp_arena_calloc(a, n + 1, sizeof(*names));
+	if (names)
+		for (size_t i = 0; i < n; i++)
+			names[i] = k->params[i].name;
+	return names;
+}
+
+static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_ynode *key,
+                       const struct qp_ynode *node)
+{
+	const char *path = l->r->path;
+	st->name = key->str;
+	st->node = node;
+	if (node->kind != QP_Y_MAP) {
+		want_kind(l, node, QP_Y_MAP, "a stage");
+		return;
+	}
+	for (size_t i = 0; i < node->n; i++)
+		if (!in_list(node->keys[i]->str, stage_keys))
+			unknown_key(l, node->keys[i], "stage", stage_keys);
+	const struct qp_ynode *uses = qp_ymap_get(node, "uses");
+	if (!uses) {
+		qp_diag_add(l->d, "%s:%d:%d: stage '%s' has no 'uses' (its kind)", path, key->line,
+		            key->col, st->name);
+	} else if (uses->kind != QP_Y_SCALAR) {
+		want_kind(l, uses, QP_Y_SCALAR, "'uses'");
+	} else {
+		st->kind = qp_stage_kind_find(uses->str);
+		if (!st->kind) {
+			const char **names = kind_names(l->arena);
+			const char *s = names ? qp_suggest(uses->str, names) : NULL;
+			if (s)
+				qp_diag_add(l->d, "%s:%d:%d: unknown stage kind '%s' (did you mean '%s'?)", path,
+				            uses->line, uses->col, uses->str, s);
+			else
+				qp_diag_add(l->d, "%s:%d:%d: unknown stage kind '%s' (see 'qpipe stages')",
+				            path, uses->line, uses->col, uses->str);
+		}
+	}
+	st->with = qp_ymap_get(node, "with");
+	if (st->with && st->with->kind != QP_Y_MAP) {
+		want_kind(l, st->with, QP_Y_MAP, "'with'");
+		st->with = NULL;
+	}
+	if (st->with && st->kind) {
+		const char **names = param_names(l->arena, st->kind);
+		for (size_t i = 0; i < st->with->n && names; i++) {
+			const struct qp_ynode *k = st->with->keys[i];
+			if (qp_stage_param_find(st->kind, k->str))
+				continue;
+			const char *s = qp_suggest(k->str, names);
+			if (s)
+				qp_diag_add(l->d,
+				            "%s:%d:%d: unknown parameter '%s' for stage kind '%s' (did you mean '%s'?)",
+				            path, k->line, k->col, k->str, st->kind->name, s);
+			else
+				qp_diag_add(l->d, "%s:%d:%d: unknown parameter '%s' for stage kind '%s'", path,
+				            k->line, k->col, k->str, st->kind->name);
+		}
+	}
+	st->matrix = qp_ymap_get(node, "matrix");
+	if (st->matrix) {
+		if (st->matrix->kind != QP_Y_MAP) {
+			want_kind(l, st->matrix, QP_Y_MAP, "'matrix'");
+			st->matrix = NULL;
+		} else {
+			for (size_t i = 0; i < st->matrix->n; i++) {
+				const struct qp_ynode *v = st->matrix->items[i];
+				if (v->kind != QP_Y_SEQ || v->n == 0) {
+					qp_diag_add(l->d, "%s:%d:%d: matrix entry '%s' must be a non-empty list", path,
+					            v->line, v->col, st->matrix->keys[i]->str);
+					continue;
+				}
+				for (size_t j = 0; j < v->n; j++)
+					want_kind(l, v->items[j], QP_Y_SCALAR, "a matrix value");
+			}
+		}
+	}
+	st->needs = qp_ymap_get(node, "needs");
+	if (st->needs) {
+		if (st->needs->kind != QP_Y_SEQ) {
+			want_kind(l, st->needs, QP_Y_SEQ, "'needs'");
+			st->needs = NULL;
+		} else {
+			for (size_t j = 0; j < st->needs->n; j++)
+				want_kind(l, st->needs->items[j], QP_Y_SCALAR, "an entry of 'needs'");
+		}
+	}
+}
+
+static int absolute_dir(struct qp_recipe *r, struct qp_arena *a, const char *path, struct qp_err *err)
+{
+	char buf[PATH_MAX];
+	if (!realpath(path, buf))
+		return qp_err_set(err, QP_ENOTFOUND, "%s: cannot resolve path:", path);
+	r->dir = qp_arena_strdup(a, dirname(buf));
+	return r->dir ? 0 : qp_err_nomem(err);
+}
+
+int qp_recipe_load(struct qp_recipe **out, struct qp_arena *arena, const char *path,
+                   struct qp_diags *diags, struct qp_err *err)
+{
+	*out = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	int rc = qp_os_read_file(&text, &len, path, RECIPE_MAX_BYTES, err);
+	if (rc)
+		return rc;
+	struct qp_recipe *r = qp_arena_alloc(arena, sizeof(*r));
+	if (!r) {
+		free(text);
+		return qp_err_nomem(err);
+	}
+	r->path = qp_arena_strdup(arena, path);
+	struct qp_ynode *root = NULL;
+	rc = qp_yaml_parse(&root, arena, r->path, text, len, err);
+	free(text);
+	if (rc) {
+		qp_diag_add(diags, "%s", err->msg);
+		return rc;
+	}
+	if ((rc = absolute_dir(r, arena, path, err)))
+		return rc;
+
+	struct loader l = {.r = r, .arena = arena, .d = diags};
+	size_t before = diags->n + diags->dropped;
+	if (root->kind != QP_Y_MAP) {
+		qp_diag_add(diags, "%s:%d:%d: a recipe must be a mapping with 'stages'", r->path,
+		            root->line, root->col);
+		goto done;
+	}
+	for (size_t i = 0; i < root->n; i++)
+		if (!in_list(root->keys[i]->str, top_keys))
+			unknown_key(&l, root->keys[i], "recipe", top_keys);
+	const struct qp_ynode *name = qp_ymap_get(root, "name");
+	if (name && name->kind == QP_Y_SCALAR) {
+		r->name = name->str;
+	} else {
+		if (name)
+			want_kind(&l, name, QP_Y_SCALAR, "'name'");
+		char buf[PATH_MAX];
+		snprintf(buf, sizeof(buf), "%s", path);
+		r->name = qp_arena_strdup(arena, basename(buf));
+	}
+	r->vars = qp_ymap_get(root, "vars");
+	if (r->vars) {
+		if (r->vars->kind != QP_Y_MAP) {
+			want_kind(&l, r->vars, QP_Y_MAP, "'vars'");
+			r->vars = NULL;
+		} else {
+			for (size_t i = 0; i < r->vars->n; i++)
+				want_kind(&l, r->vars->items[i], QP_Y_SCALAR, "a variable's value");
+		}
+	}
+	const struct qp_ynode *stages = qp_ymap_get(root, "stages");
+	if (!stages) {
+		qp_diag_add(diags, "%s:%d:%d: recipe has no 'stages'", r->path, root->line, root->col);
+		goto done;
+	}
+	if (stages->kind != QP_Y_MAP) {
+		want_kind(&l, stages, QP_Y_MAP, "'stages'");
+		goto done;
+	}
+	r->n_stages = stages->n;
+	r->stages = qp_arena_calloc(arena, stages->n ? stages->n : 1, sizeof(*r->stages));
+	if (!r->stages)
+		return qp_err_nomem(err);
+	for (size_t i = 0; i < stages->n; i++)
+		load_stage(&l, &r->stages[i], stages->keys[i], stages->items[i]);
+done:
+	if (diags->n + diags->dropped > before)
+		return qp_err_set(err, QP_EINVAL, "%s", diags->msgs[before < diags->n ? before : 0]);
+	*out = r;
+	return 0;
+}
+
+const struct qp_rstage *qp_recipe_stage(const struct qp_recipe *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_stages; i++)
+		if (strcmp(r->stages[i].name, name) == 0)
+			return &r->stages[i];
+	return NULL;
+}

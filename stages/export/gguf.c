@@ -1,0 +1,287 @@
+/* export.gguf: a quantized model as a GGUF file that llama.cpp loads.
+ *
+ * Input is quantize's model.gguf (Hugging Face names and row order) and its
+ * side files. Output renames tensors to llama.cpp's names, permutes the
+ * rows of q_proj and k_proj from Hugging Face's rotate-half RoPE layout to
+ * llama.cpp's interleaved one (the same permutation its convert script
+ * applies; rows move whole, so quantized blocks are untouched), and adds the
+ * llama architecture keys, the SentencePiece vocabulary and provenance keys
+ * (qpipe.*) saying how the file was made. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/gguf.h"
+#include "formats/hfconfig.h"
+#include "formats/spm.h"
+#include "stages/common.h"
+#include "stages/stage.h"
+#include "qp_config.h"
+
+static const struct qp_param_decl params[] = {
+	{.name = "model", .type = QP_P_INPUT, .doc = "the quantize stage"},
+	{.name = "name", .type = QP_P_STRING, .def = "",
+	 .doc = "general.name of the file (default: the quantize stage's instance)"},
+	{0},
+};
+
+/* llama.cpp's llama_ftype for a file whose weights are mostly type t. */
+static int file_type(enum qp_type t)
+{
+	switch (t) {
+	case QP_TYPE_F32: return 0;
+	case QP_TYPE_F16: return 1;
+	case QP_TYPE_Q4_0: return 2;
+	case QP_TYPE_Q4_1: return 3;
+	case QP_TYPE_Q8_0: return 7;
+	case QP_TYPE_Q5_0: return 8;
+	case QP_TYPE_Q5_1: return 9;
+	case QP_TYPE_BF16: return 32;
+	default: return -1;
+	}
+}
+
+enum permute { NO_PERMUTE, PERMUTE_Q, PERMUTE_K };
+
+/* llama.cpp's name for a Hugging Face Llama tensor into out; -1 if none. */
+static int gguf_name(const char *hf, char *out, size_t n, enum permute *perm)
+{
+	static const struct { const char *hf, *gg; enum permute p; } layer[] = {
+		{"input_layernorm.weight", "attn_norm.weight", NO_PERMUTE},
+		{"self_attn.q_proj.weight", "attn_q.weight", PERMUTE_Q},
+		{"self_attn.k_proj.weight", "attn_k.weight", PERMUTE_K},
+		{"self_attn.v_proj.weight", "attn_v.weight", NO_PERMUTE},
+		{"self_attn.o_proj.weight", "attn_output.weight", NO_PERMUTE},
+		{"post_attention_layernorm.weight", "ffn_norm.weight", NO_PERMUTE},
+		{"mlp.gate_proj.weight", "ffn_gate.weight", NO_PERMUTE},
+		{"mlp.up_proj.weight", "ffn_up.weight", NO_PERMUTE},
+		{"mlp.down_proj.weight", "ffn_down.weight", NO_PERMUTE},
+	};
+	*perm = NO_PERMUTE;
+	if (!strcmp(hf, "model.embed_tokens.weight"))
+		return snprintf(out, n, "token_embd.weight") < 0 ? -1 : 0;
+	if (!strcmp(hf, "model.norm.weight"))
+		return snprintf(out, n, "output_norm.weight") < 0 ? -1 : 0;
+	if (!strcmp(hf, "lm_head.weight"))
+		return snprintf(out, n, "output.weight") < 0 ? -1 : 0;
+	unsigned layer_no;
+	int used = 0;
+	if (sscanf(hf, "model.layers.%u.%n", &layer_no, &used) == 1 && used > 0) {
+		for (size_t i = 0; i < sizeof(layer) / sizeof(layer[0]); i++)
+			if (!strcmp(hf + used, layer[i].hf)) {
+				*perm = layer[i].p;
+				snprintf(out, n, "blk.%u.%s", layer_no, layer[i].gg);
+				return 0;
+			}
+	}
+	return -1;
+}
+
+/* Reorder whole rows: within each head of hd rows, the row at (pair p,
+ * index j) of Hugging Face's half-split layout goes to row 2j + p. */
+static void permute_rows(uint8_t *dst, const uint8_t *src, int64_t rows, size_t row_bytes,
+                         int64_t heads)
+{
+	int64_t hd = rows / heads, half = hd / 2;
+	for (int64_t h = 0; h < heads; h++)
+		for (int64_t j = 0; j < half; j++)
+			for (int64_t p = 0; p < 2; p++)
+				memcpy(dst + (size_t)(h * hd + 2 * j + p) * row_bytes,
+				       src + (size_t)(h * hd + p * half + j) * row_bytes, row_bytes);
+}
+
+static int set_tokenizer(struct qp_gguf_writer *w, const struct qp_spm *spm,
+                         const struct qp_hf_tokenizer_config *tc, struct qp_err *err)
+{
+	size_t n = spm->n_pieces;
+	const char **tokens = calloc(n ? n : 1, sizeof(char *));
+	float *scores = calloc(n ? n : 1, sizeof(float));
+	int32_t *ttype = calloc(n ? n : 1, sizeof(int32_t));
+	int rc = 0;
+	if (!tokens || !scores || !ttype) {
+		rc = qp_err_nomem(err);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		tokens[i] = spm->pieces[i].piece;
+		scores[i] = spm->pieces[i].score;
+		ttype[i] = spm->pieces[i].type;
+	}
+	if ((rc = qp_gguf_set_str(w, "tokenizer.ggml.model", "llama", err)) ||
+	    (rc = qp_gguf_set_arr_str(w, "tokenizer.ggml.tokens", tokens, n, err)) ||
+	    (rc = qp_gguf_set_arr(w, "tokenizer.ggml.scores", QP_GGUF_FLOAT32, scores, n, err)) ||
+	    (rc = qp_gguf_set_arr(w, "tokenizer.ggml.token_type", QP_GGUF_INT32, ttype, n, err)) ||
+	    (rc = qp_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)spm->bos_id, err)) ||
+	    (rc = qp_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)spm->eos_id, err)) ||
+	    (rc = qp_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)spm->unk_id, err)) ||
+	    (rc = qp_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", tc->add_bos_token, err)) ||
+	    (rc = qp_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", tc->add_eos_token, err)) ||
+	    (rc = qp_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", spm->add_dummy_prefix, err)))
+		goto out;
+	if (spm->pad_id >= 0)
+		rc = qp_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)spm->pad_id, err);
+out:
+	free(tokens);
+	free(scores);
+	free(ttype);
+	return rc;
+}
+
+static int set_arch(struct qp_gguf_writer *w, const struct qp_hf_config *c, const char *name,
+                    struct qp_err *err)
+{
+	int rc;
+	if ((rc = qp_gguf_set_str(w, "general.architecture", "llama", err)) ||
+	    (rc = qp_gguf_set_str(w, "general.name", name, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.context_length", (uint32_t)c->max_position_embeddings, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.embedding_length", (uint32_t)c->hidden_size, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.block_count", (uint32_t)c->num_hidden_layers, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)c->intermediate_size, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.attention.head_count", (uint32_t)c->num_attention_heads, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)c->num_key_value_heads, err)) ||
+	    (rc = qp_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)c->rms_norm_eps, err)) ||
+	    (rc = qp_gguf_set_f32(w, "llama.rope.freq_base", (float)c->rope_theta, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim, err)) ||
+	    (rc = qp_gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size, err)))
+		return rc;
+	return 0;
+}
+
+static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
+{
+	const struct qp_artifact *in = qp_ctx_input(ctx, "model");
+	const char *gpath, *cpath, *tpath, *tcpath;
+	int rc;
+	if ((rc = qp_stage_need_file(in, "model.gguf", &gpath, err)) ||
+	    (rc = qp_stage_need_file(in, "config.json", &cpath, err)))
+		return rc;
+	tpath = qp_artifact_file(in, "tokenizer.model");
+	if (!tpath)
+		return qp_err_set(err, QP_EINVAL,
+		                  "input '%s' has no tokenizer.model: export.gguf writes SentencePiece vocabularies only",
+		                  in->instance);
+	struct qp_hf_config cfg;
+	if ((rc = qp_hf_config_read(&cfg, cpath, err)))
+		return rc;
+	if (strcmp(cfg.model_type, "llama") != 0)
+		return qp_err_set(err, QP_EINVAL, "%s: model_type '%s' is not supported (llama only)",
+		                  cpath, cfg.model_type);
+	struct qp_hf_tokenizer_config tc = {.add_bos_token = true, .add_eos_token = false};
+	tcpath = qp_artifact_file(in, "tokenizer_config.json");
+	if (tcpath && (rc = qp_hf_tokenizer_config_read(&tc, tcpath, err)))
+		return rc;
+
+	struct qp_gguf_file *src = NULL;
+	struct qp_spm *spm = NULL;
+	struct qp_gguf_writer *w = NULL;
+	size_t nt = 0;
+	void **owned = NULL;
+	if ((rc = qp_gguf_open(&src, gpath, err)) || (rc = qp_spm_read(&spm, tpath, err)) ||
+	    (rc = qp_gguf_writer_new(&w, err)))
+		goto out;
+	const struct qp_gguf_kv *method = qp_gguf_find_kv(src, "qpipe.method");
+	const char *mname = method && method->type == QP_GGUF_STRING ? method->v.str.data : NULL;
+	char method_s[32] = "";
+	if (mname)
+		snprintf(method_s, sizeof(method_s), "%.*s", (int)method->v.str.len, mname);
+	int mtype = qp_type_from_name(method_s);
+	const char *name = qp_ctx_param(ctx, "name")->s;
+	if ((rc = set_arch(w, &cfg, name[0] ? name : in->instance, err)) ||
+	    (rc = set_tokenizer(w, spm, &tc, err)))
+		goto out;
+	if (mtype >= 0 && file_type((enum qp_type)mtype) >= 0 &&
+	    (rc = qp_gguf_set_u32(w, "general.file_type", (uint32_t)file_type((enum qp_type)mtype), err)))
+		goto out;
+	if ((rc = qp_gguf_set_u32(w, "general.quantization_version", 2, err)) ||
+	    (rc = qp_gguf_set_str(w, "qpipe.version", QP_VERSION, err)) ||
+	    (rc = qp_gguf_set_str(w, "qpipe.stage_key", qp_ctx_key_hex(ctx), err)) ||
+	    (rc = qp_gguf_set_str(w, "qpipe.stage", qp_ctx_instance(ctx), err)) ||
+	    (rc = qp_gguf_set_str(w, "qpipe.source", in->instance, err)))
+		goto out;
+	/* quantize's own provenance travels on unchanged */
+	for (size_t i = 0; i < qp_gguf_kv_count(src); i++) {
+		const struct qp_gguf_kv *kv = qp_gguf_kv_at(src, i);
+		if (strncmp(kv->key, "qpipe.", 6) != 0)
+			continue;
+		if (kv->type == QP_GGUF_STRING) {
+			char buf[1024];
+			snprintf(buf, sizeof(buf), "%.*s", (int)kv->v.str.len, kv->v.str.data);
+			rc = qp_gguf_set_str(w, kv->key, buf, err);
+		} else if (kv->type == QP_GGUF_ARRAY && kv->arr_type == QP_GGUF_STRING) {
+			const char **strs = calloc(kv->arr_n + 1, sizeof(char *));
+			char **bufs = calloc(kv->arr_n + 1, sizeof(char *));
+			rc = strs && bufs ? 0 : qp_err_nomem(err);
+			for (uint64_t j = 0; j < kv->arr_n && !rc; j++) {
+				bufs[j] = strndup(kv->arr_str[j].data, kv->arr_str[j].len);
+				strs[j] = bufs[j];
+				if (!bufs[j])
+					rc = qp_err_nomem(err);
+			}
+			if (!rc)
+				rc = qp_gguf_set_arr_str(w, kv->key, strs, kv->arr_n, err);
+			for (uint64_t j = 0; bufs && j < kv->arr_n; j++)
+				free(bufs[j]);
+			free(bufs);
+			free(strs);
+		}
+		if (rc)
+			goto out;
+	}
+
+	nt = qp_gguf_tensor_count(src);
+	owned = calloc(nt ? nt : 1, sizeof(void *));
+	if (!owned) {
+		rc = qp_err_nomem(err);
+		goto out;
+	}
+	for (size_t i = 0; i < nt; i++) {
+		const struct qp_gguf_tensor *t = qp_gguf_tensor_at(src, i);
+		char gname[256];
+		enum permute perm;
+		if (gguf_name(t->name, gname, sizeof(gname), &perm) != 0) {
+			rc = qp_err_set(err, QP_EINVAL, "%s: tensor '%s' has no llama.cpp name", gpath, t->name);
+			goto out;
+		}
+		const void *data = t->data;
+		if (perm != NO_PERMUTE) {
+			int64_t heads = perm == PERMUTE_Q ? cfg.num_attention_heads : cfg.num_key_value_heads;
+			int64_t rows = t->ndim > 1 ? t->ne[1] : 1;
+			if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0) {
+				rc = qp_err_set(err, QP_EINVAL, "tensor '%s': %lld rows do not split into %lld heads",
+				                t->name, (long long)rows, (long long)heads);
+				goto out;
+			}
+			owned[i] = malloc(t->nbytes ? t->nbytes : 1);
+			if (!owned[i]) {
+				rc = qp_err_nomem(err);
+				goto out;
+			}
+			permute_rows(owned[i], t->data, rows, t->nbytes / (size_t)rows, heads);
+			data = owned[i];
+		}
+		if ((rc = qp_gguf_add_tensor(w, gname, t->type, t->ndim, t->ne, data, t->nbytes, err)))
+			goto out;
+	}
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/model.gguf", qp_ctx_out_dir(ctx));
+	if ((rc = qp_gguf_writer_write(w, path, err)) || (rc = qp_ctx_add_output(ctx, "model.gguf", err)))
+		goto out;
+	json_object_set_new(qp_ctx_metrics(ctx), "n_tensors", json_integer((json_int_t)nt));
+out:
+	for (size_t i = 0; owned && i < nt; i++)
+		free(owned[i]);
+	free(owned);
+	qp_gguf_writer_free(w);
+	qp_spm_free(spm);
+	qp_gguf_close(src);
+	return rc;
+}
+
+const struct qp_stage_kind qp_kind_export_gguf = {
+	.name = "export.gguf",
+	.version = 1,
+	.summary = "write a quantized Llama as a GGUF file that llama.cpp loads and runs",
+	.params = params,
+	.run = run,
+};

@@ -1,0 +1,34 @@
+#include <string.h>
+
+#include "stages/stage.h"
+
+extern const struct qp_stage_kind qp_kind_model_local;
+extern const struct qp_stage_kind qp_kind_quantize;
+extern const struct qp_stage_kind qp_kind_export_gguf;
+extern const struct qp_stage_kind qp_kind_evaluate;
+extern const struct qp_stage_kind qp_kind_report_markdown;
+
+const struct qp_stage_kind *const qp_stage_kinds[] = {
+	&qp_kind_model_local,
+	&qp_kind_quantize,
+	&qp_kind_export_gguf,
+	&qp_kind_evaluate,
+	&qp_kind_report_markdown,
+	NULL,
+};
+
+const struct qp_stage_kind *qp_stage_kind_find(const char *name)
+{
+	for (size_t i = 0; qp_stage_kinds[i]; i++)
+		if (strcmp(qp_stage_kinds[i]->name, name) == 0)
+			return qp_stage_kinds[i];
+	return NULL;
+}
+
+const struct qp_param_decl *qp_stage_param_find(const struct qp_stage_kind *k, const char *name)
+{
+	for (size_t i = 0; k->params[i].name; i++)
+		if (strcmp(k->params[i].name, name) == 0)
+			return &k->params[i];
+	return NULL;
+}

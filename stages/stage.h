@@ -1,0 +1,117 @@
+/* The contract between the pipeline and the stage kinds.
+ *
+ * A stage kind declares its parameters once (type, default, range or
+ * choices, one line of doc); validation, `qpipe stages` and the cache key
+ * are all derived from that declaration. At run time a stage reads its
+ * resolved parameters and input artifacts through struct qp_stage_ctx,
+ * writes its output files into ctx's scratch directory and declares them;
+ * the executor then moves them into the content-addressed store. */
+#ifndef QP_STAGE_H
+#define QP_STAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cache/hash.h"
+#include "common/err.h"
+
+enum qp_ptype {
+	QP_P_STRING,
+	QP_P_INT,
+	QP_P_NUMBER,
+	QP_P_BOOL,
+	QP_P_PATH,    /* a path, relative to the recipe's folder */
+	QP_P_ENUM,    /* one of choices */
+	QP_P_LIST,    /* a list of strings (a single string is a list of one) */
+	QP_P_INPUT,   /* the name of an upstream stage; one instance per upstream instance */
+	QP_P_INPUTS,  /* the name of an upstream stage; gathers all its instances */
+};
+
+struct qp_param_decl {
+	const char *name;
+	enum qp_ptype type;
+	const char *def;             /* default, as recipe text; NULL: required */
+	const char *const *choices;  /* ENUM: NULL-terminated list */
+	double min, max;             /* INT, NUMBER: allowed range when min < max */
+	const char *doc;             /* one line */
+};
+
+/* A parameter's value after expansion and validation. */
+struct qp_value {
+	enum qp_ptype type;
+	const char *s;       /* textual form (all types); PATH: absolute */
+	int64_t i;           /* INT, BOOL */
+	double d;            /* NUMBER, INT */
+	size_t n;            /* LIST: count */
+	const char **list;   /* LIST: items */
+};
+
+/* What one stage instance produced, as recorded in its action record. */
+struct qp_artifact {
+	const char *instance;        /* "quant[type=q4_0]" */
+	const char *kind;
+	struct qp_hash key;
+	size_t n_files;
+	const char **file_names;     /* "model.gguf" */
+	const char **file_paths;     /* absolute paths (store objects or external files) */
+	json_t *metrics;             /* object; borrowed from the artifact's owner */
+	size_t n_coords;             /* matrix coordinates, e.g. type=q4_0 */
+	const char **coord_names;
+	const char **coord_values;
+};
+
+struct qp_stage_ctx;
+
+struct qp_stage_kind {
+	const char *name;            /* "quantize" */
+	int version;                 /* bumped when outputs change for the same inputs */
+	const char *summary;         /* one line for `qpipe stages` */
+	const struct qp_param_decl *params;  /* terminated by a NULL name */
+	/* Optional: add what the key must cover beyond parameters and upstream
+	 * keys (model.local hashes the files of its folder). Runs at plan time. */
+	int (*hash_extra)(const struct qp_stage_ctx *ctx, struct qp_hasher *h, struct qp_err *err);
+	int (*run)(struct qp_stage_ctx *ctx, struct qp_err *err);
+};
+
+/* The registry: all kinds, NULL-terminated; lookup by name. */
+extern const struct qp_stage_kind *const qp_stage_kinds[];
+const struct qp_stage_kind *qp_stage_kind_find(const char *name);
+const struct qp_param_decl *qp_stage_param_find(const struct qp_stage_kind *k, const char *name);
+
+/* ---- what a stage sees while it runs (implemented by the pipeline) ---- */
+
+/* "quant[type=q4_0]" */
+const char *qp_ctx_instance(const struct qp_stage_ctx *ctx);
+/* This instance's key in hex. */
+const char *qp_ctx_key_hex(const struct qp_stage_ctx *ctx);
+/* Parameter by declared name; never NULL for a declared name. */
+const struct qp_value *qp_ctx_param(const struct qp_stage_ctx *ctx, const char *name);
+/* INPUT parameter: the one upstream artifact. */
+const struct qp_artifact *qp_ctx_input(const struct qp_stage_ctx *ctx, const char *name);
+/* INPUTS parameter: all upstream artifacts, in instance order. */
+size_t qp_ctx_inputs(const struct qp_stage_ctx *ctx, const char *name,
+                     const struct qp_artifact *const **out);
+/* Scratch folder the stage writes its outputs into. */
+const char *qp_ctx_out_dir(const struct qp_stage_ctx *ctx);
+/* Declare out_dir/name as an output, to be moved into the store. */
+int qp_ctx_add_output(struct qp_stage_ctx *ctx, const char *name, struct qp_err *err);
+/* Declare a file outside the store as an output (model.local): its content
+ * is covered by the key through hash_extra. */
+int qp_ctx_add_external(struct qp_stage_ctx *ctx, const char *name, const char *abs_path,
+                        struct qp_err *err);
+/* The metrics object this stage fills (borrowed). */
+json_t *qp_ctx_metrics(struct qp_stage_ctx *ctx);
+/* Threads the stage may use. */
+int qp_ctx_threads(const struct qp_stage_ctx *ctx);
+/* Progress: done of total units; shown by the CLI on a terminal only. */
+void qp_ctx_progress(struct qp_stage_ctx *ctx, const char *what, int64_t done, int64_t total);
+
+/* Path of an artifact's file by name, or NULL. */
+const char *qp_artifact_file(const struct qp_artifact *a, const char *name);
+/* Value of a matrix coordinate, or NULL. */
+const char *qp_artifact_coord(const struct qp_artifact *a, const char *name);
+
+#endif
