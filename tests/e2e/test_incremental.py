@@ -1,0 +1,105 @@
+"""Cache v0: a second run executes nothing; a changed parameter reruns
+exactly the stages downstream of it. Asserted from the JSON run log."""
+import os
+import textwrap
+import unittest
+
+import qptest
+
+RECIPE = """\
+name: incremental
+stages:
+  model:
+    uses: model.local
+    with: { path: MODEL }
+  quant:
+    uses: quantize
+    matrix: { type: [q8_0, q4_0] }
+    with: { model: model, type: "${matrix.type}", fallback: FALLBACK }
+  gguf:
+    uses: export.gguf
+    with: { model: quant }
+  eval:
+    uses: evaluate
+    with: { model: quant, reference: model }
+  table:
+    uses: report.markdown
+    with: { from: eval, rows: type, columns: [size_mb, bits_per_weight, rel_err] }
+"""
+
+
+class Incremental(unittest.TestCase):
+    def setUp(self):
+        self.w = qptest.Workdir()
+
+    def tearDown(self):
+        self.w.cleanup()
+
+    def recipe(self, fallback="f16", types="[q8_0, q4_0]"):
+        text = RECIPE.replace("MODEL", qptest.model_dir("stories260K"))
+        text = text.replace("FALLBACK", fallback).replace("[q8_0, q4_0]", types)
+        return self.w.write("r.yaml", text)
+
+    def statuses(self, events):
+        return {k: v["status"] for k, v in qptest.stage_events(events).items()}
+
+    def test_second_run_executes_no_stage(self):
+        r = self.recipe()
+        p, ev = self.w.run(r)
+        st = self.statuses(ev)
+        self.assertEqual(len(st), 8)
+        self.assertEqual(set(st.values()), {"ran"})
+        self.assertIn("| q4_0 |", p.stdout)
+        p2, ev2 = self.w.run(r)
+        self.assertEqual(set(self.statuses(ev2).values()), {"cached"})
+        summary = [e for e in ev2 if e["event"] == "summary"][0]
+        self.assertEqual(summary["ran"], 0)
+        self.assertEqual(p.stdout, p2.stdout)
+        plan = self.w.qpipe("plan", r, "--cache-dir", self.w.cache, check=0)
+        self.assertIn("8 stage(s): 8 cached, 0 to run", plan.stdout)
+
+    def test_changed_parameter_reruns_exactly_its_downstream(self):
+        r = self.recipe()
+        self.w.run(r)
+        # Adding a matrix value adds one branch: quant, gguf and eval for it,
+        # and the table that gathers every eval; nothing else.
+        r = self.recipe(types="[q8_0, q4_0, q5_1]")
+        plan = self.w.qpipe("plan", r, "--cache-dir", self.w.cache, check=0)
+        self.assertIn("run     quant[type=q5_1] (new)", plan.stdout)
+        self.assertIn("cached  quant[type=q4_0]", plan.stdout)
+        _, ev = self.w.run(r)
+        ran = sorted(k for k, v in self.statuses(ev).items() if v == "ran")
+        self.assertEqual(ran, ["eval[type=q5_1]", "gguf[type=q5_1]", "quant[type=q5_1]", "table"])
+        # Changing a parameter every quant instance uses reruns every quant
+        # and its dependants, but not the model stage.
+        r = self.recipe(fallback="f32", types="[q8_0, q4_0, q5_1]")
+        _, ev = self.w.run(r)
+        st = self.statuses(ev)
+        self.assertEqual(st["model"], "cached")
+        self.assertEqual(sorted(k for k, v in st.items() if v == "ran"), sorted(k for k in st if k != "model"))
+
+    def test_changed_input_file_reruns_from_the_model(self):
+        # A private copy of the model whose config we then touch.
+        src = qptest.model_dir("stories260K")
+        dst = os.path.join(self.w.dir, "model")
+        os.mkdir(dst)
+        for f in os.listdir(src):
+            with open(os.path.join(src, f), "rb") as a, open(os.path.join(dst, f), "wb") as b:
+                b.write(a.read())
+        text = RECIPE.replace("MODEL", dst).replace("FALLBACK", "f16")
+        r = self.w.write("r.yaml", text)
+        self.w.run(r)
+        with open(os.path.join(dst, "generation_config.json"), "a") as f:
+            f.write("\n")
+        _, ev = self.w.run(r)
+        self.assertEqual(set(self.statuses(ev).values()), {"ran"})
+
+    def test_fallback_tensors_are_reported(self):
+        p, _ = self.w.run(self.recipe())
+        # stories260K's FFN is 172 wide: 32-element blocks do not divide it.
+        self.assertIn("eval[type=q4_0]: 5 tensor(s) whose rows do not divide into the type's "
+                      "blocks are stored as f16: model.layers.0.mlp.down_proj.weight,", p.stdout)
+
+
+if __name__ == "__main__":
+    qptest.main()
