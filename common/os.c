@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,9 @@ int qp_os_read_file(char **out, size_t *len, const char *path, size_t max, struc
 	}
 	for (;;) {
 		if (n + 1 >= cap) {
-			if (cap > max) {
+			/* Only content past max is too much: testing cap here refused a
+			 * file of exactly max bytes whenever max + 1 was a power of two. */
+			if (n > max || cap > SIZE_MAX / 2) {
 				free(buf);
 				fclose(f);
 				return qp_err_set(err, QP_ENOMEM, "%s: file is larger than %zu bytes", path, max);
@@ -109,8 +112,15 @@ int qp_os_mkdir_p(const char *dir, struct qp_err *err)
 		if (path[i] == '/' || path[i] == '\0') {
 			char c = path[i];
 			path[i] = '\0';
-			if (mkdir(path, 0777) != 0 && errno != EEXIST)
-				return qp_err_set(err, QP_EIO, "%s: cannot create directory:", path);
+			if (mkdir(path, 0777) != 0) {
+				struct stat st;
+				/* EEXIST from a file in the way is not success: every
+				 * later open under it would fail with a vaguer error. */
+				if (errno != EEXIST)
+					return qp_err_set(err, QP_EIO, "%s: cannot create directory:", path);
+				if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+					return qp_err_set(err, QP_EIO, "%s: exists and is not a directory", path);
+			}
 			path[i] = c;
 		}
 	}
@@ -119,17 +129,24 @@ int qp_os_mkdir_p(const char *dir, struct qp_err *err)
 
 int qp_os_atomic_open(struct qp_atomic_file *f, const char *dst, struct qp_err *err)
 {
+	/* An empty tmp_path tells qp_os_atomic_abort there is nothing to unlink;
+	 * without it, abort after a failed open unlinked an uninitialized path. */
 	f->fd = -1;
-	if (strlen(dst) >= sizeof(f->dst_path) - 16)
+	f->tmp_path[0] = '\0';
+	f->dst_path[0] = '\0';
+	size_t len = strlen(dst);
+	if (len >= sizeof(f->dst_path) - 16)
 		return qp_err_set(err, QP_EINVAL, "'%s': path too long", dst);
-	strcpy(f->dst_path, dst);
+	memcpy(f->dst_path, dst, len + 1);
 	char dircopy[4096];
-	strcpy(dircopy, dst);
+	memcpy(dircopy, dst, len + 1);
 	const char *dir = dirname(dircopy);
 	snprintf(f->tmp_path, sizeof(f->tmp_path), "%s/.tmp-XXXXXX", dir);
 	f->fd = mkostemp(f->tmp_path, O_CLOEXEC);
-	if (f->fd < 0)
+	if (f->fd < 0) {
+		f->tmp_path[0] = '\0';
 		return qp_err_set(err, QP_EIO, "%s: cannot create temporary file:", dir);
+	}
 	return 0;
 }
 
@@ -171,11 +188,15 @@ int qp_os_atomic_commit(struct qp_atomic_file *f, struct qp_err *err)
 	fchmod(f->fd, 0444);
 	close(f->fd);
 	f->fd = -1;
+	/* Once renamed or unlinked, the temporary's name is free for another
+	 * writer's mkostemp; forget it so a later abort cannot unlink theirs. */
 	if (rename(f->tmp_path, f->dst_path) != 0) {
 		qp_err_set(err, QP_EIO, "%s: cannot rename into place:", f->dst_path);
 		unlink(f->tmp_path);
+		f->tmp_path[0] = '\0';
 		return QP_EIO;
 	}
+	f->tmp_path[0] = '\0';
 	fsync_dir(f->dst_path);
 	return 0;
 }
@@ -186,8 +207,10 @@ void qp_os_atomic_abort(struct qp_atomic_file *f)
 		close(f->fd);
 		f->fd = -1;
 	}
-	if (f->tmp_path[0])
+	if (f->tmp_path[0]) {
 		unlink(f->tmp_path);
+		f->tmp_path[0] = '\0';
+	}
 }
 
 int qp_os_write_file_atomic(const char *path, const void *buf, size_t len, struct qp_err *err)
