@@ -1,6 +1,7 @@
 /* The content-addressed store and its action records.
  *
- * Layout under the store directory:
+ * Layout under the store directory (specified in full atop store.c):
+ *   format                     "qpipe-store 1": the layout's version
  *   objects/<h0h1>/<h2..h31>   immutable content, named by its XXH3-128
  *   actions/<k0k1>/<k2..k31>   one action record per executed stage key (JSON)
  *   tmp/                       scratch space for stages and temporaries
