@@ -29,7 +29,8 @@ int qp_hash_file(struct qp_hash *out, const char *path, struct qp_err *err);
 
 /* 32 lowercase hex digits + NUL into hex[33]. */
 void qp_hash_hex(const struct qp_hash *h, char hex[QP_HASH_HEX_LEN + 1]);
-/* Parse 32 hex digits; -1 if malformed. */
+/* Parse 32 hex digits (either case); -1 if malformed. Reads exactly 32
+ * characters: a caller that needs the string to end there checks that. */
 int qp_hash_from_hex(struct qp_hash *out, const char *hex);
 
 #endif

@@ -1,6 +1,7 @@
 /* The content-addressed store and its action records.
  *
- * Layout under the store directory:
+ * Layout under the store directory (specified in full atop store.c):
+ *   format                     "qpipe-store 1": the layout's version
  *   objects/<h0h1>/<h2..h31>   immutable content, named by its XXH3-128
  *   actions/<k0k1>/<k2..k31>   one action record per executed stage key (JSON)
  *   tmp/                       scratch space for stages and temporaries
@@ -27,7 +28,8 @@ void qp_store_free(struct qp_store *s);
 const char *qp_store_dir(const struct qp_store *s);
 
 /* Move (rename) or copy the file at src into objects/, returning its hash.
- * src is consumed: it no longer exists afterwards. */
+ * src is consumed: it no longer exists afterwards (nor, once moved in,
+ * after a failure). A symlink or a file with other hard links is copied. */
 int qp_store_put_file(struct qp_store *s, const char *src, struct qp_hash *out, struct qp_err *err);
 /* Store a buffer as an object. */
 int qp_store_put_buf(struct qp_store *s, const void *data, size_t len, struct qp_hash *out,
@@ -50,5 +52,30 @@ int qp_store_put_action(struct qp_store *s, const struct qp_hash *key, json_t *r
  * record whose objects are missing is a miss too. */
 int qp_store_get_action(struct qp_store *s, const struct qp_hash *key, json_t **out,
                         struct qp_err *err);
+
+/* Why a lookup found no usable record; the CLI warns on all but ABSENT. */
+enum qp_miss_kind {
+	QP_MISS_NONE = 0,   /* a hit */
+	QP_MISS_ABSENT,     /* no record for the key: the ordinary miss */
+	QP_MISS_UNREADABLE, /* the record exists but cannot be read (I/O, size cap) */
+	QP_MISS_CORRUPT,    /* not a well-formed action record */
+	QP_MISS_VERSION,    /* a record version this qpipe does not read */
+	QP_MISS_OBJECT,     /* an output it lists is no longer in the store */
+};
+
+struct qp_miss {
+	enum qp_miss_kind kind;
+	char why[QP_ERR_MSG_MAX]; /* one line, record path first; "" on a hit */
+};
+
+/* qp_store_get_action, also saying in *miss (may be NULL) why a miss was one. */
+int qp_store_get_action_ex(struct qp_store *s, const struct qp_hash *key, json_t **out,
+                           struct qp_miss *miss, struct qp_err *err);
+
+/* Crash tests: fn(arg, step) runs at each step of an object or record
+ * commit: "tmp-open", "tmp-half", "tmp-full", "placed" (store.c). A fn that
+ * _exit()s there leaves what a writer killed at that step leaves. */
+void qp_store_set_step_hook(struct qp_store *s, void (*fn)(void *arg, const char *step),
+                            void *arg);
 
 #endif
