@@ -53,6 +53,8 @@
  * record's meaning changes. */
 #include "cache/store.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,4 +546,73 @@ int qp_store_get_action(struct qp_store *s, const struct qp_hash *key, json_t **
                         struct qp_err *err)
 {
 	return qp_store_get_action_ex(s, key, out, NULL, err);
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *key_hex, json_t *rec),
+                          void *ud, struct qp_err *err)
+{
+	char dir[PATH_BUF];
+	snprintf(dir, sizeof(dir), "%s/actions", s->dir);
+	/* Collect the keys first, sorted, so the listing is stable and a record
+	 * written meanwhile cannot confuse the walk. */
+	char **keys = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+	DIR *top = opendir(dir);
+	if (!top)
+		return errno == ENOENT ? 0 : qp_err_set(err, QP_EIO, "%s: cannot open:", dir);
+	struct dirent *a;
+	while (!rc && (a = readdir(top))) {
+		if (strlen(a->d_name) != 2 || a->d_name[0] == '.')
+			continue;
+		char sub[PATH_BUF];
+		snprintf(sub, sizeof(sub), "%s/%s", dir, a->d_name);
+		DIR *d = opendir(sub);
+		if (!d)
+			continue;
+		struct dirent *b;
+		while (!rc && (b = readdir(d))) {
+			if (strlen(b->d_name) != QP_HASH_HEX_LEN - 2)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				char **nk = realloc(keys, cap * sizeof(*nk));
+				if (!nk) {
+					rc = qp_err_nomem(err);
+					break;
+				}
+				keys = nk;
+			}
+			keys[n] = malloc(QP_HASH_HEX_LEN + 1);
+			if (!keys[n]) {
+				rc = qp_err_nomem(err);
+				break;
+			}
+			snprintf(keys[n], QP_HASH_HEX_LEN + 1, "%s%s", a->d_name, b->d_name);
+			n++;
+		}
+		closedir(d);
+	}
+	closedir(top);
+	if (!rc)
+		qsort(keys, n, sizeof(*keys), cmp_name);
+	for (size_t i = 0; i < n && !rc; i++) {
+		struct qp_hash h;
+		json_t *rec = NULL;
+		if (qp_hash_from_hex(&h, keys[i]) != 0)
+			continue;
+		if ((rc = qp_store_get_action(s, &h, &rec, err)) || !rec)
+			continue;
+		rc = fn(ud, keys[i], rec);
+		json_decref(rec);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
+	return rc;
 }

@@ -72,6 +72,11 @@ struct qp_miss {
 int qp_store_get_action_ex(struct qp_store *s, const struct qp_hash *key, json_t **out,
                            struct qp_miss *miss, struct qp_err *err);
 
+/* Call fn for every usable action record, in key order; unusable ones are
+ * skipped. A non-zero return from fn stops the walk and is returned. */
+int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *key_hex, json_t *rec),
+                          void *ud, struct qp_err *err);
+
 /* Crash tests: fn(arg, step) runs at each step of an object or record
  * commit: "tmp-open", "tmp-half", "tmp-full", "placed" (store.c). A fn that
  * _exit()s there leaves what a writer killed at that step leaves. */

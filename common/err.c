@@ -32,7 +32,15 @@ int qp_err_prefix(struct qp_err *err, const char *fmt, ...)
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+	/* Truncation is acceptable (the message stays one line); assembled by
+	 * hand so the compiler need not prove it cannot happen. */
+	size_t pl = strnlen(prefix, sizeof(err->msg) - 3);
+	memcpy(err->msg, prefix, pl);
+	memcpy(err->msg + pl, ": ", 2);
+	size_t room = sizeof(err->msg) - pl - 3;
+	size_t ol = strnlen(old, room);
+	memcpy(err->msg + pl + 2, old, ol);
+	err->msg[pl + 2 + ol] = '\0';
 	return err->code;
 }
 

@@ -112,11 +112,14 @@ int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 	for (size_t i = 0; i < r->g->n; i++) {
 		const struct qp_instance *in = &r->g->inst[i];
 		struct qp_entry *e = &r->entries[i];
-		char why[256] = "";
+		char why[QP_ERR_MSG_MAX] = "";
 		json_t *rec = NULL;
-		int rc = qp_store_get_action_ex(r->store, &in->key, &rec, why, sizeof(why), err);
+		struct qp_miss miss;
+		int rc = qp_store_get_action_ex(r->store, &in->key, &rec, &miss, err);
 		if (rc)
 			return rc;
+		if (!rec && miss.kind != QP_MISS_ABSENT)
+			snprintf(why, sizeof(why), "record unusable: %s", miss.why);
 		json_decref(e->record);
 		e->record = NULL;
 		if (rec) {
