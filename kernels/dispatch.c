@@ -152,6 +152,8 @@ struct selection {
 	enum qp_kernel_level level;
 	char reason[REASON_MAX];                  /* "avx2: cpu has ..." */
 	struct qp_kernel_ops ops[QP_TYPE_COUNT];  /* the level's rows, NULLs filled from scalar */
+	bool runs[QP_LEVEL_COUNT];                /* levels this CPU and OS run: CPUID can
+	                                           * trap to a hypervisor, so ask it once */
 };
 
 static struct selection selected;
@@ -245,6 +247,10 @@ static void select_level(enum qp_kernel_level level, const char *detail)
 		ops.vec_dot_type = ref->vec_dot_type;
 		selected.ops[t] = ops;
 	}
+	for (int l = 0; l < QP_LEVEL_COUNT; l++) {
+		const char *why;
+		selected.runs[l] = level_runs_here(l, &why);
+	}
 	selected.ready = true;
 }
 
@@ -307,6 +313,10 @@ int qp_kernel_level_from_name(const char *name)
 
 int qp_kernel_level_supported(enum qp_kernel_level level)
 {
+	if ((int)level < 0 || level >= QP_LEVEL_COUNT)
+		return 0;
+	if (selected.ready)
+		return selected.runs[level];
 	const char *why;
 	return level_runs_here(level, &why);
 }
