@@ -63,4 +63,9 @@ const struct qp_kernel_ops *qp_kernels_get_level(enum qp_type t, enum qp_kernel_
  * provides them and a device is present. */
 const struct qp_kernel_ops *qp_kernels_get_cuda(enum qp_type t);
 
+/* Dequantize n elements of type t at src into dst[n] through the selected
+ * table; -1 if qpipe has no dequantize for t or n is not a multiple of its
+ * block size. */
+int qp_kernels_to_f32(enum qp_type t, const void *src, float *dst, int64_t n);
+
 #endif

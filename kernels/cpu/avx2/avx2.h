@@ -1,0 +1,44 @@
+/* AVX2 (+FMA, F16C) kernels. Built in their own library with -mavx2 -mfma
+ * -mf16c; only dispatch.c calls them, and only after CPUID and XGETBV said
+ * this machine can run them. Quantize and dequantize give the reference's
+ * bits (kernels/cpu/ref/); dots match it within rounding. */
+#ifndef QP_KERNELS_AVX2_H
+#define QP_KERNELS_AVX2_H
+
+#include <stdint.h>
+
+/* f32 quantize/dequantize are copies: the scalar memcpy is already as fast */
+void qp_f32_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+void qp_f16_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_f16_dequantize_row_avx2(const void *x, float *y, int64_t n);
+void qp_f16_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+void qp_bf16_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_bf16_dequantize_row_avx2(const void *x, float *y, int64_t n);
+void qp_bf16_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+void qp_q8_0_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q8_0_dequantize_row_avx2(const void *x, float *y, int64_t n);
+void qp_q8_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+void qp_q8_1_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q8_1_dequantize_row_avx2(const void *x, float *y, int64_t n);
+
+void qp_q4_0_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q4_0_dequantize_row_avx2(const void *x, float *y, int64_t n);
+void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+void qp_q4_1_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q4_1_dequantize_row_avx2(const void *x, float *y, int64_t n);
+void qp_q4_1_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+void qp_q5_0_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q5_0_dequantize_row_avx2(const void *x, float *y, int64_t n);
+void qp_q5_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+void qp_q5_1_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q5_1_dequantize_row_avx2(const void *x, float *y, int64_t n);
+void qp_q5_1_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+
+#endif

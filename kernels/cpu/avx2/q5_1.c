@@ -1,0 +1,82 @@
+/* Q5_1: q4_1's min/max, unclamped q as in the reference, bit 4 of every q
+ * gathered into qh by a byte movemask. */
+#include "kernels/blocks.h"
+#include "kernels/cpu/avx2/avx2.h"
+#include "kernels/cpu/avx2/simd.h"
+
+#include <string.h>
+
+void qp_q5_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
+{
+	struct qp_block_q5_1 *y = vy;
+	const int64_t nb = n / QP_QK5_1;
+
+	for (int64_t i = 0; i < nb; i++) {
+		const float *xb = x + i * QP_QK5_1;
+		__m256 v[4];
+		for (int k = 0; k < 4; k++)
+			v[k] = _mm256_loadu_ps(xb + 8 * k);
+		float min, max;
+		qp_avx2_block_minmax(xb, v, &min, &max);
+
+		const float d = (max - min) / 31;
+		const float id = d != 0.0f ? 1.0f / d : 0.0f;
+		y[i].d = qp_fp32_to_fp16(d);
+		y[i].m = qp_fp32_to_fp16(min);
+
+		const __m256 vmin = _mm256_set1_ps(min);
+		const __m256 vid = _mm256_set1_ps(id);
+		const __m256 half = _mm256_set1_ps(0.5f);
+		__m256i q[4];
+		for (int k = 0; k < 4; k++)
+			q[k] = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], vmin), vid), half));
+		const __m256i b = qp_avx2_low_bytes(q[0], q[1], q[2], q[3]);
+
+		const __m128i low4 = _mm_set1_epi8(0x0f);
+		const __m128i lo = _mm_and_si128(_mm256_castsi256_si128(b), low4);
+		const __m128i hi = _mm_and_si128(_mm256_extracti128_si256(b, 1), low4);
+		_mm_storeu_si128((__m128i *)y[i].qs, _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));
+		const uint32_t qh = qp_avx2_bit4_of_bytes(b);
+		memcpy(y[i].qh, &qh, sizeof(qh));
+	}
+}
+
+static inline __m256i q5_values(const struct qp_block_q5_1 *b)
+{
+	uint32_t qh;
+	memcpy(&qh, b->qh, sizeof(qh));
+	const __m256i high = _mm256_and_si256(qp_avx2_bits_to_bytes(qh), _mm256_set1_epi8(0x10));
+	return _mm256_or_si256(qp_avx2_nibbles(b->qs), high);
+}
+
+void qp_q5_1_dequantize_row_avx2(const void *vx, float *y, int64_t n)
+{
+	const struct qp_block_q5_1 *x = vx;
+	const int64_t nb = n / QP_QK5_1;
+
+	for (int64_t i = 0; i < nb; i++) {
+		const __m256 d = _mm256_set1_ps(qp_fp16_to_fp32(x[i].d));
+		const __m256 m = _mm256_set1_ps(qp_fp16_to_fp32(x[i].m));
+		__m256 f[4];
+		qp_avx2_i8_to_ps(q5_values(&x[i]), f);
+		for (int k = 0; k < 4; k++)
+			_mm256_storeu_ps(y + i * QP_QK5_1 + 8 * k, _mm256_add_ps(_mm256_mul_ps(f[k], d), m));
+	}
+}
+
+void qp_q5_1_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+	const struct qp_block_q5_1 *x = vx;
+	const struct qp_block_q8_1 *y = vy;
+	const int64_t nb = n / QP_QK8_1;
+
+	__m256 acc = _mm256_setzero_ps();
+	float offsets = 0.0f;
+	for (int64_t i = 0; i < nb; i++) {
+		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+		const __m256 d = _mm256_set1_ps(qp_fp16_to_fp32(x[i].d) * qp_fp16_to_fp32(y[i].d));
+		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(qp_avx2_dot_u8_i8(q5_values(&x[i]), qy)), acc);
+		offsets += qp_fp16_to_fp32(x[i].m) * qp_fp16_to_fp32(y[i].s);
+	}
+	*s = qp_avx2_hsum_ps(acc) + offsets;
+}

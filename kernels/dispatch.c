@@ -1,0 +1,357 @@
+/* Run-time choice of kernel level (the shape of xxHash's xxh_x86dispatch.c).
+ *
+ * One const table holds every level's row of operations per type; a level
+ * leaves an operation NULL where it has no variant of its own. At init the
+ * chosen level's rows are copied, with every NULL filled from the scalar
+ * reference, into `selected`, the library's only mutable global. It is
+ * written by qp_kernels_init() before any thread starts and only read
+ * after that.
+ *
+ * This file is built without ISA flags: it must run on any x86-64 (or
+ * other) CPU, to find out which variants this one can run. */
+#include "kernels/kernels.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/ref/ref.h"
+#if QP_HAVE_AVX2
+#include "kernels/cpu/avx2/avx2.h"
+#include <cpuid.h>
+#endif
+
+static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
+	[QP_LEVEL_SCALAR] = {
+		[QP_TYPE_F32] = {
+			.quantize_row = qp_f32_quantize_row_ref,
+			.dequantize_row = qp_f32_dequantize_row_ref,
+			.vec_dot = qp_f32_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_F32,
+		},
+		[QP_TYPE_F16] = {
+			.quantize_row = qp_f16_quantize_row_ref,
+			.dequantize_row = qp_f16_dequantize_row_ref,
+			.vec_dot = qp_f16_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_F16,
+		},
+		[QP_TYPE_BF16] = {
+			.quantize_row = qp_bf16_quantize_row_ref,
+			.dequantize_row = qp_bf16_dequantize_row_ref,
+			.vec_dot = qp_bf16_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_BF16,
+		},
+		[QP_TYPE_Q8_0] = {
+			.quantize_row = qp_q8_0_quantize_row_ref,
+			.dequantize_row = qp_q8_0_dequantize_row_ref,
+			.vec_dot = qp_q8_0_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_0,
+		},
+		/* activation format only: no dot with q8_1 weights, as in ggml */
+		[QP_TYPE_Q8_1] = {
+			.quantize_row = qp_q8_1_quantize_row_ref,
+			.dequantize_row = qp_q8_1_dequantize_row_ref,
+			.vec_dot_type = QP_TYPE_Q8_1,
+		},
+		[QP_TYPE_Q4_0] = {
+			.quantize_row = qp_q4_0_quantize_row_ref,
+			.dequantize_row = qp_q4_0_dequantize_row_ref,
+			.vec_dot = qp_q4_0_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_0,
+		},
+		[QP_TYPE_Q4_1] = {
+			.quantize_row = qp_q4_1_quantize_row_ref,
+			.dequantize_row = qp_q4_1_dequantize_row_ref,
+			.vec_dot = qp_q4_1_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_1,
+		},
+		[QP_TYPE_Q5_0] = {
+			.quantize_row = qp_q5_0_quantize_row_ref,
+			.dequantize_row = qp_q5_0_dequantize_row_ref,
+			.vec_dot = qp_q5_0_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_0,
+		},
+		[QP_TYPE_Q5_1] = {
+			.quantize_row = qp_q5_1_quantize_row_ref,
+			.dequantize_row = qp_q5_1_dequantize_row_ref,
+			.vec_dot = qp_q5_1_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_1,
+		},
+	},
+#if QP_HAVE_AVX2
+	[QP_LEVEL_AVX2] = {
+		/* quantize and dequantize of f32 are memcpy, already at the
+		 * machine's copy speed: they stay with the reference */
+		[QP_TYPE_F32] = {
+			.vec_dot = qp_f32_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_F32,
+		},
+		[QP_TYPE_F16] = {
+			.quantize_row = qp_f16_quantize_row_avx2,
+			.dequantize_row = qp_f16_dequantize_row_avx2,
+			.vec_dot = qp_f16_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_F16,
+		},
+		[QP_TYPE_BF16] = {
+			.quantize_row = qp_bf16_quantize_row_avx2,
+			.dequantize_row = qp_bf16_dequantize_row_avx2,
+			.vec_dot = qp_bf16_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_BF16,
+		},
+		[QP_TYPE_Q8_0] = {
+			.quantize_row = qp_q8_0_quantize_row_avx2,
+			.dequantize_row = qp_q8_0_dequantize_row_avx2,
+			.vec_dot = qp_q8_0_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_0,
+		},
+		[QP_TYPE_Q8_1] = {
+			.quantize_row = qp_q8_1_quantize_row_avx2,
+			.dequantize_row = qp_q8_1_dequantize_row_avx2,
+			.vec_dot_type = QP_TYPE_Q8_1,
+		},
+		[QP_TYPE_Q4_0] = {
+			.quantize_row = qp_q4_0_quantize_row_avx2,
+			.dequantize_row = qp_q4_0_dequantize_row_avx2,
+			.vec_dot = qp_q4_0_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_0,
+		},
+		[QP_TYPE_Q4_1] = {
+			.quantize_row = qp_q4_1_quantize_row_avx2,
+			.dequantize_row = qp_q4_1_dequantize_row_avx2,
+			.vec_dot = qp_q4_1_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_1,
+		},
+		[QP_TYPE_Q5_0] = {
+			.quantize_row = qp_q5_0_quantize_row_avx2,
+			.dequantize_row = qp_q5_0_dequantize_row_avx2,
+			.vec_dot = qp_q5_0_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_0,
+		},
+		[QP_TYPE_Q5_1] = {
+			.quantize_row = qp_q5_1_quantize_row_avx2,
+			.dequantize_row = qp_q5_1_dequantize_row_avx2,
+			.vec_dot = qp_q5_1_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_1,
+		},
+	},
+#endif
+};
+
+static const char *const level_names[QP_LEVEL_COUNT] = {
+	[QP_LEVEL_SCALAR] = "scalar",
+	[QP_LEVEL_AVX2] = "avx2",
+	[QP_LEVEL_AVX512] = "avx512",
+	[QP_LEVEL_NEON] = "neon",
+};
+
+#define REASON_MAX 128
+
+struct selection {
+	bool ready;                               /* set by a successful qp_kernels_init */
+	enum qp_kernel_level level;
+	char reason[REASON_MAX];                  /* "avx2: cpu has ..." */
+	struct qp_kernel_ops ops[QP_TYPE_COUNT];  /* the level's rows, NULLs filled from scalar */
+	bool runs[QP_LEVEL_COUNT];                /* levels this CPU and OS run: CPUID can
+	                                           * trap to a hypervisor, so ask it once */
+};
+
+static struct selection selected;
+
+static bool row_empty(const struct qp_kernel_ops *ops)
+{
+	return !ops->quantize_row && !ops->dequantize_row && !ops->vec_dot;
+}
+
+/* Whether this CPU and OS can run the AVX2 level; *why says what is
+ * missing, or what is there. */
+static bool avx2_runs_here(const char **why)
+{
+#if QP_HAVE_AVX2
+	unsigned a, b, c, d;
+	if (!__get_cpuid(1, &a, &b, &c, &d)) {
+		*why = "cpuid leaf 1 is missing";
+		return false;
+	}
+	const bool fma = c & bit_FMA;
+	const bool f16c = c & bit_F16C;
+	const bool avx = c & bit_AVX;
+	const bool osxsave = c & bit_OSXSAVE;
+	bool avx2 = false;
+	if (__get_cpuid_max(0, NULL) >= 7) {
+		__cpuid_count(7, 0, a, b, c, d);
+		avx2 = b & bit_AVX2;
+	}
+	if (!avx || !avx2 || !fma || !f16c) {
+		*why = !avx2 || !avx ? "cpu lacks avx2" : !fma ? "cpu lacks fma" : "cpu lacks f16c";
+		return false;
+	}
+	/* The CPU may support AVX while the OS does not save the upper
+	 * halves of the YMM registers across context switches: XCR0 must
+	 * have both the SSE (bit 1) and AVX (bit 2) state enabled. */
+	if (!osxsave) {
+		*why = "os has not enabled xsave, so ymm registers are not saved";
+		return false;
+	}
+	unsigned lo, hi;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	if ((lo & 0x6u) != 0x6u) {
+		*why = "os does not save ymm registers (xcr0)";
+		return false;
+	}
+	*why = "cpu has avx2+fma+f16c and os saves ymm";
+	return true;
+#else
+	*why = "this build has no avx2 kernels";
+	return false;
+#endif
+}
+
+/* Whether level can run here; *why as for avx2_runs_here. */
+static bool level_runs_here(enum qp_kernel_level level, const char **why)
+{
+	switch (level) {
+	case QP_LEVEL_SCALAR:
+		*why = "portable c";
+		return true;
+	case QP_LEVEL_AVX2:
+		return avx2_runs_here(why);
+	case QP_LEVEL_AVX512:
+		*why = "this build has no avx512 kernels";
+		return false;
+	case QP_LEVEL_NEON:
+		*why = "this build has no neon kernels";
+		return false;
+	case QP_LEVEL_COUNT:
+		break;
+	}
+	*why = "no such level";
+	return false;
+}
+
+/* Make level the selection; reason is "<level>: <detail>". */
+static void select_level(enum qp_kernel_level level, const char *detail)
+{
+	selected.level = level;
+	snprintf(selected.reason, sizeof(selected.reason), "%s: %s", level_names[level], detail);
+	for (int t = 0; t < QP_TYPE_COUNT; t++) {
+		const struct qp_kernel_ops *ref = &levels[QP_LEVEL_SCALAR][t];
+		struct qp_kernel_ops ops = levels[level][t];
+		if (!ops.quantize_row)
+			ops.quantize_row = ref->quantize_row;
+		if (!ops.dequantize_row)
+			ops.dequantize_row = ref->dequantize_row;
+		if (!ops.vec_dot)
+			ops.vec_dot = ref->vec_dot;
+		/* the pairing is part of the format, not of the level */
+		ops.vec_dot_type = ref->vec_dot_type;
+		selected.ops[t] = ops;
+	}
+	for (int l = 0; l < QP_LEVEL_COUNT; l++) {
+		const char *why;
+		selected.runs[l] = level_runs_here(l, &why);
+	}
+	selected.ready = true;
+}
+
+int qp_kernels_init(const char *force_name, struct qp_err *err)
+{
+	const char *name = force_name;
+	const char *source = "--kernels";
+	if (!name || !*name) {
+		name = getenv("QPIPE_KERNELS");
+		source = "QPIPE_KERNELS";
+	}
+
+	const char *why;
+	if (name && *name && strcmp(name, "auto") != 0) {
+		const int level = qp_kernel_level_from_name(name);
+		if (level < 0)
+			return qp_err_set(err, QP_EINVAL, "%s: unknown kernel level '%s' (expected scalar, avx2 or auto)",
+			                  source, name);
+		if (!level_runs_here(level, &why))
+			return qp_err_set(err, QP_EINVAL, "%s: kernel level '%s' cannot run here: %s", source, name, why);
+		char detail[64];
+		snprintf(detail, sizeof(detail), "forced by %s", source);
+		select_level(level, detail);
+		return 0;
+	}
+
+	if (avx2_runs_here(&why))
+		select_level(QP_LEVEL_AVX2, why);
+	else
+		select_level(QP_LEVEL_SCALAR, why);
+	return 0;
+}
+
+enum qp_kernel_level qp_kernels_level(void)
+{
+	return selected.ready ? selected.level : QP_LEVEL_SCALAR;
+}
+
+const char *qp_kernels_reason(void)
+{
+	return selected.ready ? selected.reason : "scalar: qp_kernels_init has not run";
+}
+
+const char *qp_kernel_level_name(enum qp_kernel_level level)
+{
+	if ((int)level < 0 || level >= QP_LEVEL_COUNT)
+		return "unknown";
+	return level_names[level];
+}
+
+int qp_kernel_level_from_name(const char *name)
+{
+	if (!name)
+		return -1;
+	for (int l = 0; l < QP_LEVEL_COUNT; l++)
+		if (strcmp(level_names[l], name) == 0)
+			return l;
+	return -1;
+}
+
+int qp_kernel_level_supported(enum qp_kernel_level level)
+{
+	if ((int)level < 0 || level >= QP_LEVEL_COUNT)
+		return 0;
+	if (selected.ready)
+		return selected.runs[level];
+	const char *why;
+	return level_runs_here(level, &why);
+}
+
+const struct qp_kernel_ops *qp_kernels_get(enum qp_type t)
+{
+	if ((int)t < 0 || t >= QP_TYPE_COUNT)
+		return NULL;
+	/* before init, the reference: correct everywhere, if slower */
+	const struct qp_kernel_ops *ops = selected.ready ? &selected.ops[t] : &levels[QP_LEVEL_SCALAR][t];
+	return row_empty(ops) ? NULL : ops;
+}
+
+const struct qp_kernel_ops *qp_kernels_get_level(enum qp_type t, enum qp_kernel_level level)
+{
+	if ((int)t < 0 || t >= QP_TYPE_COUNT || (int)level < 0 || level >= QP_LEVEL_COUNT)
+		return NULL;
+	if (!qp_kernel_level_supported(level))
+		return NULL;
+	const struct qp_kernel_ops *ops = &levels[level][t];
+	return row_empty(ops) ? NULL : ops;
+}
+
+const struct qp_kernel_ops *qp_kernels_get_cuda(enum qp_type t)
+{
+	(void)t;
+	return NULL;
+}
+
+int qp_kernels_to_f32(enum qp_type t, const void *src, float *dst, int64_t n)
+{
+	const struct qp_kernel_ops *ops = qp_kernels_get(t);
+	const struct qp_type_traits *traits = qp_type_traits(t);
+	if (!ops || !ops->dequantize_row || !traits || n < 0 || n % traits->blck != 0)
+		return -1;
+	ops->dequantize_row(src, dst, n);
+	return 0;
+}
