@@ -8,6 +8,7 @@
 
 #include "common/arena.h"
 #include "common/os.h"
+#include "common/path.h"
 #include "qp_config.h"
 
 struct qp_runner {
@@ -112,7 +113,7 @@ int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 	for (size_t i = 0; i < r->g->n; i++) {
 		const struct qp_instance *in = &r->g->inst[i];
 		struct qp_entry *e = &r->entries[i];
-		char why[QP_ERR_MSG_MAX] = "";
+		char why[QP_ERR_MSG_MAX + 32] = "";
 		json_t *rec = NULL;
 		struct qp_miss miss;
 		int rc = qp_store_get_action_ex(r->store, &in->key, &rec, &miss, err);
@@ -204,7 +205,9 @@ int qp_ctx_add_output(struct qp_stage_ctx *ctx, const char *name, struct qp_err 
 	if (!valid_output_name(name))
 		return qp_err_set(err, QP_EINVAL, "stage '%s': bad output name '%s'", ctx->in->id, name);
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/%s", ctx->out_dir, name);
+	int rc = qp_path_join(path, sizeof(path), ctx->out_dir, name, err);
+	if (rc)
+		return rc;
 	if (!qp_os_exists(path))
 		return qp_err_set(err, QP_EINVAL, "stage '%s': declared output '%s' was not written",
 		                  ctx->in->id, name);
@@ -298,9 +301,9 @@ static int commit(struct qp_runner *r, const struct qp_instance *in, struct qp_s
 	json_array_foreach(ctx->outputs, i, v) {
 		const char *name = json_string_value(v);
 		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", ctx->out_dir, name);
 		struct qp_hash h;
-		if ((rc = qp_store_put_file(r->store, path, &h, err)))
+		if ((rc = qp_path_join(path, sizeof(path), ctx->out_dir, name, err)) ||
+		    (rc = qp_store_put_file(r->store, path, &h, err)))
 			break;
 		char hex[QP_HASH_HEX_LEN + 1];
 		qp_hash_hex(&h, hex);

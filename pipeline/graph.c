@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/path.h"
 #include "common/suggest.h"
 
 #define PATH_TREE_MAX_FILES 100000
@@ -409,7 +410,7 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 	const struct qp_rstage *st = &b->r->stages[si];
 	const struct qp_stage_kind *k = st->kind;
 	size_t np = n_params(k);
-	struct qp_instance *in;
+	struct qp_instance *in = NULL;
 	int rc = push_instance(b, &in);
 	if (rc)
 		return rc;
@@ -653,14 +654,16 @@ static int hash_tree(struct qp_hasher *h, const char *root, const char *rel, siz
                      struct qp_err *err)
 {
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
+	int rc = rel[0] ? qp_path_join(path, sizeof(path), root, rel, err)
+	                : (snprintf(path, sizeof(path), "%s", root), 0);
+	if (rc)
+		return rc;
 	DIR *d = opendir(path);
 	if (!d)
 		return qp_err_set(err, QP_EIO, "%s: cannot open directory:", path);
 	char **names = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *e;
-	int rc = 0;
 	while ((e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
@@ -685,8 +688,12 @@ static int hash_tree(struct qp_hasher *h, const char *root, const char *rel, siz
 		qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n && !rc; i++) {
 		char sub[PATH_MAX], full[PATH_MAX];
-		snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", names[i]);
-		snprintf(full, sizeof(full), "%s/%s", root, sub);
+		if (rel[0])
+			rc = qp_path_join(sub, sizeof(sub), rel, names[i], err);
+		else
+			snprintf(sub, sizeof(sub), "%s", names[i]);
+		if (rc || (rc = qp_path_join(full, sizeof(full), root, sub, err)))
+			break;
 		struct stat st;
 		if (stat(full, &st) != 0) {
 			rc = qp_err_set(err, QP_EIO, "%s: cannot stat:", full);

@@ -9,7 +9,7 @@
 #include "common/arena.h"
 #include "common/err.h"
 #include "pipeline/diag.h"
-#include "pipeline/yaml.h"
+#include "pipeline/ytree.h"
 #include "stages/stage.h"
 
 struct qp_rstage {

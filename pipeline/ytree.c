@@ -1,4 +1,4 @@
-#include "pipeline/yaml.h"
+#include "pipeline/ytree.h"
 
 #include <string.h>
 #include <yaml.h>

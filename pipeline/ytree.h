@@ -4,8 +4,8 @@
  *
  * Aliases and anchors are refused: they buy nothing in a recipe and are
  * the way to build an alias bomb. Nesting depth and node count are capped. */
-#ifndef QP_YAML_H
-#define QP_YAML_H
+#ifndef QP_YTREE_H
+#define QP_YTREE_H
 
 #include <stdbool.h>
 #include <stddef.h>
