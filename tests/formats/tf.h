@@ -83,7 +83,7 @@ static void tf_fail(const char *file, int line, const char *fmt, ...)
 	} while (0)
 
 /* Data that tests read in place: ../shared/data, from QP_SHARED_DIR. */
-static const char *tf_shared(const char *rel)
+__attribute__((unused)) static const char *tf_shared(const char *rel)
 {
 	static char buf[4096];
 	const char *dir = getenv("QP_SHARED_DIR");
@@ -110,7 +110,7 @@ static void tf_tmp_cleanup(void)
 }
 
 /* path of name inside the temporary directory. */
-static const char *tf_path(char *buf, size_t cap, const char *name)
+__attribute__((unused)) static const char *tf_path(char *buf, size_t cap, const char *name)
 {
 	if (!tf_tmp[0]) {
 		const char *base = getenv("TMPDIR");
@@ -129,7 +129,7 @@ static const char *tf_path(char *buf, size_t cap, const char *name)
 }
 
 /* Whole file into a malloc'd buffer (test code: aborts on failure). */
-static unsigned char *tf_slurp(const char *path, size_t *len)
+__attribute__((unused)) static unsigned char *tf_slurp(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
@@ -149,7 +149,7 @@ static unsigned char *tf_slurp(const char *path, size_t *len)
 	return buf;
 }
 
-static void tf_spit(const char *path, const void *data, size_t len)
+__attribute__((unused)) static void tf_spit(const char *path, const void *data, size_t len)
 {
 	FILE *f = fopen(path, "wb");
 	if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
@@ -158,7 +158,7 @@ static void tf_spit(const char *path, const void *data, size_t len)
 	}
 }
 
-static int tf_main(int argc, char **argv, const struct tf_test *tests, size_t n)
+__attribute__((unused)) static int tf_main(int argc, char **argv, const struct tf_test *tests, size_t n)
 {
 	int failures = 0, ran = 0;
 	for (size_t i = 0; i < n; i++) {
