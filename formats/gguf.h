@@ -45,8 +45,10 @@ struct qp_gguf_kv {
 		struct qp_gguf_str str;
 	} v;
 	/* ARRAY only: element type, count, and the elements. Numeric arrays
-	 * point at the raw little-endian values in the mapping (arr_data);
-	 * string arrays are decoded into arr_str. */
+	 * point at the raw little-endian values in the mapping (arr_data; not
+	 * necessarily aligned for the element type: copy out with memcpy; a
+	 * BOOL is one byte, nonzero for true); string arrays are decoded into
+	 * arr_str (valid until close). */
 	enum qp_gguf_vtype arr_type;
 	uint64_t arr_n;
 	const void *arr_data;
@@ -66,17 +68,30 @@ struct qp_gguf_tensor {
 
 struct qp_gguf_file;
 
+/* Map and validate the file at path; tensor data stays in the mapping. */
 int qp_gguf_open(struct qp_gguf_file **out, const char *path, struct qp_err *err);
+/* Validate a GGUF image in memory (data borrowed: it must outlive the
+ * file); name is used in error messages. */
+int qp_gguf_parse(struct qp_gguf_file **out, const void *data, size_t len, const char *name,
+                  struct qp_err *err);
 void qp_gguf_close(struct qp_gguf_file *f);
 
 uint32_t qp_gguf_version(const struct qp_gguf_file *f);
+/* Bytes; general.alignment or 32. */
 uint64_t qp_gguf_alignment(const struct qp_gguf_file *f);
+/* Absolute file offset of the data section. */
+uint64_t qp_gguf_data_offset(const struct qp_gguf_file *f);
 size_t qp_gguf_kv_count(const struct qp_gguf_file *f);
 const struct qp_gguf_kv *qp_gguf_kv_at(const struct qp_gguf_file *f, size_t i);
 const struct qp_gguf_kv *qp_gguf_find_kv(const struct qp_gguf_file *f, const char *key);
 size_t qp_gguf_tensor_count(const struct qp_gguf_file *f);
 const struct qp_gguf_tensor *qp_gguf_tensor_at(const struct qp_gguf_file *f, size_t i);
 const struct qp_gguf_tensor *qp_gguf_find_tensor(const struct qp_gguf_file *f, const char *name);
+
+/* "u8", "str", "arr" ... (gguf.cpp's names); NULL if out of range. */
+const char *qp_gguf_vtype_name(enum qp_gguf_vtype t);
+/* Bytes of one value of a fixed-size type; 0 for STRING, ARRAY or out of range. */
+size_t qp_gguf_vtype_size(enum qp_gguf_vtype t);
 
 struct qp_gguf_writer;
 

@@ -3,6 +3,7 @@
 #define QP_HFCONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/err.h"
 
@@ -26,8 +27,14 @@ struct qp_hf_config {
 };
 
 /* Read config.json at path. Missing required fields are errors naming the
- * file and the field. */
+ * file and the field. Required: model_type, hidden_size, intermediate_size,
+ * num_hidden_layers, num_attention_heads, vocab_size. Defaults otherwise:
+ * architecture "", max_position_embeddings 2048, rms_norm_eps 1e-6 (as
+ * transformers' LlamaConfig). */
 int qp_hf_config_read(struct qp_hf_config *out, const char *path, struct qp_err *err);
+/* The same from memory; name is used in error messages. */
+int qp_hf_config_parse(struct qp_hf_config *out, const void *data, size_t len, const char *name,
+                       struct qp_err *err);
 
 struct qp_hf_tokenizer_config {
 	bool add_bos_token;          /* default true (Llama) */
@@ -37,5 +44,8 @@ struct qp_hf_tokenizer_config {
 /* Read tokenizer_config.json at path; absent keys keep their defaults. */
 int qp_hf_tokenizer_config_read(struct qp_hf_tokenizer_config *out, const char *path,
                                 struct qp_err *err);
+/* The same from memory; name is used in error messages. */
+int qp_hf_tokenizer_config_parse(struct qp_hf_tokenizer_config *out, const void *data,
+                                 size_t len, const char *name, struct qp_err *err);
 
 #endif

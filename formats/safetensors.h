@@ -41,6 +41,11 @@ struct qp_st_model;
  * by shard. */
 int qp_st_open(struct qp_st_model **out, const char *path, struct qp_err *err);
 void qp_st_close(struct qp_st_model *m);
+/* Parse one safetensors file already in memory (data borrowed: it must
+ * outlive the model); name is used in error messages. For fuzzers and for
+ * bytes that did not come from a file. */
+int qp_st_parse(struct qp_st_model **out, const void *data, size_t len, const char *name,
+                struct qp_err *err);
 
 size_t qp_st_count(const struct qp_st_model *m);
 const struct qp_st_tensor *qp_st_at(const struct qp_st_model *m, size_t i);
