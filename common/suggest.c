@@ -1,5 +1,6 @@
 #include "common/suggest.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,7 @@ size_t qp_edit_distance(const char *a, const char *b)
 		size_t *cur = rows[(i + 1) % 3], *prev = rows[i % 3], *pp = rows[(i + 2) % 3];
 		cur[0] = i;
 		for (size_t j = 1; j <= m; j++) {
-			size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+			size_t cost = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
 			size_t v = prev[j] + 1;
 			if (cur[j - 1] + 1 < v)
 				v = cur[j - 1] + 1;

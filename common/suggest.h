@@ -4,7 +4,8 @@
 
 #include <stddef.h>
 
-/* Damerau-Levenshtein distance with unit costs (transposition counts 1). */
+/* Damerau-Levenshtein distance with unit costs (transposition counts 1),
+ * ignoring case: 'Q4_0' is a plain slip for 'q4_0'. */
 size_t qp_edit_distance(const char *a, const char *b);
 
 /* The candidate nearest to word, if close enough to be a plausible typo

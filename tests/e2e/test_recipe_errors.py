@@ -59,8 +59,8 @@ class RecipeErrors(unittest.TestCase):
         self.check("""\
             stages:
               m: { uses: model.local, with: { path: MODEL } }
-              q: { uses: quantize, with: { model: m, type: q4_O } }
-            """, "FILE:3:51: parameter 'type' of stage 'q': unknown value 'q4_O' (did you mean 'q4_0'?)")
+              q: { uses: quantize, with: { model: m, type: Q4_0 } }
+            """, "FILE:3:48: parameter 'type' of stage 'q': unknown value 'Q4_0' (did you mean 'q4_0'?)")
 
     def test_dangling_reference_and_cycle(self):
         self.check("""\
