@@ -599,7 +599,7 @@ int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *ke
 		closedir(d);
 	}
 	closedir(top);
-	if (!rc)
+	if (!rc && n)
 		qsort(keys, n, sizeof(*keys), cmp_name);
 	for (size_t i = 0; i < n && !rc; i++) {
 		struct qp_hash h;

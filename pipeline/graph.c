@@ -363,9 +363,12 @@ static struct combo *combo_extend(struct builder *b, const struct combo *c, size
 	n->pick = qp_arena_calloc(b->a, np + 1, sizeof(size_t));
 	if (!n->names || !n->values || !n->pick)
 		return NULL;
-	memcpy(n->names, c->names, c->n_coords * sizeof(char *));
-	memcpy(n->values, c->values, c->n_coords * sizeof(char *));
-	memcpy(n->pick, c->pick, np * sizeof(size_t));
+	if (c->n_coords) {
+		memcpy(n->names, c->names, c->n_coords * sizeof(char *));
+		memcpy(n->values, c->values, c->n_coords * sizeof(char *));
+	}
+	if (np)
+		memcpy(n->pick, c->pick, np * sizeof(size_t));
 	n->n_coords = c->n_coords;
 	return n;
 }
@@ -684,7 +687,7 @@ static int hash_tree(struct qp_hasher *h, const char *root, const char *rel, siz
 		n++;
 	}
 	closedir(d);
-	if (!rc)
+	if (!rc && n)
 		qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n && !rc; i++) {
 		char sub[PATH_MAX], full[PATH_MAX];
