@@ -328,7 +328,9 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 		fprintf(stderr, "%zu stage(s): %zu ran, %zu cached, %zu failed, %zu skipped\n", s.graph->n,
 		        ran, cached, failed, skipped);
 	if (rc) {
-		qp_cli_error("%s", err.msg);
+		/* a failed stage's message was already shown on its own line */
+		if (!failed || s.quiet)
+			qp_cli_error("%s", err.msg);
 		session_free(&s);
 		return failed ? QP_EXIT_FAILED : exit_for(rc);
 	}
