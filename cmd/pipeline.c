@@ -1,5 +1,6 @@
 /* qpipe run and qpipe plan: load, expand, plan, and (run) execute. */
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,25 @@
 #include "common/os.h"
 #include "kernels/kernels.h"
 #include "pipeline/exec.h"
+
+/* Set by the SIGINT/SIGTERM handler; read by the executor. */
+static volatile sig_atomic_t interrupt_flag;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupt_flag = 1;
+}
+
+static void catch_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
 
 struct session {
 	const struct qp_cmd *cmd;
@@ -124,7 +144,7 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 		else if (e->state == QP_INST_FAILED)
 			fprintf(stderr, "failed  %s: %s\n", in->id, e->error);
 		else if (e->state == QP_INST_SKIPPED)
-			fprintf(stderr, "skipped %s (an upstream stage failed)\n", in->id);
+			fprintf(stderr, "skipped %s (%s)\n", in->id, e->why);
 		else if (e->state == QP_INST_CACHED)
 			fprintf(stderr, "cached  %s\n", in->id);
 	}
@@ -230,6 +250,7 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 	struct qp_exec_opts opts = {
 		.threads = threads,
 		.events = {.ud = s, .stage_start = on_start, .stage_end = on_end, .progress = on_progress},
+		.interrupt = &interrupt_flag,
 	};
 	if ((rc = qp_store_open(&s->store, dir, &err)) ||
 	    (rc = qp_runner_new(&s->runner, s->graph, s->store, &opts, &err)) ||
@@ -312,6 +333,7 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 		return ex < 0 ? QP_EXIT_OK : ex;
 	}
 	struct qp_err err = {0};
+	catch_signals();
 	int rc = qp_runner_execute(s.runner, &err);
 	size_t ran = 0, cached = 0, failed = 0, skipped = 0;
 	for (size_t i = 0; i < s.graph->n; i++) {
@@ -332,7 +354,7 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 		if (!failed || s.quiet)
 			qp_cli_error("%s", err.msg);
 		session_free(&s);
-		return failed ? QP_EXIT_FAILED : exit_for(rc);
+		return rc == QP_EINTR ? QP_EXIT_INTR : failed ? QP_EXIT_FAILED : exit_for(rc);
 	}
 	print_reports(&s);
 	session_free(&s);

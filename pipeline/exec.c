@@ -234,10 +234,19 @@ int qp_ctx_threads(const struct qp_stage_ctx *ctx)
 	return ctx->r->opts.threads;
 }
 
-void qp_ctx_progress(struct qp_stage_ctx *ctx, const char *what, int64_t done, int64_t total)
+static int interrupted(const struct qp_runner *r)
+{
+	return r->opts.interrupt && *r->opts.interrupt;
+}
+
+int qp_ctx_progress(struct qp_stage_ctx *ctx, const char *what, int64_t done, int64_t total,
+                    struct qp_err *err)
 {
 	if (ctx->r->opts.events.progress)
 		ctx->r->opts.events.progress(ctx->r->opts.events.ud, ctx->in, what, done, total);
+	if (interrupted(ctx->r))
+		return qp_err_set(err, QP_EINTR, "interrupted");
+	return 0;
 }
 
 const char *qp_artifact_file(const struct qp_artifact *a, const char *name)
@@ -402,8 +411,12 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			if (s == QP_INST_FAILED || s == QP_INST_SKIPPED)
 				blocked = 1;
 		}
+		if (!first_rc && interrupted(r))
+			first_rc = qp_err_set(err, QP_EINTR, "interrupted: %zu stage(s) not run", total - done);
 		if (blocked || first_rc) {
 			e->state = QP_INST_SKIPPED;
+			e->why = blocked ? "an upstream stage failed"
+			         : first_rc == QP_EINTR ? "interrupted" : "the run stopped at a failure";
 			if (ev->stage_end)
 				ev->stage_end(ev->ud, in, e);
 			continue;
@@ -413,7 +426,12 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 		struct qp_err serr = {0};
 		int rc = run_one(r, i, &serr);
 		done++;
-		if (rc) {
+		if (rc == QP_EINTR) {
+			e->state = QP_INST_SKIPPED;
+			e->why = "interrupted";
+			if (!first_rc)
+				first_rc = qp_err_set(err, QP_EINTR, "interrupted during stage '%s'", in->id);
+		} else if (rc) {
 			e->state = QP_INST_FAILED;
 			snprintf(e->error, sizeof(e->error), "%s", serr.msg);
 			if (!first_rc) {

@@ -5,10 +5,11 @@
  * a stage writes into a scratch folder, its declared outputs are moved into
  * the store, and only then is its action record written, so a crash leaves
  * no record that points at missing outputs. A failed stage stops the run
- * and everything downstream of it is skipped. */
+ * and everything downstream of it is skipped; so does an interrupt. */
 #ifndef QP_EXEC_H
 #define QP_EXEC_H
 
+#include <signal.h>
 #include <stdio.h>
 
 #include "cache/store.h"
@@ -24,7 +25,7 @@ enum qp_inst_state {
 
 struct qp_entry {
 	enum qp_inst_state state;
-	const char *why;              /* TO_RUN: "new", "record unusable: ..." */
+	const char *why;              /* TO_RUN: "new", "record unusable: ..."; SKIPPED: why */
 	struct qp_artifact art;       /* CACHED and RAN: what it produced */
 	json_t *record;               /* CACHED and RAN: the action record (owned) */
 	double wall_s;                /* RAN: seconds */
@@ -43,6 +44,10 @@ struct qp_exec_events {
 struct qp_exec_opts {
 	int threads;                  /* for stages that use threads; >= 1 */
 	struct qp_exec_events events;
+	/* Set non-zero (by a signal handler) to stop: no further stage starts,
+	 * the running one stops at its next progress report, nothing of it is
+	 * stored. NULL: never. */
+	volatile sig_atomic_t *interrupt;
 };
 
 struct qp_runner;

@@ -106,8 +106,11 @@ int qp_ctx_add_external(struct qp_stage_ctx *ctx, const char *name, const char *
 json_t *qp_ctx_metrics(struct qp_stage_ctx *ctx);
 /* Threads the stage may use. */
 int qp_ctx_threads(const struct qp_stage_ctx *ctx);
-/* Progress: done of total units; shown by the CLI on a terminal only. */
-void qp_ctx_progress(struct qp_stage_ctx *ctx, const char *what, int64_t done, int64_t total);
+/* Progress: done of total units; shown by the CLI on a terminal only.
+ * Returns QP_EINTR (with err set) once the run has been interrupted: the
+ * stage then returns that code, leaving its scratch folder to be dropped. */
+int qp_ctx_progress(struct qp_stage_ctx *ctx, const char *what, int64_t done, int64_t total,
+                    struct qp_err *err);
 
 /* Path of an artifact's file by name, or NULL. */
 const char *qp_artifact_file(const struct qp_artifact *a, const char *name);

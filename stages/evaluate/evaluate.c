@@ -84,7 +84,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 			if (s.max_abs > all.max_abs)
 				all.max_abs = s.max_abs;
 		}
-		qp_ctx_progress(ctx, "tensors", (int64_t)i + 1, (int64_t)nt);
+		if ((rc = qp_ctx_progress(ctx, "tensors", (int64_t)i + 1, (int64_t)nt, err)))
+			goto out;
 	}
 	json_t *met = qp_ctx_metrics(ctx);
 	json_t *st = stats_json(&all);

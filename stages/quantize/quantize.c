@@ -120,7 +120,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		if ((rc = qp_gguf_add_tensor(w, t->name, pt[i].dst, nd, ne, pt[i].data, pt[i].nbytes, err)))
 			goto out;
 		done_elems += t->nelem;
-		qp_ctx_progress(ctx, "tensors", done_elems, total_elems);
+		if ((rc = qp_ctx_progress(ctx, "tensors", done_elems, total_elems, err)))
+			goto out;
 	}
 	const char *type = qp_ctx_param(ctx, "type")->s;
 	if ((rc = qp_gguf_set_str(w, "qpipe.method", type, err)) ||

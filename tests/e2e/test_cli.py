@@ -1,4 +1,5 @@
 """The command line: help, exit codes, messages."""
+import os
 import unittest
 
 import qptest
@@ -59,6 +60,29 @@ class Cli(unittest.TestCase):
         self.assertIn("[default: f16]", p.stdout)
         p = self.w.qpipe("stages", "quantise", check=2)
         self.assertIn("did you mean 'quantize'", p.stderr)
+
+    def test_interrupt_stops_cleanly_with_130(self):
+        # 17 stages of ~0.1 s each: SIGINT after the first one has run lands
+        # while later stages are still to come.
+        import signal, subprocess
+        r = self.w.write("r.yaml", open(os.path.join(os.path.dirname(__file__), "..", "..",
+                                                    "recipes", "demo.yaml")).read().replace(
+            "../../shared/data/models", os.path.join(qptest.SHARED, "data", "models")))
+        p = subprocess.Popen([qptest.QPIPE, "run", r, "--cache-dir", self.w.cache],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = p.stderr.readline()
+        self.assertTrue(first.startswith("ran     model"), first)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 130, err)
+        self.assertIn("(interrupted)", err)
+        self.assertRegex(err, r"qpipe: interrupted")
+        self.assertEqual(out, "")
+        # what was interrupted left nothing half-made: a rerun completes
+        p2 = self.w.qpipe("run", r, "--cache-dir", self.w.cache, check=0)
+        self.assertIn("| q4_0 |", p2.stdout)
+        tmp = os.path.join(self.w.cache, "tmp")
+        self.assertEqual(os.listdir(tmp), [])
 
     def test_cache_dir_and_empty_ls(self):
         p = self.w.qpipe("cache", "dir", "--cache-dir", self.w.cache, check=0)
