@@ -9,6 +9,8 @@
 static const struct qp_opt pipeline_opts[] = {
 	{"cache-dir", 0, "DIR", "content-addressed store (default: $QPIPE_CACHE_DIR, else $XDG_CACHE_HOME/qpipe, else ~/.cache/qpipe)"},
 	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2 (default: $QPIPE_KERNELS, else auto)"},
+	{"jobs", 'j', "N", "stages run at once, each in its own process (default: 1; run only)"},
+	{"keep-going", 'k', NULL, "after a failure, go on with the stages that do not depend on it"},
 	{"threads", 't', "N", "threads a stage may use (default: all cores)"},
 	{"log-json", 0, "FILE", "append one JSON event per line to FILE"},
 	{"format", 0, "FMT", "plan output: text or json (plan only)"},

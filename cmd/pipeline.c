@@ -140,11 +140,14 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 	if (!s->quiet) {
 		clear_progress(s);
 		if (e->state == QP_INST_RAN)
-			fprintf(stderr, "ran     %s (%.2f s)\n", in->id, e->wall_s);
+			fprintf(stderr, "ran     %s (%.2f s, %.0f MB peak)\n", in->id, e->wall_s,
+			        (double)e->peak_rss_kb / 1024.0);
 		else if (e->state == QP_INST_FAILED)
 			fprintf(stderr, "failed  %s: %s\n", in->id, e->error);
 		else if (e->state == QP_INST_SKIPPED)
 			fprintf(stderr, "skipped %s (%s)\n", in->id, e->why);
+		else if (e->state == QP_INST_CACHED && e->why && strcmp(e->why, "cached"))
+			fprintf(stderr, "cached  %s (%s)\n", in->id, e->why);
 		else if (e->state == QP_INST_CACHED)
 			fprintf(stderr, "cached  %s\n", in->id);
 	}
@@ -154,8 +157,12 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 	json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "event", "stage", "stage", in->id,
 	                       "kind", in->kind->name, "key", in->key_hex, "status",
 	                       state_name(e->state), "outputs", outs);
-	if (ev && e->state == QP_INST_RAN)
+	if (ev && (e->state == QP_INST_RAN || e->state == QP_INST_FAILED)) {
 		json_object_set_new(ev, "wall_s", json_real(e->wall_s));
+		json_object_set_new(ev, "peak_rss_kb", json_integer(e->peak_rss_kb));
+	}
+	if (ev && e->why && e->state != QP_INST_RAN)
+		json_object_set_new(ev, "why", json_string(e->why));
 	if (ev && e->state == QP_INST_FAILED)
 		json_object_set_new(ev, "error", json_string(e->error));
 	json_event(s, ev);
@@ -211,6 +218,17 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		}
 		threads = (int)t;
 	}
+	int jobs = 1;
+	const char *jopt = qp_cli_get(cmd, &s->args, "jobs");
+	if (jopt) {
+		char *end;
+		long j = strtol(jopt, &end, 10);
+		if (*end || j < 1 || j > 1024) {
+			qp_cli_error("%s: --jobs must be an integer in 1..1024, not '%s'", cmd->name, jopt);
+			return QP_EXIT_USAGE;
+		}
+		jobs = (int)j;
+	}
 	const char *fmt = qp_cli_get(cmd, &s->args, "format");
 	if (fmt && strcmp(fmt, "text") && strcmp(fmt, "json")) {
 		qp_cli_error("%s: --format must be text or json, not '%s'", cmd->name, fmt);
@@ -249,6 +267,8 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 	}
 	struct qp_exec_opts opts = {
 		.threads = threads,
+		.jobs = jobs,
+		.keep_going = qp_cli_get(cmd, &s->args, "keep-going") != NULL,
 		.events = {.ud = s, .stage_start = on_start, .stage_end = on_end, .progress = on_progress},
 		.interrupt = &interrupt_flag,
 	};

@@ -1,11 +1,20 @@
 #include "pipeline/exec.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/lock.h"
 #include "common/arena.h"
 #include "common/os.h"
 #include "common/path.h"
@@ -17,6 +26,8 @@ struct qp_runner {
 	struct qp_exec_opts opts;
 	struct qp_arena *arena;       /* artifact strings */
 	struct qp_entry *entries;     /* one per instance */
+	int child_fd;                 /* in a stage's child: its pipe; -1 in the scheduler */
+	size_t n_to_run, n_started, n_failed;
 };
 
 struct qp_stage_ctx {
@@ -38,6 +49,7 @@ int qp_runner_new(struct qp_runner **out, const struct qp_graph *g, struct qp_st
 		return qp_err_nomem(err);
 	r->g = g;
 	r->store = s;
+	r->child_fd = -1;
 	r->opts = *opts;
 	if (r->opts.threads < 1)
 		r->opts.threads = 1;
@@ -234,6 +246,8 @@ int qp_ctx_threads(const struct qp_stage_ctx *ctx)
 	return ctx->r->opts.threads;
 }
 
+static void child_say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int interrupted(const struct qp_runner *r)
 {
 	return r->opts.interrupt && *r->opts.interrupt;
@@ -242,7 +256,9 @@ static int interrupted(const struct qp_runner *r)
 int qp_ctx_progress(struct qp_stage_ctx *ctx, const char *what, int64_t done, int64_t total,
                     struct qp_err *err)
 {
-	if (ctx->r->opts.events.progress)
+	if (ctx->r->child_fd >= 0)
+		child_say(ctx->r->child_fd, "P %lld %lld %s", (long long)done, (long long)total, what);
+	else if (ctx->r->opts.events.progress)
 		ctx->r->opts.events.progress(ctx->r->opts.events.ud, ctx->in, what, done, total);
 	if (interrupted(ctx->r))
 		return qp_err_set(err, QP_EINTR, "interrupted");
@@ -329,11 +345,14 @@ static int commit(struct qp_runner *r, const struct qp_instance *in, struct qp_s
 	struct tm tm;
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	json_t *rec = json_pack("{s:s, s:s, s:i, s:s, s:s, s:o, s:o, s:o, s:O, s:O, s:f, s:s, s:s, s:s}",
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	json_t *rec = json_pack("{s:s, s:s, s:i, s:s, s:s, s:o, s:o, s:o, s:O, s:O, s:f, s:f, s:s, s:s, s:s}",
 	                        "stage", in->id, "kind", in->kind->name, "kind_version",
 	                        in->kind->version, "key", in->key_hex, "recipe", r->g->recipe->name,
 	                        "params", params_json(in), "coords", coords_json(in), "outputs", outs,
 	                        "external", ctx->external, "metrics", ctx->metrics, "wall_s", wall_s,
+	                        "peak_rss_mb", (double)ru.ru_maxrss / 1024.0,
 	                        "created", when, "host", host, "qpipe_version", QP_VERSION);
 	if (!rec)
 		return qp_err_nomem(err);
@@ -346,10 +365,43 @@ static int commit(struct qp_runner *r, const struct qp_instance *in, struct qp_s
 	return 0;
 }
 
-static int run_one(struct qp_runner *r, size_t idx, struct qp_err *err)
+/* ---- the child: one stage in its own process ----
+ *
+ * A stage runs in a forked child, so a crash, an abort or an out-of-memory
+ * kill fails that stage alone. The child talks to the scheduler through a
+ * pipe, one line per message:
+ *   P <done> <total> <what>   progress
+ *   E <message>               why it failed
+ *   C                         another process had just completed this key
+ * and exits 0 (record written, or C), 1 (failed) or 2 (interrupted). */
+
+enum { CHILD_OK = 0, CHILD_FAILED = 1, CHILD_INTERRUPTED = 2 };
+
+static void child_say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void child_say(int fd, const char *fmt, ...)
+{
+	char line[QP_ERR_MSG_MAX + 64];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 2)
+		n = (int)sizeof(line) - 2;
+	for (int i = 0; i < n; i++)
+		if (line[i] == '\n')
+			line[i] = ' ';
+	line[n++] = '\n';
+	/* a short write only loses a progress line or truncates a message */
+	ssize_t w = write(fd, line, (size_t)n);
+	(void)w;
+}
+
+static int run_stage(struct qp_runner *r, size_t idx, struct qp_err *err)
 {
 	const struct qp_instance *in = &r->g->inst[idx];
-	struct qp_entry *e = &r->entries[idx];
 	struct qp_stage_ctx ctx = {.r = r, .in = in};
 	size_t np = 0;
 	while (in->kind->params[np].name)
@@ -378,69 +430,289 @@ static int run_one(struct qp_runner *r, size_t idx, struct qp_err *err)
 	json_t *rec = NULL;
 	if (!rc)
 		rc = commit(r, in, &ctx, wall, &rec, err);
+	json_decref(rec);
 	qp_store_scratch_remove(ctx.out_dir);
 	json_decref(ctx.outputs);
 	json_decref(ctx.external);
 	json_decref(ctx.metrics);
-	if (rc)
-		return rc;
-	e->record = rec;
-	e->wall_s = wall;
-	e->state = QP_INST_RAN;
-	return artifact_from_record(r, in, e, err);
+	return rc;
+}
+
+static void child_main(struct qp_runner *r, size_t idx, int fd)
+{
+	r->child_fd = fd;
+	const struct qp_instance *in = &r->g->inst[idx];
+	struct qp_err err = {0};
+	int lock = -1;
+	int rc = qp_lock_key(&lock, r->store, &in->key, &err);
+	if (!rc) {
+		json_t *rec = NULL;
+		rc = qp_store_get_action(r->store, &in->key, &rec, &err);
+		if (!rc && rec) {
+			json_decref(rec);
+			child_say(fd, "C");
+			_exit(CHILD_OK);
+		}
+	}
+	if (!rc)
+		rc = run_stage(r, idx, &err);
+	if (rc == QP_EINTR || (rc && interrupted(r)))
+		_exit(CHILD_INTERRUPTED);
+	if (rc) {
+		child_say(fd, "E %s", err.msg);
+		_exit(CHILD_FAILED);
+	}
+	qp_unlock(lock);
+	_exit(CHILD_OK);
+}
+
+/* ---- the scheduler ---- */
+
+struct job {
+	pid_t pid;
+	int fd;             /* read end of the child's pipe */
+	size_t idx;
+	double t0;
+	int cached;         /* the child said C */
+	size_t len;
+	char buf[QP_ERR_MSG_MAX + 128];
+	char error[QP_ERR_MSG_MAX];
+};
+
+static int blocked_by(const struct qp_runner *r, const struct qp_instance *in, int *ready)
+{
+	*ready = 1;
+	for (size_t d = 0; d < in->n_deps; d++) {
+		enum qp_inst_state s = r->entries[in->deps[d]].state;
+		if (s == QP_INST_FAILED || s == QP_INST_SKIPPED)
+			return 1;
+		if (s != QP_INST_CACHED && s != QP_INST_RAN)
+			*ready = 0;
+	}
+	return 0;
+}
+
+static void end_event(struct qp_runner *r, size_t idx)
+{
+	const struct qp_exec_events *ev = &r->opts.events;
+	if (ev->stage_end)
+		ev->stage_end(ev->ud, &r->g->inst[idx], &r->entries[idx]);
+}
+
+static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_err *err)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return qp_err_set(err, QP_EIO, "cannot create a pipe:");
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return qp_err_set(err, QP_EIO, "cannot fork:");
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		child_main(r, idx, fds[1]);
+	}
+	close(fds[1]);
+	memset(j, 0, sizeof(*j));
+	j->pid = pid;
+	j->fd = fds[0];
+	j->idx = idx;
+	j->t0 = qp_os_now();
+	const struct qp_exec_events *ev = &r->opts.events;
+	if (ev->stage_start)
+		ev->stage_start(ev->ud, &r->g->inst[idx], r->n_started, r->n_to_run);
+	r->n_started++;
+	return 0;
+}
+
+static void handle_line(struct qp_runner *r, struct job *j, char *line)
+{
+	const struct qp_exec_events *ev = &r->opts.events;
+	if (line[0] == 'P') {
+		long long done = 0, total = 0;
+		int used = 0;
+		if (sscanf(line, "P %lld %lld %n", &done, &total, &used) >= 2 && ev->progress)
+			ev->progress(ev->ud, &r->g->inst[j->idx], line + used, done, total);
+	} else if (line[0] == 'E' && line[1] == ' ') {
+		snprintf(j->error, sizeof(j->error), "%s", line + 2);
+	} else if (line[0] == 'C') {
+		j->cached = 1;
+	}
+}
+
+/* Read what the child wrote; 1 at end of file. */
+static int drain(struct qp_runner *r, struct job *j)
+{
+	for (;;) {
+		ssize_t n = read(j->fd, j->buf + j->len, sizeof(j->buf) - 1 - j->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 || errno != EAGAIN;
+		j->len += (size_t)n;
+		j->buf[j->len] = '\0';
+		char *nl;
+		while ((nl = strchr(j->buf, '\n'))) {
+			*nl = '\0';
+			handle_line(r, j, j->buf);
+			size_t rest = j->len - (size_t)(nl + 1 - j->buf);
+			memmove(j->buf, nl + 1, rest);
+			j->len = rest;
+			j->buf[j->len] = '\0';
+		}
+		if (j->len == sizeof(j->buf) - 1)
+			j->len = 0; /* an over-long line: drop it */
+	}
+}
+
+/* Reap a finished child and settle its entry. */
+static void finish_job(struct qp_runner *r, struct job *j, int *first_rc, struct qp_err *err)
+{
+	int status = 0;
+	struct rusage ru;
+	while (wait4(j->pid, &status, 0, &ru) < 0 && errno == EINTR)
+		;
+	close(j->fd);
+	struct qp_entry *e = &r->entries[j->idx];
+	const struct qp_instance *in = &r->g->inst[j->idx];
+	e->wall_s = qp_os_now() - j->t0;
+	e->peak_rss_kb = ru.ru_maxrss;
+	char why[QP_ERR_MSG_MAX + 64] = "";
+	if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_OK) {
+		struct qp_err lerr = {0};
+		json_t *rec = NULL;
+		if (qp_store_get_action(r->store, &in->key, &rec, &lerr) || !rec) {
+			snprintf(why, sizeof(why), "finished but left no usable action record");
+		} else {
+			json_decref(e->record);
+			e->record = rec;
+			e->state = j->cached ? QP_INST_CACHED : QP_INST_RAN;
+			e->why = j->cached ? "completed by another qpipe process" : NULL;
+			if (artifact_from_record(r, in, e, &lerr))
+				snprintf(why, sizeof(why), "%s", lerr.msg);
+		}
+	} else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_INTERRUPTED) {
+		e->state = QP_INST_SKIPPED;
+		e->why = "interrupted";
+		if (!*first_rc)
+			*first_rc = qp_err_set(err, QP_EINTR, "interrupted during stage '%s'", in->id);
+	} else if (WIFEXITED(status)) {
+		snprintf(why, sizeof(why), "%s", j->error[0] ? j->error : "failed without a message");
+	} else if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		snprintf(why, sizeof(why), "crashed: killed by signal %d (%s)%s", sig, strsignal(sig),
+		         sig == SIGKILL ? "; out of memory?" : "");
+	}
+	if (why[0]) {
+		e->state = QP_INST_FAILED;
+		snprintf(e->error, sizeof(e->error), "%s", why);
+		if (!*first_rc)
+			*first_rc = qp_err_set(err, QP_EIO, "stage '%s' failed: %s", in->id, why);
+		r->n_failed++;
+	}
+	end_event(r, j->idx);
 }
 
 int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 {
-	size_t total = 0, done = 0;
-	for (size_t i = 0; i < r->g->n; i++)
-		total += r->entries[i].state == QP_INST_TO_RUN;
-	const struct qp_exec_events *ev = &r->opts.events;
-	int first_rc = 0;
-	for (size_t i = 0; i < r->g->n; i++) {
-		const struct qp_instance *in = &r->g->inst[i];
-		struct qp_entry *e = &r->entries[i];
-		if (e->state != QP_INST_TO_RUN) {
-			if (ev->stage_end)
-				ev->stage_end(ev->ud, in, e);
-			continue;
-		}
-		int blocked = 0;
-		for (size_t d = 0; d < in->n_deps; d++) {
-			enum qp_inst_state s = r->entries[in->deps[d]].state;
-			if (s == QP_INST_FAILED || s == QP_INST_SKIPPED)
-				blocked = 1;
-		}
-		if (!first_rc && interrupted(r))
-			first_rc = qp_err_set(err, QP_EINTR, "interrupted: %zu stage(s) not run", total - done);
-		if (blocked || first_rc) {
-			e->state = QP_INST_SKIPPED;
-			e->why = blocked ? "an upstream stage failed"
-			         : first_rc == QP_EINTR ? "interrupted" : "the run stopped at a failure";
-			if (ev->stage_end)
-				ev->stage_end(ev->ud, in, e);
-			continue;
-		}
-		if (ev->stage_start)
-			ev->stage_start(ev->ud, in, done, total);
-		struct qp_err serr = {0};
-		int rc = run_one(r, i, &serr);
-		done++;
-		if (rc == QP_EINTR) {
-			e->state = QP_INST_SKIPPED;
-			e->why = "interrupted";
-			if (!first_rc)
-				first_rc = qp_err_set(err, QP_EINTR, "interrupted during stage '%s'", in->id);
-		} else if (rc) {
-			e->state = QP_INST_FAILED;
-			snprintf(e->error, sizeof(e->error), "%s", serr.msg);
-			if (!first_rc) {
-				first_rc = rc;
-				qp_err_set(err, rc, "stage '%s' failed: %s", in->id, serr.msg);
-			}
-		}
-		if (ev->stage_end)
-			ev->stage_end(ev->ud, in, e);
+	size_t n = r->g->n;
+	int jobs = r->opts.jobs < 1 ? 1 : r->opts.jobs;
+	struct job *running = calloc((size_t)jobs, sizeof(*running));
+	struct pollfd *pfd = calloc((size_t)jobs, sizeof(*pfd));
+	char *started = calloc(n ? n : 1, 1);
+	if (!running || !pfd || !started) {
+		free(running);
+		free(pfd);
+		free(started);
+		return qp_err_nomem(err);
 	}
+	r->n_to_run = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (r->entries[i].state == QP_INST_TO_RUN)
+			r->n_to_run++;
+		else
+			end_event(r, i); /* cached: reported up front */
+	}
+	int first_rc = 0, nrun = 0, stop = 0, killed = 0;
+	size_t next = 0; /* entries before this are settled or started */
+	for (;;) {
+		if (!stop && interrupted(r)) {
+			stop = 1;
+			if (!first_rc)
+				first_rc = qp_err_set(err, QP_EINTR, "interrupted");
+		}
+		if (stop && !killed && interrupted(r)) {
+			/* a SIGTERM to us alone must reach the children too */
+			for (int k = 0; k < nrun; k++)
+				kill(running[k].pid, SIGTERM);
+			killed = 1;
+		}
+		if (first_rc && !r->opts.keep_going)
+			stop = 1;
+		/* start what is ready, in graph order */
+		for (size_t i = next; i < n && !stop && nrun < jobs; i++) {
+			struct qp_entry *e = &r->entries[i];
+			if (e->state != QP_INST_TO_RUN || started[i])
+				continue;
+			int ready;
+			if (blocked_by(r, &r->g->inst[i], &ready)) {
+				e->state = QP_INST_SKIPPED;
+				e->why = "an upstream stage failed";
+				started[i] = 1;
+				end_event(r, i);
+				continue;
+			}
+			if (!ready)
+				continue;
+			int rc = start_job(r, i, &running[nrun], err);
+			if (rc) {
+				if (!first_rc)
+					first_rc = rc;
+				stop = 1;
+				break;
+			}
+			started[i] = 1;
+			nrun++;
+		}
+		while (next < n && (started[next] || r->entries[next].state != QP_INST_TO_RUN))
+			next++;
+		if (nrun == 0)
+			break;
+		for (int k = 0; k < nrun; k++) {
+			pfd[k].fd = running[k].fd;
+			pfd[k].events = POLLIN;
+			pfd[k].revents = 0;
+		}
+		if (poll(pfd, (nfds_t)nrun, 200) < 0 && errno != EINTR) {
+			if (!first_rc)
+				first_rc = qp_err_set(err, QP_EIO, "poll failed:");
+			stop = 1;
+		}
+		for (int k = 0; k < nrun;) {
+			if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)) || !drain(r, &running[k])) {
+				k++;
+				continue;
+			}
+			finish_job(r, &running[k], &first_rc, err);
+			running[k] = running[nrun - 1];
+			pfd[k] = pfd[nrun - 1];
+			nrun--;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct qp_entry *e = &r->entries[i];
+		if (e->state != QP_INST_TO_RUN)
+			continue;
+		e->state = QP_INST_SKIPPED;
+		e->why = first_rc == QP_EINTR ? "interrupted"
+		         : first_rc ? "the run stopped at a failure (see --keep-going)" : "not reached";
+		end_event(r, i);
+	}
+	free(running);
+	free(pfd);
+	free(started);
 	return first_rc;
 }

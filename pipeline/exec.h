@@ -1,11 +1,15 @@
 /* Plan and execute an expanded graph against the store.
  *
  * Plan: each instance is cached (its key has a usable action record) or
- * will run, with the reason. Execute: instances run in topological order;
- * a stage writes into a scratch folder, its declared outputs are moved into
- * the store, and only then is its action record written, so a crash leaves
- * no record that points at missing outputs. A failed stage stops the run
- * and everything downstream of it is skipped; so does an interrupt. */
+ * will run, with the reason. Execute: up to `jobs` stages at once, each in
+ * its own process (a crash or out-of-memory kill fails that stage alone),
+ * started in graph order as their inputs become ready. A stage writes into
+ * a scratch folder; its outputs are moved into the store, and only then is
+ * its action record written, so a crash leaves no record that points at
+ * missing outputs. Each stage holds its key's lock while it runs, so qpipe
+ * processes sharing a store never run one stage twice. A failure stops
+ * further starts (unless keep_going) and skips everything downstream of
+ * it; an interrupt stops further starts and the running stages. */
 #ifndef QP_EXEC_H
 #define QP_EXEC_H
 
@@ -28,7 +32,8 @@ struct qp_entry {
 	const char *why;              /* TO_RUN: "new", "record unusable: ..."; SKIPPED: why */
 	struct qp_artifact art;       /* CACHED and RAN: what it produced */
 	json_t *record;               /* CACHED and RAN: the action record (owned) */
-	double wall_s;                /* RAN: seconds */
+	double wall_s;                /* RAN, FAILED: seconds */
+	long peak_rss_kb;             /* RAN, FAILED: the stage process's peak resident set */
 	char error[QP_ERR_MSG_MAX];   /* FAILED: the message */
 };
 
@@ -43,6 +48,8 @@ struct qp_exec_events {
 
 struct qp_exec_opts {
 	int threads;                  /* for stages that use threads; >= 1 */
+	int jobs;                     /* stages run at once, each in its own process; >= 1 */
+	int keep_going;               /* after a failure, go on with what does not depend on it */
 	struct qp_exec_events events;
 	/* Set non-zero (by a signal handler) to stop: no further stage starts,
 	 * the running one stops at its next progress report, nothing of it is
