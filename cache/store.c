@@ -61,6 +61,7 @@
 #include <string.h>
 
 #include "common/os.h"
+#include "common/path.h"
 
 #define STORE_MAGIC "qpipe-store"
 #define STORE_VERSION 1
@@ -553,31 +554,48 @@ static int cmp_name(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *key_hex, json_t *rec),
-                          void *ud, struct qp_err *err)
+static void free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The 32-hex names stored under D/<area>/<2>/<30>, sorted; *ntmp counts the
+ * writers' temporaries met on the way (may be NULL). Collected first, so
+ * entries written meanwhile cannot confuse a walk. */
+static int collect(struct qp_store *s, const char *area, char ***out, size_t *nout, size_t *ntmp,
+                   struct qp_err *err)
 {
 	char dir[PATH_BUF];
-	snprintf(dir, sizeof(dir), "%s/actions", s->dir);
-	/* Collect the keys first, sorted, so the listing is stable and a record
-	 * written meanwhile cannot confuse the walk. */
+	snprintf(dir, sizeof(dir), "%s/%s", s->dir, area);
 	char **keys = NULL;
 	size_t n = 0, cap = 0;
 	int rc = 0;
+	*out = NULL;
+	*nout = 0;
 	DIR *top = opendir(dir);
 	if (!top)
 		return errno == ENOENT ? 0 : qp_err_set(err, QP_EIO, "%s: cannot open:", dir);
 	struct dirent *a;
 	while (!rc && (a = readdir(top))) {
+		if (ntmp && !strncmp(a->d_name, ".tmp-", 5))
+			(*ntmp)++;
 		if (strlen(a->d_name) != 2 || a->d_name[0] == '.')
 			continue;
 		char sub[PATH_BUF];
-		snprintf(sub, sizeof(sub), "%s/%s", dir, a->d_name);
+		if (qp_path_join(sub, sizeof(sub), dir, a->d_name, err)) {
+			rc = QP_EINVAL;
+			break;
+		}
 		DIR *d = opendir(sub);
 		if (!d)
 			continue;
 		struct dirent *b;
 		while (!rc && (b = readdir(d))) {
-			if (strlen(b->d_name) != QP_HASH_HEX_LEN - 2)
+			if (ntmp && !strncmp(b->d_name, ".tmp-", 5))
+				(*ntmp)++;
+			if (strlen(b->d_name) != QP_HASH_HEX_LEN - 2 || b->d_name[0] == '.')
 				continue;
 			if (n == cap) {
 				cap = cap ? cap * 2 : 64;
@@ -599,8 +617,23 @@ int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *ke
 		closedir(d);
 	}
 	closedir(top);
-	if (!rc && n)
+	if (rc) {
+		free_names(keys, n);
+		return rc;
+	}
+	if (n)
 		qsort(keys, n, sizeof(*keys), cmp_name);
+	*out = keys;
+	*nout = n;
+	return 0;
+}
+
+int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *key_hex, json_t *rec),
+                          void *ud, struct qp_err *err)
+{
+	char **keys;
+	size_t n;
+	int rc = collect(s, "actions", &keys, &n, NULL, err);
 	for (size_t i = 0; i < n && !rc; i++) {
 		struct qp_hash h;
 		json_t *rec = NULL;
@@ -611,8 +644,60 @@ int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *ke
 		rc = fn(ud, keys[i], rec);
 		json_decref(rec);
 	}
-	for (size_t i = 0; i < n; i++)
-		free(keys[i]);
-	free(keys);
+	free_names(keys, n);
+	return rc;
+}
+
+int qp_store_verify(struct qp_store *s, struct qp_verify *out,
+                    void (*problem)(void *ud, const char *what), void *ud, struct qp_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	char **names;
+	size_t n;
+	char msg[PATH_BUF + 128];
+	int rc = collect(s, "objects", &names, &n, &out->temporaries, err);
+	for (size_t i = 0; i < n && !rc; i++) {
+		struct qp_hash want, got;
+		char path[PATH_BUF];
+		out->objects++;
+		if (qp_hash_from_hex(&want, names[i]) != 0)
+			continue;
+		hashed_path(s, "objects", &want, path);
+		struct qp_err herr = {0};
+		if (qp_hash_file(&got, path, &herr) != 0) {
+			snprintf(msg, sizeof(msg), "%s", herr.msg);
+		} else if (memcmp(want.b, got.b, sizeof(want.b)) != 0) {
+			char hex[QP_HASH_HEX_LEN + 1];
+			qp_hash_hex(&got, hex);
+			snprintf(msg, sizeof(msg), "%s: content hashes to %s", path, hex);
+		} else {
+			continue;
+		}
+		out->bad_objects++;
+		if (problem)
+			problem(ud, msg);
+	}
+	free_names(names, n);
+	if (rc)
+		return rc;
+	rc = collect(s, "actions", &names, &n, &out->temporaries, err);
+	for (size_t i = 0; i < n && !rc; i++) {
+		struct qp_hash key;
+		out->records++;
+		if (qp_hash_from_hex(&key, names[i]) != 0)
+			continue;
+		json_t *rec = NULL;
+		struct qp_miss miss;
+		if ((rc = qp_store_get_action_ex(s, &key, &rec, &miss, err)))
+			break;
+		if (rec) {
+			json_decref(rec);
+			continue;
+		}
+		out->bad_records++;
+		if (problem)
+			problem(ud, miss.why);
+	}
+	free_names(names, n);
 	return rc;
 }

@@ -77,6 +77,18 @@ int qp_store_get_action_ex(struct qp_store *s, const struct qp_hash *key, json_t
 int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *key_hex, json_t *rec),
                           void *ud, struct qp_err *err);
 
+struct qp_verify {
+	size_t objects, bad_objects;   /* objects read; those whose content is not their name */
+	size_t records, bad_records;   /* action records read; unusable ones */
+	size_t temporaries;            /* writers' .tmp-* files (crashed or in flight): harmless */
+};
+
+/* Rehash every object and check every action record; each problem is
+ * passed to problem() as one line naming the path. Fails only on I/O that
+ * stops the walk itself. */
+int qp_store_verify(struct qp_store *s, struct qp_verify *out,
+                    void (*problem)(void *ud, const char *what), void *ud, struct qp_err *err);
+
 /* Crash tests: fn(arg, step) runs at each step of an object or record
  * commit: "tmp-open", "tmp-half", "tmp-full", "placed" (store.c). A fn that
  * _exit()s there leaves what a writer killed at that step leaves. */

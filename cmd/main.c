@@ -35,7 +35,7 @@ static const struct qp_opt no_opts[] = {
 static const struct qp_cmd commands[] = {
 	{"run", cmd_run, "Run a recipe: execute the stages whose results are not cached, then print its reports.", "RECIPE", pipeline_opts},
 	{"plan", cmd_plan, "Print which stages of a recipe are cached and which would run, and why.", "RECIPE", pipeline_opts},
-	{"cache", cmd_cache, "Inspect the store: 'dir' prints its folder, 'ls' lists its action records.", "dir|ls", cache_opts},
+	{"cache", cmd_cache, "Inspect the store: dir prints its folder, ls lists its action records, verify rehashes every object and checks every record (exit 1 if any is bad).", "dir|ls|verify", cache_opts},
 	{"stages", cmd_stages, "List the stage kinds, or document one with its parameters.", "[KIND]", no_opts},
 	{"version", cmd_version, "Print qpipe's version.", "", version_opts},
 };

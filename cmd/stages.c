@@ -16,6 +16,7 @@ static const char *ptype_name(enum qp_ptype t)
 	case QP_P_PATH: return "path";
 	case QP_P_ENUM: return "choice";
 	case QP_P_LIST: return "list";
+	case QP_P_PATHS: return "list of paths";
 	case QP_P_INPUT: return "stage";
 	case QP_P_INPUTS: return "stage (all instances)";
 	}

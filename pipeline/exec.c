@@ -202,6 +202,11 @@ size_t qp_ctx_inputs(const struct qp_stage_ctx *ctx, const char *name,
 	return ctx->in->n_in[pi];
 }
 
+const char *qp_ctx_recipe_dir(const struct qp_stage_ctx *ctx)
+{
+	return ctx->r->g->recipe->dir;
+}
+
 const char *qp_ctx_out_dir(const struct qp_stage_ctx *ctx)
 {
 	return ctx->out_dir;
@@ -289,7 +294,7 @@ static json_t *params_json(const struct qp_instance *in)
 	for (size_t pi = 0; in->kind->params[pi].name; pi++) {
 		const struct qp_value *v = &in->values[pi];
 		json_t *j;
-		if (v->type == QP_P_LIST) {
+		if (v->type == QP_P_LIST || v->type == QP_P_PATHS) {
 			j = json_array();
 			for (size_t k = 0; k < v->n; k++)
 				json_array_append_new(j, json_string(v->list[k] ? v->list[k] : ""));

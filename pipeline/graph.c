@@ -235,6 +235,7 @@ static const char *type_name(enum qp_ptype t)
 	case QP_P_PATH: return "a path";
 	case QP_P_ENUM: return "one of its choices";
 	case QP_P_LIST: return "a list of strings";
+	case QP_P_PATHS: return "a list of paths";
 	case QP_P_INPUT:
 	case QP_P_INPUTS: return "a stage name";
 	}
@@ -250,6 +251,22 @@ static void bad_value(struct builder *b, const struct qp_instance *in, const str
 	else
 		qp_diag_add(b->d, "%s: default of parameter '%s' of stage kind '%s' is not %s",
 		            b->r->path, p->name, in->kind->name, type_name(p->type));
+}
+
+/* Absolute, symlink-free form of a path relative to the recipe's folder;
+ * the text itself with a diagnostic if it does not exist. */
+static const char *resolve_path(struct builder *b, const struct qp_instance *in,
+                                const struct qp_param_decl *p, const struct qp_ynode *n,
+                                const char *text)
+{
+	const char *joined = text[0] == '/' ? text : qp_arena_printf(b->a, "%s/%s", b->r->dir, text);
+	char buf[PATH_MAX];
+	if (joined && realpath(joined, buf))
+		return qp_arena_strdup(b->a, buf);
+	int line = n ? n->line : in->stage->node->line, col = n ? n->col : in->stage->node->col;
+	qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s': '%s' does not exist", b->r->path,
+	            line, col, p->name, in->stage->name, text);
+	return text;
 }
 
 /* Parse text into v per p's type. */
@@ -310,19 +327,7 @@ static void type_scalar(struct builder *b, struct qp_instance *in, const struct 
 		}
 		return;
 	case QP_P_PATH:
-		if (text[0] == '/') {
-			v->s = text;
-		} else {
-			v->s = qp_arena_printf(b->a, "%s/%s", b->r->dir, text);
-		}
-		{
-			char buf[PATH_MAX];
-			if (v->s && realpath(v->s, buf))
-				v->s = qp_arena_strdup(b->a, buf);
-			else if (n)
-				qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s': '%s' does not exist",
-				            b->r->path, n->line, n->col, p->name, in->stage->name, text);
-		}
+		v->s = resolve_path(b, in, p, n, text);
 		return;
 	default:
 		return;
@@ -408,6 +413,57 @@ static void add_dep(struct qp_instance *in, size_t idx)
 	in->deps[in->n_deps++] = idx;
 }
 
+/* LIST and PATHS: a YAML list of strings, or one comma-separated string. */
+static int type_list(struct builder *b, struct qp_instance *in, const struct qp_param_decl *p,
+                     const struct qp_ynode *n, const struct combo *c, struct qp_value *v)
+{
+	if (n && n->kind == QP_Y_SEQ) {
+		v->n = n->n;
+		v->list = qp_arena_calloc(b->a, n->n + 1, sizeof(char *));
+		if (!v->list)
+			return oom(b);
+		for (size_t j = 0; j < n->n; j++) {
+			const struct qp_ynode *it = n->items[j];
+			if (it->kind != QP_Y_SCALAR) {
+				bad_value(b, in, p, it, qp_ykind_name(it->kind));
+				return 0;
+			}
+			v->list[j] = interpolate(b, it, it->str, c);
+		}
+		v->s = v->n ? v->list[0] : "";
+		return 0;
+	}
+	if (n && n->kind != QP_Y_SCALAR) {
+		bad_value(b, in, p, n, qp_ykind_name(n->kind));
+		return 0;
+	}
+	/* a single string is a comma-separated list */
+	const char *t = n ? interpolate(b, n, n->str, c) : p->def;
+	if (!t)
+		return 0;
+	v->s = t;
+	size_t cnt = 1;
+	for (const char *q = t; *q; q++)
+		cnt += *q == ',';
+	v->list = qp_arena_calloc(b->a, cnt + 1, sizeof(char *));
+	if (!v->list)
+		return oom(b);
+	for (const char *q = t; *t;) {
+		q = strchr(t, ',');
+		size_t len = q ? (size_t)(q - t) : strlen(t);
+		while (len && t[0] == ' ')
+			t++, len--;
+		while (len && t[len - 1] == ' ')
+			len--;
+		if (len && !(v->list[v->n++] = qp_arena_strndup(b->a, t, len)))
+			return oom(b);
+		if (!q)
+			break;
+		t = q + 1;
+	}
+	return 0;
+}
+
 static int make_instance(struct builder *b, size_t si, const struct combo *c)
 {
 	const struct qp_rstage *st = &b->r->stages[si];
@@ -485,51 +541,14 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 			            st->node->line, st->node->col, st->name, p->name, p->doc);
 			continue;
 		}
-		if (p->type == QP_P_LIST) {
-			if (n && n->kind == QP_Y_SEQ) {
-				v->n = n->n;
-				v->list = qp_arena_calloc(b->a, n->n + 1, sizeof(char *));
-				if (!v->list)
-					return oom(b);
-				for (size_t j = 0; j < n->n; j++) {
-					const struct qp_ynode *it = n->items[j];
-					if (it->kind != QP_Y_SCALAR) {
-						bad_value(b, in, p, it, qp_ykind_name(it->kind));
-						continue;
-					}
-					v->list[j] = interpolate(b, it, it->str, c);
-				}
-				v->s = v->n ? v->list[0] : "";
-				continue;
-			}
-			if (n && n->kind != QP_Y_SCALAR) {
-				bad_value(b, in, p, n, qp_ykind_name(n->kind));
-				continue;
-			}
-			/* a single string is a comma-separated list */
-			const char *t = n ? interpolate(b, n, n->str, c) : p->def;
-			if (!t)
-				continue;
-			v->s = t;
-			size_t cnt = 1;
-			for (const char *q = t; *q; q++)
-				cnt += *q == ',';
-			v->list = qp_arena_calloc(b->a, cnt + 1, sizeof(char *));
-			if (!v->list)
-				return oom(b);
-			for (const char *q = t; *t;) {
-				q = strchr(t, ',');
-				size_t len = q ? (size_t)(q - t) : strlen(t);
-				while (len && t[0] == ' ')
-					t++, len--;
-				while (len && t[len - 1] == ' ')
-					len--;
-				if (len && !(v->list[v->n++] = qp_arena_strndup(b->a, t, len)))
-					return oom(b);
-				if (!q)
-					break;
-				t = q + 1;
-			}
+		if (p->type == QP_P_LIST || p->type == QP_P_PATHS) {
+			int rc = type_list(b, in, p, n, c, v);
+			if (rc)
+				return rc;
+			for (size_t j = 0; p->type == QP_P_PATHS && j < v->n; j++)
+				if (v->list[j])
+					v->list[j] = resolve_path(b, in, p, n && n->kind == QP_Y_SEQ ? n->items[j] : n,
+					                          v->list[j]);
 			continue;
 		}
 		if (n && n->kind != QP_Y_SCALAR) {
@@ -769,6 +788,12 @@ static int compute_key(struct builder *b, struct qp_instance *in)
 			break;
 		case QP_P_PATH:
 			rc = hash_path(h, v->s, b->err);
+			break;
+		case QP_P_PATHS:
+			snprintf(ver, sizeof(ver), "%zu", v->n);
+			qp_hasher_str(h, ver);
+			for (size_t j = 0; j < v->n && !rc; j++)
+				rc = hash_path(h, v->list[j], b->err);
 			break;
 		case QP_P_LIST:
 			snprintf(ver, sizeof(ver), "%zu", v->n);

@@ -25,7 +25,8 @@ enum qp_ptype {
 	QP_P_BOOL,
 	QP_P_PATH,    /* a path, relative to the recipe's folder */
 	QP_P_ENUM,    /* one of choices */
-	QP_P_LIST,    /* a list of strings (a single string is a list of one) */
+	QP_P_LIST,    /* a list of strings (one string: comma-separated items) */
+	QP_P_PATHS,   /* a list of paths, each keyed by its content like PATH */
 	QP_P_INPUT,   /* the name of an upstream stage; one instance per upstream instance */
 	QP_P_INPUTS,  /* the name of an upstream stage; gathers all its instances */
 };
@@ -94,6 +95,8 @@ const struct qp_artifact *qp_ctx_input(const struct qp_stage_ctx *ctx, const cha
 /* INPUTS parameter: all upstream artifacts, in instance order. */
 size_t qp_ctx_inputs(const struct qp_stage_ctx *ctx, const char *name,
                      const struct qp_artifact *const **out);
+/* The recipe's folder (absolute): where relative paths of the recipe point. */
+const char *qp_ctx_recipe_dir(const struct qp_stage_ctx *ctx);
 /* Scratch folder the stage writes its outputs into. */
 const char *qp_ctx_out_dir(const struct qp_stage_ctx *ctx);
 /* Declare out_dir/name as an output, to be moved into the store. */
