@@ -40,6 +40,22 @@ def statuses(events):
     return {k: v["status"] for k, v in qptest.stage_events(events).items()}
 
 
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def outputs_digest(events):
     """stage -> {output name: sha256 of its bytes}."""
     def sha(path):
@@ -82,20 +98,19 @@ stages:
   slow: { uses: run, with: { cmd: "sleep 60" } }
   fast: { uses: run, with: { cmd: "echo hi > $QPIPE_OUT/x", outs: [x] } }
 """)
+        # under AddressSanitizer, let SIGSEGV kill the process as it would
+        # without it, instead of ASan reporting and exiting 1
+        env = dict(os.environ, ASAN_OPTIONS="handle_segv=0:" + os.environ.get("ASAN_OPTIONS", ""))
         p = subprocess.Popen([qptest.QPIPE, "run", r, "--cache-dir", self.w.cache, "-j", "2", "-k",
                               "--log-json", self.w.log], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, env=env)
         # the stage processes are qpipe's children; the one running 'slow'
-        # has a child of its own (the shell)
+        # is the parent of the shell running sleep
         victim = None
         for _ in range(200):
-            kids = open("/proc/%d/task/%d/children" % (p.pid, p.pid)).read().split()
-            for k in kids:
-                try:
-                    if open("/proc/%s/task/%s/children" % (k, k)).read().split():
-                        victim = int(k)
-                except FileNotFoundError:
-                    pass
+            for k in children(p.pid):
+                if any("sleep" in cmdline(g) for g in children(int(k))):
+                    victim = int(k)
             if victim:
                 break
             time.sleep(0.05)
@@ -148,15 +163,11 @@ stages:
             time.sleep(rng.uniform(0.0, 0.4))
             # kill qpipe and its stage processes at once, as an OOM killer
             # or a lost machine would
-            kids = []
-            try:
-                kids = open("/proc/%d/task/%d/children" % (p.pid, p.pid)).read().split()
-            except FileNotFoundError:
-                pass
+            kids = children(p.pid)
             p.kill()
             for k in kids:
                 try:
-                    os.kill(int(k), signal.SIGKILL)
+                    os.kill(k, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             p.wait()
