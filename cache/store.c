@@ -701,3 +701,40 @@ int qp_store_verify(struct qp_store *s, struct qp_verify *out,
 	free_names(names, n);
 	return rc;
 }
+
+/* D/meta/<name>: small files qpipe keeps beside the store (the per-recipe
+ * index of last keys). Written atomically; losing one only costs a less
+ * specific plan message. */
+static int meta_path(const struct qp_store *s, const char *name, char *buf, size_t n,
+                     struct qp_err *err)
+{
+	if (!name[0] || strchr(name, '/') || name[0] == '.')
+		return qp_err_set(err, QP_EINVAL, "bad meta name '%s'", name);
+	int w = snprintf(buf, n, "%s/meta/%s", s->dir, name);
+	if (w < 0 || (size_t)w >= n)
+		return qp_err_set(err, QP_EINVAL, "%s/meta/%s: path too long", s->dir, name);
+	return 0;
+}
+
+int qp_store_put_meta(struct qp_store *s, const char *name, const char *text, struct qp_err *err)
+{
+	char path[PATH_BUF], dir[PATH_BUF];
+	int rc = meta_path(s, name, path, sizeof(path), err);
+	if (rc)
+		return rc;
+	snprintf(dir, sizeof(dir), "%s/meta", s->dir);
+	if ((rc = qp_os_mkdir_p(dir, err)))
+		return rc;
+	return qp_os_write_file_atomic(path, text, strlen(text), err);
+}
+
+int qp_store_get_meta(struct qp_store *s, const char *name, char **text, struct qp_err *err)
+{
+	char path[PATH_BUF];
+	*text = NULL;
+	int rc = meta_path(s, name, path, sizeof(path), err);
+	if (rc)
+		return rc;
+	size_t len;
+	return qp_os_read_file(text, &len, path, RECORD_MAX, err);
+}

@@ -77,6 +77,12 @@ int qp_store_get_action_ex(struct qp_store *s, const struct qp_hash *key, json_t
 int qp_store_list_actions(struct qp_store *s, int (*fn)(void *ud, const char *key_hex, json_t *rec),
                           void *ud, struct qp_err *err);
 
+/* Small named files beside the store (D/meta/<name>), written atomically.
+ * get: *text is malloc'd and NUL-terminated, caller frees; QP_ENOTFOUND if
+ * absent. */
+int qp_store_put_meta(struct qp_store *s, const char *name, const char *text, struct qp_err *err);
+int qp_store_get_meta(struct qp_store *s, const char *name, char **text, struct qp_err *err);
+
 struct qp_verify {
 	size_t objects, bad_objects;   /* objects read; those whose content is not their name */
 	size_t records, bad_records;   /* action records read; unusable ones */

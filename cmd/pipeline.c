@@ -355,6 +355,9 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 	struct qp_err err = {0};
 	catch_signals();
 	int rc = qp_runner_execute(s.runner, &err);
+	struct qp_err ierr = {0};
+	if (qp_runner_save_index(s.runner, &ierr) && !s.quiet)
+		qp_cli_error("warning: %s", ierr.msg);
 	size_t ran = 0, cached = 0, failed = 0, skipped = 0;
 	for (size_t i = 0; i < s.graph->n; i++) {
 		enum qp_inst_state st = qp_runner_entry(s.runner, i)->state;

@@ -80,6 +80,8 @@ const struct qp_entry *qp_runner_entry(const struct qp_runner *r, size_t i)
 }
 
 /* Fill e->art from an action record. */
+static json_t *params_json(const struct qp_instance *in);
+
 static int artifact_from_record(struct qp_runner *r, const struct qp_instance *in,
                                 struct qp_entry *e, struct qp_err *err)
 {
@@ -120,8 +122,148 @@ static int artifact_from_record(struct qp_runner *r, const struct qp_instance *i
 	return 0;
 }
 
+/* ---- why a stage runs ----
+ *
+ * The store keeps, per recipe file, the key each instance had when it last
+ * ran or was found cached (D/meta/index-<hash of the recipe's path>). When
+ * an instance's key has no record, the previous key's record tells what
+ * changed: each parameter has its own digest in the record (key_parts). */
+
+static void index_name(const struct qp_runner *r, char *buf, size_t n)
+{
+	char path[PATH_MAX + 256];
+	const char *base = strrchr(r->g->recipe->path, '/');
+	snprintf(path, sizeof(path), "%s/%s", r->g->recipe->dir, base ? base + 1 : r->g->recipe->path);
+	struct qp_hash h;
+	qp_hash_buf(&h, path, strlen(path));
+	char hex[QP_HASH_HEX_LEN + 1];
+	qp_hash_hex(&h, hex);
+	snprintf(buf, n, "index-%s", hex);
+}
+
+static json_t *load_index(struct qp_runner *r)
+{
+	char name[64], *text = NULL;
+	struct qp_err e = {0};
+	index_name(r, name, sizeof(name));
+	if (qp_store_get_meta(r->store, name, &text, &e))
+		return json_object();
+	json_t *idx = json_loads(text, 0, NULL);
+	free(text);
+	if (!json_is_object(json_object_get(idx, "stages"))) {
+		json_decref(idx);
+		return json_object();
+	}
+	json_t *stages = json_incref(json_object_get(idx, "stages"));
+	json_decref(idx);
+	return stages;
+}
+
+int qp_runner_save_index(struct qp_runner *r, struct qp_err *err)
+{
+	json_t *stages = load_index(r);
+	for (size_t i = 0; i < r->g->n; i++) {
+		enum qp_inst_state st = r->entries[i].state;
+		if (st == QP_INST_RAN || st == QP_INST_CACHED)
+			json_object_set_new(stages, r->g->inst[i].id, json_string(r->g->inst[i].key_hex));
+	}
+	char name[64];
+	index_name(r, name, sizeof(name));
+	json_t *idx = json_pack("{s:i, s:o}", "version", 1, "stages", stages);
+	char *text = idx ? json_dumps(idx, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(idx);
+	if (!text)
+		return qp_err_nomem(err);
+	int rc = qp_store_put_meta(r->store, name, text, err);
+	free(text);
+	return rc;
+}
+
+/* Text of a parameter's value as the record keeps it. */
+static void value_text(json_t *v, char *buf, size_t n)
+{
+	if (json_is_string(v)) {
+		snprintf(buf, n, "%s", json_string_value(v));
+	} else if (json_is_array(v) || json_is_object(v)) {
+		char *t = json_dumps(v, JSON_COMPACT);
+		snprintf(buf, n, "%s", t ? t : "?");
+		free(t);
+	} else if (json_is_integer(v)) {
+		snprintf(buf, n, "%lld", (long long)json_integer_value(v));
+	} else if (json_is_real(v)) {
+		snprintf(buf, n, "%g", json_real_value(v));
+	} else if (json_is_boolean(v)) {
+		snprintf(buf, n, "%s", json_is_true(v) ? "true" : "false");
+	} else {
+		snprintf(buf, n, "(unset)");
+	}
+}
+
+/* Append one reason; reasons are joined by "; ". */
+static void add_reason(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void add_reason(char *buf, size_t n, const char *fmt, ...)
+{
+	size_t len = strlen(buf);
+	if (len && len + 2 < n) {
+		memcpy(buf + len, "; ", 3);
+		len += 2;
+	}
+	if (len >= n)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf + len, n - len, fmt, ap);
+	va_end(ap);
+}
+
+static void explain(struct qp_runner *r, size_t idx, json_t *old, char *why, size_t n)
+{
+	const struct qp_instance *in = &r->g->inst[idx];
+	json_int_t ov = json_integer_value(json_object_get(old, "kind_version"));
+	if (ov != in->kind->version) {
+		add_reason(why, n, "stage kind '%s' changed (version %lld -> %d)", in->kind->name,
+		           (long long)ov, in->kind->version);
+		return;
+	}
+	json_t *oparts = json_object_get(old, "key_parts"), *oparams = json_object_get(old, "params");
+	json_t *nparams = params_json(in);
+	for (size_t pi = 0; in->kind->params[pi].name; pi++) {
+		const char *pname = in->kind->params[pi].name;
+		char hex[QP_HASH_HEX_LEN + 1];
+		qp_hash_hex(&in->parts[pi], hex);
+		const char *ohex = json_string_value(json_object_get(oparts, pname));
+		if (ohex && !strcmp(ohex, hex))
+			continue;
+		char a[256], b[256];
+		value_text(json_object_get(oparams, pname), a, sizeof(a));
+		value_text(json_object_get(nparams, pname), b, sizeof(b));
+		enum qp_ptype t = in->kind->params[pi].type;
+		if (strcmp(a, b)) {
+			add_reason(why, n, "parameter '%s' changed (%s -> %s)", pname, a, b);
+		} else if (t == QP_P_PATH || t == QP_P_PATHS) {
+			add_reason(why, n, "content of '%s' changed", pname);
+		} else if (t == QP_P_INPUT || t == QP_P_INPUTS) {
+			const char *up = NULL;
+			for (size_t j = 0; j < in->n_in[pi] && !up; j++)
+				if (r->entries[in->in[pi][j]].state == QP_INST_TO_RUN)
+					up = r->g->inst[in->in[pi][j]].id;
+			if (up)
+				add_reason(why, n, "upstream '%s' reruns", up);
+			else
+				add_reason(why, n, "upstream of '%s' changed", pname);
+		} else {
+			add_reason(why, n, "parameter '%s' changed", pname);
+		}
+	}
+	json_decref(nparams);
+	if (!why[0])
+		add_reason(why, n, "key changed");
+}
+
 int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 {
+	json_t *index = load_index(r);
 	for (size_t i = 0; i < r->g->n; i++) {
 		const struct qp_instance *in = &r->g->inst[i];
 		struct qp_entry *e = &r->entries[i];
@@ -154,13 +296,25 @@ int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 			e->state = QP_INST_CACHED;
 			e->record = rec;
 			e->why = "cached";
-			if ((rc = artifact_from_record(r, in, e, err)))
+			if ((rc = artifact_from_record(r, in, e, err))) {
+				json_decref(index);
 				return rc;
-		} else {
-			e->state = QP_INST_TO_RUN;
-			e->why = qp_arena_strdup(r->arena, why[0] ? why : "new");
+			}
+			continue;
 		}
+		e->state = QP_INST_TO_RUN;
+		const char *prev = json_string_value(json_object_get(index, in->id));
+		struct qp_hash pk;
+		json_t *old = NULL;
+		if (!why[0] && prev && qp_hash_from_hex(&pk, prev) == 0 &&
+		    qp_store_get_action(r->store, &pk, &old, err) == 0 && old)
+			explain(r, i, old, why, sizeof(why));
+		else if (!why[0] && prev)
+			snprintf(why, sizeof(why), "its last result is no longer in the store");
+		json_decref(old);
+		e->why = qp_arena_strdup(r->arena, why[0] ? why : "new");
 	}
+	json_decref(index);
 	return 0;
 }
 
@@ -312,6 +466,17 @@ static json_t *params_json(const struct qp_instance *in)
 	return p;
 }
 
+static json_t *parts_json(const struct qp_instance *in)
+{
+	json_t *p = json_object();
+	for (size_t pi = 0; in->kind->params[pi].name; pi++) {
+		char hex[QP_HASH_HEX_LEN + 1];
+		qp_hash_hex(&in->parts[pi], hex);
+		json_object_set_new(p, in->kind->params[pi].name, json_string(hex));
+	}
+	return p;
+}
+
 static json_t *coords_json(const struct qp_instance *in)
 {
 	json_t *c = json_object();
@@ -359,7 +524,7 @@ static int commit(struct qp_runner *r, const struct qp_instance *in, struct qp_s
 	                        "external", ctx->external, "metrics", ctx->metrics, "wall_s", wall_s,
 	                        "peak_rss_mb", (double)ru.ru_maxrss / 1024.0,
 	                        "created", when, "host", host, "qpipe_version", QP_VERSION);
-	if (!rec)
+	if (!rec || json_object_set_new(rec, "key_parts", parts_json(in)))
 		return qp_err_nomem(err);
 	rc = qp_store_put_action(r->store, &in->key, rec, err);
 	if (rc) {

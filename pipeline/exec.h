@@ -66,6 +66,9 @@ void qp_runner_free(struct qp_runner *r);
 int qp_runner_plan(struct qp_runner *r, struct qp_err *err);
 /* Run what the plan says; returns the first failure's code (message in err). */
 int qp_runner_execute(struct qp_runner *r, struct qp_err *err);
+/* Remember each cached or executed instance's key for this recipe, so the
+ * next plan can say what changed. */
+int qp_runner_save_index(struct qp_runner *r, struct qp_err *err);
 /* Entry of instance i (valid until qp_runner_free). */
 const struct qp_entry *qp_runner_entry(const struct qp_runner *r, size_t i);
 

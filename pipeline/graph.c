@@ -761,61 +761,78 @@ static int hash_path(struct qp_hasher *h, const char *path, struct qp_err *err)
 	return 0;
 }
 
+/* Digest of one parameter's canonical value into h. */
+static int hash_param(struct builder *b, const struct qp_instance *in, size_t pi,
+                      struct qp_hasher *h)
+{
+	const struct qp_value *v = &in->values[pi];
+	char num[64];
+	int rc = 0;
+	switch (v->type) {
+	case QP_P_INPUT:
+	case QP_P_INPUTS:
+		snprintf(num, sizeof(num), "%zu", in->n_in[pi]);
+		qp_hasher_str(h, num);
+		for (size_t j = 0; j < in->n_in[pi]; j++) {
+			const struct qp_instance *u = &b->inst[in->in[pi][j]];
+			qp_hasher_str(h, u->id);
+			qp_hasher_update(h, u->key.b, sizeof(u->key.b));
+		}
+		break;
+	case QP_P_PATH:
+		rc = hash_path(h, v->s, b->err);
+		break;
+	case QP_P_PATHS:
+		snprintf(num, sizeof(num), "%zu", v->n);
+		qp_hasher_str(h, num);
+		for (size_t j = 0; j < v->n && !rc; j++)
+			rc = hash_path(h, v->list[j], b->err);
+		break;
+	case QP_P_LIST:
+		snprintf(num, sizeof(num), "%zu", v->n);
+		qp_hasher_str(h, num);
+		for (size_t j = 0; j < v->n; j++)
+			qp_hasher_str(h, v->list[j]);
+		break;
+	case QP_P_NUMBER:
+		snprintf(num, sizeof(num), "%.17g", v->d);
+		qp_hasher_str(h, num);
+		break;
+	case QP_P_INT:
+		snprintf(num, sizeof(num), "%lld", (long long)v->i);
+		qp_hasher_str(h, num);
+		break;
+	default:
+		qp_hasher_str(h, v->s ? v->s : "");
+	}
+	return rc;
+}
+
+/* Each parameter is digested on its own (kept in in->parts, so a plan can
+ * say which one changed); the key covers kind, version and those digests. */
 static int compute_key(struct builder *b, struct qp_instance *in)
 {
-	struct qp_hasher *h;
+	size_t np = n_params(in->kind);
+	in->parts = qp_arena_calloc(b->a, np + 1, sizeof(*in->parts));
+	if (!in->parts)
+		return qp_err_nomem(b->err);
+	struct qp_hasher *h = NULL, *ph = NULL;
 	int rc = qp_hasher_new(&h, b->err);
 	if (rc)
 		return rc;
 	char ver[32];
 	snprintf(ver, sizeof(ver), "%d", in->kind->version);
-	qp_hasher_str(h, "qpipe-key/1");
+	qp_hasher_str(h, "qpipe-key/2");
 	qp_hasher_str(h, in->kind->name);
 	qp_hasher_str(h, ver);
-	for (size_t pi = 0; in->kind->params[pi].name && !rc; pi++) {
-		const struct qp_value *v = &in->values[pi];
+	for (size_t pi = 0; pi < np && !rc; pi++) {
+		if ((rc = qp_hasher_new(&ph, b->err)))
+			break;
+		rc = hash_param(b, in, pi, ph);
+		qp_hasher_digest(ph, &in->parts[pi]);
+		qp_hasher_free(ph);
 		qp_hasher_str(h, in->kind->params[pi].name);
-		switch (v->type) {
-		case QP_P_INPUT:
-		case QP_P_INPUTS:
-			snprintf(ver, sizeof(ver), "%zu", in->n_in[pi]);
-			qp_hasher_str(h, ver);
-			for (size_t j = 0; j < in->n_in[pi]; j++) {
-				const struct qp_instance *u = &b->inst[in->in[pi][j]];
-				qp_hasher_str(h, u->id);
-				qp_hasher_update(h, u->key.b, sizeof(u->key.b));
-			}
-			break;
-		case QP_P_PATH:
-			rc = hash_path(h, v->s, b->err);
-			break;
-		case QP_P_PATHS:
-			snprintf(ver, sizeof(ver), "%zu", v->n);
-			qp_hasher_str(h, ver);
-			for (size_t j = 0; j < v->n && !rc; j++)
-				rc = hash_path(h, v->list[j], b->err);
-			break;
-		case QP_P_LIST:
-			snprintf(ver, sizeof(ver), "%zu", v->n);
-			qp_hasher_str(h, ver);
-			for (size_t j = 0; j < v->n; j++)
-				qp_hasher_str(h, v->list[j]);
-			break;
-		case QP_P_NUMBER: {
-			char num[64];
-			snprintf(num, sizeof(num), "%.17g", v->d);
-			qp_hasher_str(h, num);
-			break;
-		}
-		case QP_P_INT: {
-			char num[64];
-			snprintf(num, sizeof(num), "%lld", (long long)v->i);
-			qp_hasher_str(h, num);
-			break;
-		}
-		default:
-			qp_hasher_str(h, v->s ? v->s : "");
-		}
+		qp_hasher_update(h, in->parts[pi].b, sizeof(in->parts[pi].b));
 	}
 	if (!rc) {
 		qp_hasher_digest(h, &in->key);

@@ -7,9 +7,11 @@
  * every instance of the named stage that agrees with the instance's
  * coordinates. Instances are stored in topological order.
  *
- * Key = XXH3-128 over ("qpipe-key/1", kind, kind version, each declared
- * parameter by name: its canonical value; a PATH by the content of the file
- * or folder it names; an input by the upstream instance's id and key). */
+ * Key = XXH3-128 over ("qpipe-key/2", kind, kind version, and for each
+ * declared parameter its name and the XXH3-128 of its canonical value: a
+ * PATH by the content of the file or folder it names, an input by the
+ * upstream instances' ids and keys). The per-parameter digests are kept so
+ * a plan can name the parameter that changed. */
 #ifndef QP_GRAPH_H
 #define QP_GRAPH_H
 
@@ -32,6 +34,7 @@ struct qp_instance {
 	size_t **in;                        /* per parameter: their indices in qp_graph.inst */
 	size_t n_deps;
 	size_t *deps;                       /* every upstream instance (inputs and needs) */
+	struct qp_hash *parts;              /* per parameter: digest of its canonical value */
 	struct qp_hash key;
 	char key_hex[QP_HASH_HEX_LEN + 1];
 };

@@ -1,5 +1,6 @@
 """Cache v0: a second run executes nothing; a changed parameter reruns
 exactly the stages downstream of it. Asserted from the JSON run log."""
+import json
 import os
 import textwrap
 import unittest
@@ -78,6 +79,22 @@ class Incremental(unittest.TestCase):
         self.assertEqual(st["model"], "cached")
         self.assertEqual(sorted(k for k, v in st.items() if v == "ran"), sorted(k for k in st if k != "model"))
 
+    def test_plan_says_why_each_stage_runs(self):
+        r = self.recipe()
+        self.w.run(r)
+        r = self.recipe(fallback="f32")
+        plan = self.w.qpipe("plan", r, "--cache-dir", self.w.cache, check=0).stdout
+        self.assertIn("run     quant[type=q4_0] (parameter 'fallback' changed (f16 -> f32))", plan)
+        self.assertIn("run     gguf[type=q4_0] (upstream 'quant[type=q4_0]' reruns)", plan)
+        self.assertIn("run     table (upstream 'eval[type=q8_0]' reruns)", plan)
+        self.assertIn("cached  model", plan)
+        js = json.loads(self.w.qpipe("plan", r, "--cache-dir", self.w.cache, "--format", "json",
+                                     check=0).stdout)
+        by = {e["stage"]: e for e in js}
+        self.assertEqual(by["quant[type=q8_0]"]["status"], "run")
+        self.assertEqual(by["quant[type=q8_0]"]["why"], "parameter 'fallback' changed (f16 -> f32)")
+        self.assertEqual(by["gguf[type=q8_0]"]["needs"], ["quant[type=q8_0]"])
+
     def test_changed_input_file_reruns_from_the_model(self):
         # A private copy of the model whose config we then touch.
         src = qptest.model_dir("stories260K")
@@ -91,6 +108,8 @@ class Incremental(unittest.TestCase):
         self.w.run(r)
         with open(os.path.join(dst, "generation_config.json"), "a") as f:
             f.write("\n")
+        plan = self.w.qpipe("plan", r, "--cache-dir", self.w.cache, check=0).stdout
+        self.assertIn("run     model (content of 'path' changed)", plan)
         _, ev = self.w.run(r)
         self.assertEqual(set(self.statuses(ev).values()), {"ran"})
 
