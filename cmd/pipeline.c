@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cmd/cli.h"
+#include "cache/statcache.h"
 #include "common/os.h"
 #include "kernels/kernels.h"
 #include "pipeline/exec.h"
@@ -39,6 +40,7 @@ struct session {
 	struct qp_recipe *recipe;
 	struct qp_graph *graph;
 	struct qp_store *store;
+	struct qp_statcache *statcache;
 	struct qp_runner *runner;
 	FILE *log;           /* --log-json, or NULL */
 	int tty, quiet;
@@ -168,6 +170,27 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 	json_event(s, ev);
 }
 
+/* What this process read, for the log: rchar counts every byte read through
+ * read(2), page cache included, so it shows whether inputs were rehashed. */
+static void io_event(struct session *s)
+{
+	if (!s->log)
+		return;
+	long long rchar = -1, read_bytes = -1;
+	FILE *f = fopen("/proc/self/io", "r");
+	if (f) {
+		char line[128];
+		while (fgets(line, sizeof(line), f)) {
+			sscanf(line, "rchar: %lld", &rchar);
+			sscanf(line, "read_bytes: %lld", &read_bytes);
+		}
+		fclose(f);
+	}
+	json_event(s, json_pack("{s:s, s:I, s:I, s:I}", "event", "io", "rchar", (json_int_t)rchar,
+	                        "read_bytes", (json_int_t)read_bytes, "inputs_hashed",
+	                        (json_int_t)(s->statcache ? qp_statcache_misses(s->statcache) : 0)));
+}
+
 static void print_diags(const struct qp_diags *d)
 {
 	for (size_t i = 0; i < d->n; i++)
@@ -179,6 +202,7 @@ static void print_diags(const struct qp_diags *d)
 static void session_free(struct session *s)
 {
 	qp_runner_free(s->runner);
+	qp_statcache_free(s->statcache);
 	qp_store_free(s->store);
 	qp_arena_free(s->arena);
 	if (s->log)
@@ -248,8 +272,6 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 	}
 	s->diags.arena = s->arena;
 	int rc = qp_recipe_load(&s->recipe, s->arena, s->args.pos[0], &s->diags, &err);
-	if (!rc)
-		rc = qp_graph_build(&s->graph, s->arena, s->recipe, &s->diags, &err);
 	if (rc) {
 		if (s->diags.n)
 			print_diags(&s->diags);
@@ -265,6 +287,25 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		qp_cli_error("cache directory path too long");
 		return QP_EXIT_ENV;
 	}
+	if ((rc = qp_store_open(&s->store, dir, &err)) ||
+	    (rc = qp_statcache_open(&s->statcache, s->store, &err))) {
+		qp_cli_error("%s", err.msg);
+		return QP_EXIT_ENV;
+	}
+	rc = qp_graph_build(&s->graph, s->arena, s->recipe, s->statcache, &s->diags, &err);
+	if (rc) {
+		if (s->diags.n)
+			print_diags(&s->diags);
+		else
+			qp_cli_error("%s", err.msg);
+		if (rc == QP_EINVAL && s->diags.n)
+			fprintf(stderr, "qpipe: %s: %zu error(s); nothing was run\n", s->args.pos[0],
+			        s->diags.n + s->diags.dropped);
+		return s->diags.n ? QP_EXIT_RECIPE : exit_for(rc);
+	}
+	struct qp_err serr = {0};
+	if (qp_statcache_save(s->statcache, &serr) && !s->quiet)
+		qp_cli_error("warning: %s", serr.msg);
 	struct qp_exec_opts opts = {
 		.threads = threads,
 		.jobs = jobs,
@@ -272,8 +313,7 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		.events = {.ud = s, .stage_start = on_start, .stage_end = on_end, .progress = on_progress},
 		.interrupt = &interrupt_flag,
 	};
-	if ((rc = qp_store_open(&s->store, dir, &err)) ||
-	    (rc = qp_runner_new(&s->runner, s->graph, s->store, &opts, &err)) ||
+	if ((rc = qp_runner_new(&s->runner, s->graph, s->store, &opts, &err)) ||
 	    (rc = qp_runner_plan(s->runner, &err))) {
 		qp_cli_error("%s", err.msg);
 		return QP_EXIT_ENV;
@@ -318,6 +358,7 @@ int cmd_plan(const struct qp_cmd *cmd, int argc, char **argv)
 	} else {
 		printf("%zu stage(s): %zu cached, %zu to run\n", s.graph->n, s.graph->n - to_run, to_run);
 	}
+	io_event(&s);
 	session_free(&s);
 	return QP_EXIT_OK;
 }
@@ -369,6 +410,7 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 	json_event(&s, json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "event", "summary", "recipe",
 	                         s.recipe->name, "ran", (int)ran, "cached", (int)cached, "failed",
 	                         (int)failed, "skipped", (int)skipped));
+	io_event(&s);
 	if (!s.quiet)
 		fprintf(stderr, "%zu stage(s): %zu ran, %zu cached, %zu failed, %zu skipped\n", s.graph->n,
 		        ran, cached, failed, skipped);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cache/statcache.h"
 #include "common/path.h"
 #include "common/suggest.h"
 
@@ -34,6 +35,7 @@ struct builder {
 	struct qp_instance *inst;
 	size_t n_inst, cap_inst;
 	int fatal;         /* an I/O or memory failure: stop */
+	struct qp_statcache *sc;  /* may be NULL: hash every input file */
 };
 
 int qp_kind_param_index(const struct qp_stage_kind *k, const char *name)
@@ -672,8 +674,14 @@ static int cmp_str(const void *a, const void *b)
 
 /* Hash a folder tree: sorted (relative name, content hash) of regular
  * files, dot-files skipped. */
-static int hash_tree(struct qp_hasher *h, const char *root, const char *rel, size_t *nfiles,
-                     struct qp_err *err)
+static int hash_one(struct qp_statcache *sc, const char *path, struct qp_hash *out,
+                    struct qp_err *err)
+{
+	return sc ? qp_statcache_hash_file(sc, path, out, err) : qp_hash_file(out, path, err);
+}
+
+static int hash_tree(struct qp_statcache *sc, struct qp_hasher *h, const char *root,
+                     const char *rel, size_t *nfiles, struct qp_err *err)
 {
 	char path[PATH_MAX];
 	int rc = rel[0] ? qp_path_join(path, sizeof(path), root, rel, err)
@@ -722,14 +730,14 @@ static int hash_tree(struct qp_hasher *h, const char *root, const char *rel, siz
 			break;
 		}
 		if (S_ISDIR(st.st_mode)) {
-			rc = hash_tree(h, root, sub, nfiles, err);
+			rc = hash_tree(sc, h, root, sub, nfiles, err);
 		} else if (S_ISREG(st.st_mode)) {
 			if (++*nfiles > PATH_TREE_MAX_FILES) {
 				rc = qp_err_set(err, QP_EINVAL, "%s: more than %d files", root, PATH_TREE_MAX_FILES);
 				break;
 			}
 			struct qp_hash fh;
-			rc = qp_hash_file(&fh, full, err);
+			rc = hash_one(sc, full, &fh, err);
 			if (!rc) {
 				qp_hasher_str(h, sub);
 				qp_hasher_update(h, fh.b, sizeof(fh.b));
@@ -742,7 +750,8 @@ static int hash_tree(struct qp_hasher *h, const char *root, const char *rel, siz
 	return rc;
 }
 
-static int hash_path(struct qp_hasher *h, const char *path, struct qp_err *err)
+static int hash_path(struct qp_statcache *sc, struct qp_hasher *h, const char *path,
+                     struct qp_err *err)
 {
 	struct stat st;
 	if (stat(path, &st) != 0)
@@ -750,10 +759,10 @@ static int hash_path(struct qp_hasher *h, const char *path, struct qp_err *err)
 	if (S_ISDIR(st.st_mode)) {
 		size_t nfiles = 0;
 		qp_hasher_str(h, "tree");
-		return hash_tree(h, path, "", &nfiles, err);
+		return hash_tree(sc, h, path, "", &nfiles, err);
 	}
 	struct qp_hash fh;
-	int rc = qp_hash_file(&fh, path, err);
+	int rc = hash_one(sc, path, &fh, err);
 	if (rc)
 		return rc;
 	qp_hasher_str(h, "file");
@@ -780,13 +789,13 @@ static int hash_param(struct builder *b, const struct qp_instance *in, size_t pi
 		}
 		break;
 	case QP_P_PATH:
-		rc = hash_path(h, v->s, b->err);
+		rc = hash_path(b->sc, h, v->s, b->err);
 		break;
 	case QP_P_PATHS:
 		snprintf(num, sizeof(num), "%zu", v->n);
 		qp_hasher_str(h, num);
 		for (size_t j = 0; j < v->n && !rc; j++)
-			rc = hash_path(h, v->list[j], b->err);
+			rc = hash_path(b->sc, h, v->list[j], b->err);
 		break;
 	case QP_P_LIST:
 		snprintf(num, sizeof(num), "%zu", v->n);
@@ -843,11 +852,11 @@ static int compute_key(struct builder *b, struct qp_instance *in)
 }
 
 int qp_graph_build(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
-                   struct qp_diags *diags, struct qp_err *err)
+                   struct qp_statcache *sc, struct qp_diags *diags, struct qp_err *err)
 {
 	*out = NULL;
 	size_t ns = r->n_stages;
-	struct builder b = {.a = arena, .r = r, .d = diags, .err = err};
+	struct builder b = {.a = arena, .r = r, .d = diags, .err = err, .sc = sc};
 	size_t before = diags->n + diags->dropped;
 	b.first = qp_arena_calloc(arena, ns + 1, sizeof(size_t));
 	b.count = qp_arena_calloc(arena, ns + 1, sizeof(size_t));

@@ -45,10 +45,13 @@ struct qp_graph {
 	struct qp_instance *inst;           /* topological order */
 };
 
-/* Expand and type the recipe, compute keys. Problems go to diags and make
- * it return QP_EINVAL; I/O failures while hashing inputs return their code. */
+struct qp_statcache;
+
+/* Expand and type the recipe, compute keys; input files are hashed through
+ * sc when given (NULL: read them all). Problems go to diags and make it
+ * return QP_EINVAL; I/O failures while hashing inputs return their code. */
 int qp_graph_build(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
-                   struct qp_diags *diags, struct qp_err *err);
+                   struct qp_statcache *sc, struct qp_diags *diags, struct qp_err *err);
 
 /* Index of the declared parameter name in kind->params, or -1. */
 int qp_kind_param_index(const struct qp_stage_kind *k, const char *name);

@@ -2,6 +2,7 @@
 exactly the stages downstream of it. Asserted from the JSON run log."""
 import json
 import os
+import shutil
 import textwrap
 import unittest
 
@@ -112,6 +113,36 @@ class Incremental(unittest.TestCase):
         self.assertIn("run     model (content of 'path' changed)", plan)
         _, ev = self.w.run(r)
         self.assertEqual(set(self.statuses(ev).values()), {"ran"})
+
+    def io(self, recipe):
+        log = os.path.join(self.w.dir, "plan.jsonl")
+        if os.path.exists(log):
+            os.unlink(log)
+        out = self.w.qpipe("plan", recipe, "--cache-dir", self.w.cache, "--log-json", log, check=0).stdout
+        with open(log) as f:
+            return out, [json.loads(x) for x in f if '"io"' in x][0]
+
+    def test_stat_cache_skips_rehashing_unchanged_inputs(self):
+        dst = os.path.join(self.w.dir, "model")
+        shutil.copytree(qptest.model_dir("stories260K"), dst)
+        r = self.w.write("r.yaml", RECIPE.replace("MODEL", dst).replace("FALLBACK", "f16"))
+        _, first = self.io(r)
+        self.assertEqual(first["inputs_hashed"], 6)
+        self.assertGreater(first["rchar"], 1000000)      # the 1 MB model was read
+        _, second = self.io(r)
+        self.assertEqual(second["inputs_hashed"], 0)
+        self.assertLess(second["rchar"], 200000)         # ...and now it is not
+        self.w.run(r)
+        # same size, mtime put back: ctime still gives the edit away
+        st = os.path.join(dst, "model.safetensors")
+        info = os.stat(st)
+        with open(st, "r+b") as f:
+            f.seek(info.st_size - 4)
+            f.write(b"\x00\x00\x80\x3f")
+        os.utime(st, ns=(info.st_atime_ns, info.st_mtime_ns))
+        plan, third = self.io(r)
+        self.assertEqual(third["inputs_hashed"], 1)
+        self.assertIn("run     model (content of 'path' changed)", plan)
 
     def test_fallback_tensors_are_reported(self):
         p, _ = self.w.run(self.recipe())
