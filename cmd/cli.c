@@ -77,10 +77,16 @@ int qp_cli_parse(const struct qp_cmd *cmd, int argc, char **argv, struct qp_args
 				return -1;
 			}
 			out->val[oi] = "1";
-		} else if (inline_val) {
-			out->val[oi] = inline_val;
-		} else if (i + 1 < argc) {
-			out->val[oi] = argv[++i];
+		} else if (inline_val || i + 1 < argc) {
+			out->val[oi] = inline_val ? inline_val : argv[++i];
+			if (o->repeat) {
+				if (out->nrep == QP_CLI_MAX_REP) {
+					qp_cli_error("%s: option '--%s' given too often", cmd->name, o->name);
+					return -1;
+				}
+				out->rep_opt[out->nrep] = oi;
+				out->rep[out->nrep++] = out->val[oi];
+			}
 		} else {
 			qp_cli_error("%s: option '--%s' needs a value (%s)", cmd->name, o->name, o->arg);
 			return -1;
@@ -93,6 +99,17 @@ const char *qp_cli_get(const struct qp_cmd *cmd, const struct qp_args *a, const 
 {
 	int i = find_long(cmd, name, strlen(name));
 	return i < 0 ? NULL : a->val[i];
+}
+
+size_t qp_cli_get_all(const struct qp_cmd *cmd, const struct qp_args *a, const char *name,
+                      const char **out, size_t max)
+{
+	int oi = find_long(cmd, name, strlen(name));
+	size_t n = 0;
+	for (int i = 0; i < a->nrep && n < max; i++)
+		if (a->rep_opt[i] == oi)
+			out[n++] = a->rep[i];
+	return n;
 }
 
 void qp_cli_print_exit_codes(FILE *f)

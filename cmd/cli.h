@@ -20,6 +20,7 @@ struct qp_opt {
 	char short_name;       /* 0 if none */
 	const char *arg;       /* placeholder ("DIR"); NULL for a flag */
 	const char *help;
+	int repeat;            /* may be given more than once; see qp_cli_get_all */
 };
 
 struct qp_cmd {
@@ -32,18 +33,26 @@ struct qp_cmd {
 
 #define QP_CLI_MAX_OPTS 32
 #define QP_CLI_MAX_POS 16
+#define QP_CLI_MAX_REP 128
 
 struct qp_args {
 	const char *val[QP_CLI_MAX_OPTS];  /* per option: its argument, "1" for a set flag, NULL */
 	int npos;
 	char *pos[QP_CLI_MAX_POS];
 	int help;                          /* -h/--help was given */
+	int nrep;                          /* values of repeatable options, in order */
+	int rep_opt[QP_CLI_MAX_REP];
+	const char *rep[QP_CLI_MAX_REP];
 };
 
 /* Parse argv[1..] per cmd->opts; prints a usage error and returns -1. */
 int qp_cli_parse(const struct qp_cmd *cmd, int argc, char **argv, struct qp_args *out);
 /* Value of option name, or NULL. */
 const char *qp_cli_get(const struct qp_cmd *cmd, const struct qp_args *a, const char *name);
+/* All values of a repeatable option, in command-line order, into out[max];
+ * returns how many. */
+size_t qp_cli_get_all(const struct qp_cmd *cmd, const struct qp_args *a, const char *name,
+                      const char **out, size_t max);
 /* Print the subcommand's help. */
 void qp_cli_help(const struct qp_cmd *cmd, FILE *f);
 /* Print an error line prefixed with "qpipe: " to stderr. */

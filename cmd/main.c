@@ -7,29 +7,30 @@
 #include "qp_config.h"
 
 static const struct qp_opt pipeline_opts[] = {
-	{"cache-dir", 0, "DIR", "content-addressed store (default: $QPIPE_CACHE_DIR, else $XDG_CACHE_HOME/qpipe, else ~/.cache/qpipe)"},
-	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2 (default: $QPIPE_KERNELS, else auto)"},
-	{"jobs", 'j', "N", "stages run at once, each in its own process (default: 1; run only)"},
-	{"keep-going", 'k', NULL, "after a failure, go on with the stages that do not depend on it"},
-	{"threads", 't', "N", "threads a stage may use (default: all cores)"},
-	{"log-json", 0, "FILE", "append one JSON event per line to FILE"},
-	{"format", 0, "FMT", "plan output: text or json (plan only)"},
-	{"quiet", 'q', NULL, "no progress or stage lines on stderr"},
-	{NULL, 0, NULL, NULL},
+	{"cache-dir", 0, "DIR", "content-addressed store (default: $QPIPE_CACHE_DIR, else $XDG_CACHE_HOME/qpipe, else ~/.cache/qpipe)", 0},
+	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2 (default: $QPIPE_KERNELS, else auto)", 0},
+	{"jobs", 'j', "N", "stages run at once, each in its own process (default: 1; run only)", 0},
+	{"keep-going", 'k', NULL, "after a failure, go on with the stages that do not depend on it", 0},
+	{"threads", 't', "N", "threads a stage may use (default: all cores)", 0},
+	{"log-json", 0, "FILE", "append one JSON event per line to FILE", 0},
+	{"set", 0, "K=V", "override: NAME=VALUE sets a variable, STAGE.PARAM=VALUE a stage parameter (repeatable)", 1},
+	{"format", 0, "FMT", "plan output: text or json (plan only)", 0},
+	{"quiet", 'q', NULL, "no progress or stage lines on stderr", 0},
+	{NULL, 0, NULL, NULL, 0},
 };
 
 static const struct qp_opt cache_opts[] = {
-	{"cache-dir", 0, "DIR", "the store (default as for 'run')"},
-	{NULL, 0, NULL, NULL},
+	{"cache-dir", 0, "DIR", "the store (default as for 'run')", 0},
+	{NULL, 0, NULL, NULL, 0},
 };
 
 static const struct qp_opt version_opts[] = {
-	{"kernels", 0, NULL, "also print the kernel level in use and why it was chosen"},
-	{NULL, 0, NULL, NULL},
+	{"kernels", 0, NULL, "also print the kernel level in use and why it was chosen", 0},
+	{NULL, 0, NULL, NULL, 0},
 };
 
 static const struct qp_opt no_opts[] = {
-	{NULL, 0, NULL, NULL},
+	{NULL, 0, NULL, NULL, 0},
 };
 
 static const struct qp_cmd commands[] = {

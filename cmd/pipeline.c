@@ -271,7 +271,9 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		return QP_EXIT_ENV;
 	}
 	s->diags.arena = s->arena;
-	int rc = qp_recipe_load(&s->recipe, s->arena, s->args.pos[0], &s->diags, &err);
+	const char *sets[QP_CLI_MAX_REP];
+	size_t nsets = qp_cli_get_all(cmd, &s->args, "set", sets, QP_CLI_MAX_REP);
+	int rc = qp_recipe_load(&s->recipe, s->arena, s->args.pos[0], sets, nsets, &s->diags, &err);
 	if (rc) {
 		if (s->diags.n)
 			print_diags(&s->diags);

@@ -572,6 +572,123 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 	return 0;
 }
 
+static int is_matrix_rule(const char *key)
+{
+	return !strcmp(key, "include") || !strcmp(key, "exclude");
+}
+
+/* Does combination c agree with every key: value of the mapping m that
+ * names one of the matrix's own keys (only_own) or any key? */
+static int rule_matches(const struct qp_rstage *st, const struct combo *c, const struct qp_ynode *m,
+                        int only_own)
+{
+	for (size_t q = 0; q < m->n; q++) {
+		const char *k = m->keys[q]->str;
+		const struct qp_ynode *own = qp_ymap_get(st->matrix, k);
+		if (only_own && (!own || is_matrix_rule(k)))
+			continue;
+		const char *v = coord_get(c, k);
+		if (!v || strcmp(v, m->items[q]->str))
+			return 0;
+	}
+	return 1;
+}
+
+/* The matrix's exclude and include entries, as CI workflow files define
+ * them: exclude drops every combination matching all of an entry's pairs;
+ * include adds an entry's other pairs to each combination matching its
+ * matrix keys, or, matching none, adds the entry as a combination of its
+ * own (only for stages without upstream fan-out, where that is defined). */
+static int matrix_rules(struct builder *b, const struct qp_rstage *st, size_t np, int fanout,
+                        struct combo ***cur, size_t *ncur)
+{
+	const struct qp_ynode *ex = qp_ymap_get(st->matrix, "exclude");
+	const struct qp_ynode *inc = qp_ymap_get(st->matrix, "include");
+	size_t n = *ncur;
+	struct combo **c = *cur;
+	size_t own = 0;
+	for (size_t i = 0; i < st->matrix->n; i++)
+		own += !is_matrix_rule(st->matrix->keys[i]->str);
+	if (!own && inc) {
+		/* only include entries: each is a combination of its own, for
+		 * every upstream combination */
+		struct combo **nc = qp_arena_calloc(b->a, n * inc->n + 1, sizeof(*nc));
+		if (!nc)
+			return oom(b);
+		size_t nn = 0;
+		for (size_t i = 0; i < n; i++)
+			for (size_t j = 0; j < inc->n; j++) {
+				const struct qp_ynode *m = inc->items[j];
+				struct combo *x = combo_extend(b, c[i], np, m->n);
+				if (!x)
+					return oom(b);
+				for (size_t q = 0; q < m->n; q++)
+					if (!coord_get(x, m->keys[q]->str)) {
+						x->names[x->n_coords] = m->keys[q]->str;
+						x->values[x->n_coords++] = m->items[q]->str;
+					}
+				nc[nn++] = x;
+			}
+		c = nc;
+		n = nn;
+		inc = NULL;
+	}
+	for (size_t j = 0; ex && j < ex->n; j++) {
+		const struct qp_ynode *m = ex->items[j];
+		size_t kept = 0, before = n;
+		for (size_t i = 0; i < n; i++)
+			if (!rule_matches(st, c[i], m, 0))
+				c[kept++] = c[i];
+		n = kept;
+		if (n == before)
+			qp_diag_add(b->d, "%s:%d:%d: matrix exclude entry of stage '%s' matches no combination",
+			            b->r->path, m->line, m->col, st->name);
+	}
+	for (size_t j = 0; inc && j < inc->n; j++) {
+		const struct qp_ynode *m = inc->items[j];
+		int matched = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (!rule_matches(st, c[i], m, 1))
+				continue;
+			matched = 1;
+			struct combo *x = combo_extend(b, c[i], np, m->n);
+			if (!x)
+				return oom(b);
+			for (size_t q = 0; q < m->n; q++)
+				if (!coord_get(x, m->keys[q]->str)) {
+					x->names[x->n_coords] = m->keys[q]->str;
+					x->values[x->n_coords++] = m->items[q]->str;
+				}
+			c[i] = x;
+		}
+		if (matched)
+			continue;
+		if (fanout) {
+			/* with upstream coordinates there is no base to add it to */
+			qp_diag_add(b->d, "%s:%d:%d: matrix include entry of stage '%s' matches no combination",
+			            b->r->path, m->line, m->col, st->name);
+			continue;
+		}
+		struct combo base = {0};
+		base.pick = qp_arena_calloc(b->a, np + 1, sizeof(size_t));
+		struct combo *x = base.pick ? combo_extend(b, &base, np, m->n) : NULL;
+		struct combo **nc = qp_arena_calloc(b->a, n + 2, sizeof(*nc));
+		if (!x || !nc)
+			return oom(b);
+		for (size_t q = 0; q < m->n; q++) {
+			x->names[x->n_coords] = m->keys[q]->str;
+			x->values[x->n_coords++] = m->items[q]->str;
+		}
+		if (n)
+			memcpy(nc, c, n * sizeof(*nc));
+		nc[n++] = x;
+		c = nc;
+	}
+	*cur = c;
+	*ncur = n;
+	return 0;
+}
+
 static int expand_stage(struct builder *b, size_t si)
 {
 	const struct qp_rstage *st = &b->r->stages[si];
@@ -623,10 +740,14 @@ static int expand_stage(struct builder *b, size_t si)
 		cur = next;
 		ncur = nn;
 	}
+	/* combinations inherited from upstream stages, if any */
+	int fanout = ncur != 1 || cur[0]->n_coords > 0;
 	if (st->matrix) {
 		for (size_t mi = 0; mi < st->matrix->n; mi++) {
 			const struct qp_ynode *key = st->matrix->keys[mi];
 			const struct qp_ynode *vals = st->matrix->items[mi];
+			if (is_matrix_rule(key->str))
+				continue;
 			if (ncur && coord_get(cur[0], key->str)) {
 				qp_diag_add(b->d, "%s:%d:%d: matrix key '%s' of stage '%s' is already set by an upstream stage",
 				            b->r->path, key->line, key->col, key->str, st->name);
@@ -654,6 +775,9 @@ static int expand_stage(struct builder *b, size_t si)
 			cur = next;
 			ncur = nn;
 		}
+		int rc = matrix_rules(b, st, np, fanout, &cur, &ncur);
+		if (rc)
+			return rc;
 	}
 	b->first[si] = b->n_inst;
 	for (size_t ci = 0; ci < ncur; ci++) {

@@ -131,6 +131,20 @@ static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_y
 		} else {
 			for (size_t i = 0; i < st->matrix->n; i++) {
 				const struct qp_ynode *v = st->matrix->items[i];
+				const char *k = st->matrix->keys[i]->str;
+				if (!strcmp(k, "include") || !strcmp(k, "exclude")) {
+					if (v->kind != QP_Y_SEQ) {
+						want_kind(l, v, QP_Y_SEQ, "matrix 'include' or 'exclude'");
+						continue;
+					}
+					for (size_t j = 0; j < v->n; j++) {
+						const struct qp_ynode *m = v->items[j];
+						want_kind(l, m, QP_Y_MAP, "an entry of matrix 'include' or 'exclude'");
+						for (size_t q = 0; m->kind == QP_Y_MAP && q < m->n; q++)
+							want_kind(l, m->items[q], QP_Y_SCALAR, "a matrix value");
+					}
+					continue;
+				}
 				if (v->kind != QP_Y_SEQ || v->n == 0) {
 					qp_diag_add(l->d, "%s:%d:%d: matrix entry '%s' must be a non-empty list", path,
 					            v->line, v->col, st->matrix->keys[i]->str);
@@ -153,6 +167,89 @@ static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_y
 	}
 }
 
+/* Set key to a plain scalar value in map m (replacing, or appending with
+ * the map's own position). */
+static int map_set(struct qp_arena *a, struct qp_ynode *m, const char *key, const char *value)
+{
+	struct qp_ynode *v = qp_arena_alloc(a, sizeof(*v));
+	if (!v || !(v->str = qp_arena_strdup(a, value)))
+		return -1;
+	v->kind = QP_Y_SCALAR;
+	v->plain = 1;
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->keys[i]->str, key)) {
+			v->line = m->items[i]->line;
+			v->col = m->items[i]->col;
+			m->items[i] = v;
+			return 0;
+		}
+	struct qp_ynode *k = qp_arena_alloc(a, sizeof(*k));
+	struct qp_ynode **keys = qp_arena_calloc(a, m->n + 1, sizeof(*keys));
+	struct qp_ynode **items = qp_arena_calloc(a, m->n + 1, sizeof(*items));
+	if (!k || !keys || !items || !(k->str = qp_arena_strdup(a, key)))
+		return -1;
+	k->kind = QP_Y_SCALAR;
+	k->plain = 1;
+	k->line = v->line = m->line;
+	k->col = v->col = m->col;
+	if (m->n) {
+		memcpy(keys, m->keys, m->n * sizeof(*keys));
+		memcpy(items, m->items, m->n * sizeof(*items));
+	}
+	keys[m->n] = k;
+	items[m->n] = v;
+	m->keys = keys;
+	m->items = items;
+	m->n++;
+	return 0;
+}
+
+/* The mapping under key in m, created empty if absent; NULL if key holds
+ * something else. */
+static struct qp_ynode *map_child(struct qp_arena *a, struct qp_ynode *m, const char *key)
+{
+	struct qp_ynode *c = qp_ymap_get(m, key);
+	if (c)
+		return c->kind == QP_Y_MAP ? c : NULL;
+	if (map_set(a, m, key, ""))
+		return NULL;
+	c = m->items[m->n - 1];
+	c->kind = QP_Y_MAP;
+	c->str = NULL;
+	return c;
+}
+
+/* --set NAME=VALUE sets a variable; --set STAGE.PARAM=VALUE a parameter of
+ * a stage, overriding what the file says. */
+static void apply_sets(struct loader *l, struct qp_ynode *root, const char *const *sets, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *eq = strchr(sets[i], '=');
+		if (!eq || eq == sets[i]) {
+			qp_diag_add(l->d, "--set '%s': expected NAME=VALUE or STAGE.PARAM=VALUE", sets[i]);
+			continue;
+		}
+		char key[256];
+		snprintf(key, sizeof(key), "%.*s", (int)(eq - sets[i]), sets[i]);
+		char *dot = strchr(key, '.');
+		struct qp_ynode *target;
+		if (!dot) {
+			target = map_child(l->arena, root, "vars");
+		} else {
+			*dot = '\0';
+			struct qp_ynode *stages = qp_ymap_get(root, "stages");
+			struct qp_ynode *st = stages ? qp_ymap_get(stages, key) : NULL;
+			if (!st || st->kind != QP_Y_MAP) {
+				qp_diag_add(l->d, "--set '%s': the recipe has no stage '%s'", sets[i], key);
+				continue;
+			}
+			target = map_child(l->arena, st, "with");
+		}
+		if (!target || map_set(l->arena, target, dot ? dot + 1 : key, eq + 1))
+			qp_diag_add(l->d, "--set '%s': cannot apply here (not a mapping)", sets[i]);
+	}
+}
+
 static int absolute_dir(struct qp_recipe *r, struct qp_arena *a, const char *path, struct qp_err *err)
 {
 	char buf[PATH_MAX];
@@ -163,7 +260,8 @@ static int absolute_dir(struct qp_recipe *r, struct qp_arena *a, const char *pat
 }
 
 int qp_recipe_load(struct qp_recipe **out, struct qp_arena *arena, const char *path,
-                   struct qp_diags *diags, struct qp_err *err)
+                   const char *const *sets, size_t n_sets, struct qp_diags *diags,
+                   struct qp_err *err)
 {
 	*out = NULL;
 	char *text = NULL;
@@ -194,6 +292,7 @@ int qp_recipe_load(struct qp_recipe **out, struct qp_arena *arena, const char *p
 		            root->line, root->col);
 		goto done;
 	}
+	apply_sets(&l, root, sets, n_sets);
 	for (size_t i = 0; i < root->n; i++)
 		if (!in_list(root->keys[i]->str, top_keys))
 			unknown_key(&l, root->keys[i], "recipe", top_keys);

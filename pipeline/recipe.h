@@ -30,10 +30,13 @@ struct qp_recipe {
 	struct qp_rstage *stages;  /* in file order */
 };
 
-/* Read and check the recipe at path. Returns QP_EINVAL with every problem
- * found in diags (err holds the first), or 0. All memory is in arena. */
+/* Read and check the recipe at path, with n_sets overrides applied first
+ * ("NAME=VALUE" sets a variable, "STAGE.PARAM=VALUE" a stage parameter).
+ * Returns QP_EINVAL with every problem found in diags (err holds the
+ * first), or 0. All memory is in arena. */
 int qp_recipe_load(struct qp_recipe **out, struct qp_arena *arena, const char *path,
-                   struct qp_diags *diags, struct qp_err *err);
+                   const char *const *sets, size_t n_sets, struct qp_diags *diags,
+                   struct qp_err *err);
 
 /* Stage by name, or NULL. */
 const struct qp_rstage *qp_recipe_stage(const struct qp_recipe *r, const char *name);

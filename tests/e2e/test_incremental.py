@@ -144,6 +144,38 @@ class Incremental(unittest.TestCase):
         self.assertEqual(third["inputs_hashed"], 1)
         self.assertIn("run     model (content of 'path' changed)", plan)
 
+    def test_set_overrides_and_matrix_rules(self):
+        r = self.w.write("m.yaml", """\
+vars: { greeting: hello }
+stages:
+  a:
+    uses: run
+    matrix:
+      x: [1, 2]
+      y: [a, b]
+      exclude: [{x: 2, y: b}]
+      include: [{x: 1, y: a, extra: "yes"}, {x: 9, y: z}]
+    with: { cmd: "echo ${greeting} ${matrix.x}${matrix.y} > $QPIPE_OUT/o", outs: [o] }
+  b:
+    uses: run
+    matrix: { include: [{p: 1}, {p: 2, q: 3}] }
+    with: { cmd: "true" }
+""")
+        plan = self.w.qpipe("plan", r, "--cache-dir", self.w.cache, check=0).stdout
+        ids = [l.split()[1] for l in plan.splitlines() if l.startswith("run")]
+        self.assertEqual(ids, ["a[x=1,y=a,extra=yes]", "a[x=1,y=b]", "a[x=2,y=a]", "a[x=9,y=z]",
+                               "b[p=1]", "b[p=2,q=3]"])
+        _, ev = self.w.run(r)
+        out = qptest.stage_events(ev)["a[x=9,y=z]"]["outputs"]["o"]
+        with open(out) as f:
+            self.assertEqual(f.read(), "hello 9z\n")
+        _, ev = self.w.run(r, "--set", "greeting=hi", "--set", "b.cmd=false", "-k", check=1)
+        st = {k: v["status"] for k, v in qptest.stage_events(ev).items()}
+        self.assertEqual(st["a[x=1,y=b]"], "ran")
+        self.assertEqual(st["b[p=1]"], "failed")
+        with open(qptest.stage_events(ev)["a[x=9,y=z]"]["outputs"]["o"]) as f:
+            self.assertEqual(f.read(), "hi 9z\n")
+
     def test_fallback_tensors_are_reported(self):
         p, _ = self.w.run(self.recipe())
         # stories260K's FFN is 172 wide: 32-element blocks do not divide it.

@@ -101,6 +101,22 @@ class RecipeErrors(unittest.TestCase):
               n: *x
             """, "FILE:2:6: YAML anchors are not allowed in recipes")
 
+    def test_bad_set_overrides(self):
+        path = self.w.write("r.yaml", "stages:\n  m: { uses: model.local, with: { path: %s } }\n" % self.model)
+        p = self.w.qpipe("plan", path, "--cache-dir", self.w.cache, "--set", "mm.path=x",
+                         "--set", "oops", check=3)
+        self.assertIn("--set 'mm.path=x': the recipe has no stage 'mm'", p.stderr)
+        self.assertIn("--set 'oops': expected NAME=VALUE or STAGE.PARAM=VALUE", p.stderr)
+
+    def test_matrix_rules_that_match_nothing(self):
+        self.check("""\
+            stages:
+              a:
+                uses: run
+                matrix: { x: [1, 2], exclude: [{x: 3}] }
+                with: { cmd: "true" }
+            """, "FILE:4:36: matrix exclude entry of stage 'a' matches no combination")
+
     def test_unknown_variable(self):
         self.check("""\
             stages:
