@@ -975,8 +975,8 @@ static int compute_key(struct builder *b, struct qp_instance *in)
 	return rc;
 }
 
-int qp_graph_build(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
-                   struct qp_statcache *sc, struct qp_diags *diags, struct qp_err *err)
+static int build(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
+                 struct qp_statcache *sc, int with_keys, struct qp_diags *diags, struct qp_err *err)
 {
 	*out = NULL;
 	size_t ns = r->n_stages;
@@ -1009,7 +1009,7 @@ int qp_graph_build(struct qp_graph **out, struct qp_arena *arena, const struct q
 	}
 	if (diags->n + diags->dropped > before)
 		goto invalid;
-	for (size_t i = 0; i < b.n_inst; i++) {
+	for (size_t i = 0; with_keys && i < b.n_inst; i++) {
 		int rc = compute_key(&b, &b.inst[i]);
 		if (rc)
 			return qp_err_prefix(err, "stage '%s'", b.inst[i].id);
@@ -1024,4 +1024,16 @@ int qp_graph_build(struct qp_graph **out, struct qp_arena *arena, const struct q
 	return 0;
 invalid:
 	return qp_err_set(err, QP_EINVAL, "%s", diags->msgs[before < diags->n ? before : 0]);
+}
+
+int qp_graph_build(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
+                   struct qp_statcache *sc, struct qp_diags *diags, struct qp_err *err)
+{
+	return build(out, arena, r, sc, 1, diags, err);
+}
+
+int qp_graph_expand(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
+                    struct qp_diags *diags, struct qp_err *err)
+{
+	return build(out, arena, r, NULL, 0, diags, err);
 }

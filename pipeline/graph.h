@@ -53,6 +53,11 @@ struct qp_statcache;
 int qp_graph_build(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
                    struct qp_statcache *sc, struct qp_diags *diags, struct qp_err *err);
 
+/* Expand and type only, touching no input file: instances carry no keys
+ * (for validation and the recipe fuzzer). */
+int qp_graph_expand(struct qp_graph **out, struct qp_arena *arena, const struct qp_recipe *r,
+                    struct qp_diags *diags, struct qp_err *err);
+
 /* Index of the declared parameter name in kind->params, or -1. */
 int qp_kind_param_index(const struct qp_stage_kind *k, const char *name);
 

@@ -269,21 +269,35 @@ int qp_recipe_load(struct qp_recipe **out, struct qp_arena *arena, const char *p
 	int rc = qp_os_read_file(&text, &len, path, RECIPE_MAX_BYTES, err);
 	if (rc)
 		return rc;
-	struct qp_recipe *r = qp_arena_alloc(arena, sizeof(*r));
-	if (!r) {
+	struct qp_recipe tmp = {0};
+	if ((rc = absolute_dir(&tmp, arena, path, err))) {
 		free(text);
-		return qp_err_nomem(err);
+		return rc;
 	}
-	r->path = qp_arena_strdup(arena, path);
-	struct qp_ynode *root = NULL;
-	rc = qp_yaml_parse(&root, arena, r->path, text, len, err);
+	rc = qp_recipe_parse(out, arena, path, tmp.dir, text, len, sets, n_sets, diags, err);
 	free(text);
+	return rc;
+}
+
+int qp_recipe_parse(struct qp_recipe **out, struct qp_arena *arena, const char *name_for_msgs,
+                    const char *dir, const char *text, size_t len, const char *const *sets,
+                    size_t n_sets, struct qp_diags *diags, struct qp_err *err)
+{
+	*out = NULL;
+	const char *path = name_for_msgs;
+	struct qp_recipe *r = qp_arena_alloc(arena, sizeof(*r));
+	if (!r)
+		return qp_err_nomem(err);
+	r->path = qp_arena_strdup(arena, path);
+	r->dir = qp_arena_strdup(arena, dir);
+	if (!r->path || !r->dir)
+		return qp_err_nomem(err);
+	struct qp_ynode *root = NULL;
+	int rc = qp_yaml_parse(&root, arena, r->path, text, len, err);
 	if (rc) {
 		qp_diag_add(diags, "%s", err->msg);
 		return rc;
 	}
-	if ((rc = absolute_dir(r, arena, path, err)))
-		return rc;
 
 	struct loader l = {.r = r, .arena = arena, .d = diags};
 	size_t before = diags->n + diags->dropped;

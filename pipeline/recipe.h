@@ -38,6 +38,12 @@ int qp_recipe_load(struct qp_recipe **out, struct qp_arena *arena, const char *p
                    const char *const *sets, size_t n_sets, struct qp_diags *diags,
                    struct qp_err *err);
 
+/* The same from text in memory: name_for_msgs names it in messages, dir is
+ * the folder its relative paths resolve against. */
+int qp_recipe_parse(struct qp_recipe **out, struct qp_arena *arena, const char *name_for_msgs,
+                    const char *dir, const char *text, size_t len, const char *const *sets,
+                    size_t n_sets, struct qp_diags *diags, struct qp_err *err);
+
 /* Stage by name, or NULL. */
 const struct qp_rstage *qp_recipe_stage(const struct qp_recipe *r, const char *name);
 
