@@ -600,8 +600,9 @@ int qp_st_open(struct qp_st_model **out, const char *path, struct qp_err *err)
 		rc = open_index(out, idx, err);
 	else if (qp_os_exists(single))
 		rc = open_single(out, single, err);
-	else
-		rc = open_single(out, path, err);
+	else if ((rc = open_single(out, path, err)) == QP_EINVAL && qp_os_exists(path))
+		rc = qp_err_set(err, QP_ENOTFOUND,
+		                "%s: no model.safetensors.index.json or model.safetensors in it", path);
 	free(idx);
 	free(single);
 	return rc;
