@@ -32,7 +32,7 @@
 #include <string.h>
 
 #include "common/os.h"
-#include "formats/names.h"
+#include "formats/check.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c hands out raw little-endian arrays: it needs a little-endian host"
@@ -60,14 +60,6 @@ static const size_t vtype_size[QP_GGUF_VTYPE_COUNT] = {
 static const char *const vtype_name[QP_GGUF_VTYPE_COUNT] = {
 	"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64",
 };
-
-static uint64_t rd_le(const uint8_t *p, size_t n)
-{
-	uint64_t v = 0;
-	for (size_t i = n; i-- > 0;)
-		v = (v << 8) | p[i];
-	return v;
-}
 
 /* ---- reader ---- */
 
@@ -123,7 +115,7 @@ static int rd_int(struct rd *r, size_t n, uint64_t *out, const char *what)
 	*out = 0;
 	if (n > r->f->size - r->off)
 		return bad(r, r->off, "%s runs past end of file (%zu bytes)", what, r->f->size);
-	*out = rd_le(r->f->p + r->off, n);
+	*out = qp_le(r->f->p + r->off, n);
 	r->off += n;
 	return 0;
 }
@@ -170,7 +162,7 @@ static int rd_name(struct rd *r, char **out, uint64_t max, const char *what)
 
 static void widen(struct qp_gguf_kv *kv, enum qp_gguf_vtype t, const uint8_t *p)
 {
-	uint64_t u = rd_le(p, vtype_size[t]);
+	uint64_t u = qp_le(p, vtype_size[t]);
 	switch (t) {
 	case QP_GGUF_UINT8: case QP_GGUF_UINT16: case QP_GGUF_UINT32: case QP_GGUF_UINT64:
 		kv->v.u64 = u;
@@ -411,19 +403,6 @@ static const char *t_name_at(const struct qp_gguf_file *f, size_t i)
 	return f->t[i].name;
 }
 
-struct span {
-	uint64_t begin, end;  /* relative to the data section, end exclusive */
-	size_t idx;
-};
-
-static int cmp_span(const void *a, const void *b)
-{
-	const struct span *x = a, *y = b;
-	if (x->begin != y->begin)
-		return x->begin < y->begin ? -1 : 1;
-	return (x->end > y->end) - (x->end < y->end);
-}
-
 static int check_data(struct rd *r)
 {
 	struct qp_gguf_file *f = r->f;
@@ -443,7 +422,7 @@ static int check_data(struct rd *r)
 		}
 		f->t[i].data = f->p + f->data_offset + t->offset;
 	}
-	struct span *s = calloc(f->n_t + 1, sizeof(*s));
+	struct qp_span *s = calloc(f->n_t + 1, sizeof(*s));
 	if (!s)
 		return qp_err_nomem(r->err);
 	size_t n = 0;
@@ -455,18 +434,15 @@ static int check_data(struct rd *r)
 		s[n].idx = i;
 		n++;
 	}
-	qsort(s, n, sizeof(*s), cmp_span);
+	size_t i = qp_spans_overlap(s, n);
 	int rc = 0;
-	for (size_t i = 1; i < n; i++) {
-		if (s[i].begin < s[i - 1].end) {
-			const struct qp_gguf_tensor *a = &f->t[s[i - 1].idx], *b = &f->t[s[i].idx];
-			rc = qp_err_set(r->err, QP_ECORRUPT,
-			                "%s: tensor '%s': data at offset %" PRIu64 " + %zu overlaps tensor "
-			                "'%s' at offset %" PRIu64 " + %zu",
-			                f->name, b->name, f->data_offset + b->offset, b->nbytes, a->name,
-			                f->data_offset + a->offset, a->nbytes);
-			break;
-		}
+	if (i < n) {
+		const struct qp_gguf_tensor *a = &f->t[s[i - 1].idx], *b = &f->t[s[i].idx];
+		rc = qp_err_set(r->err, QP_ECORRUPT,
+		                "%s: tensor '%s': data at offset %" PRIu64 " + %zu overlaps tensor '%s' "
+		                "at offset %" PRIu64 " + %zu",
+		                f->name, b->name, f->data_offset + b->offset, b->nbytes, a->name,
+		                f->data_offset + a->offset, a->nbytes);
 	}
 	free(s);
 	return rc;

@@ -169,18 +169,25 @@ static int read_config(struct qp_hf_config *c, const json_t *o, const char *name
 	    (rc = get_num(o, "rms_norm_eps", &c->rms_norm_eps, name, err)))
 		return rc;
 
+	/* rope_theta, or transformers 5's rope_parameters.rope_theta, or, for
+	 * models with several attention kinds, that of full attention. */
 	c->rope_theta = 10000.0;
 	json_t *rp = json_object_get(o, "rope_parameters");
+	const char *rkey = "rope_parameters.rope_theta";
+	if (json_is_object(rp) && !json_object_get(rp, "rope_theta") &&
+	    json_is_object(json_object_get(rp, "full_attention"))) {
+		rp = json_object_get(rp, "full_attention");
+		rkey = "rope_parameters.full_attention.rope_theta";
+	}
 	if (json_object_get(o, "rope_theta")) {
 		if ((rc = get_num(o, "rope_theta", &c->rope_theta, name, err)))
 			return rc;
 	} else if (json_is_object(rp) && json_object_get(rp, "rope_theta")) {
-		if (!json_is_number(json_object_get(rp, "rope_theta")) ||
-		    json_number_value(json_object_get(rp, "rope_theta")) <= 0 ||
-		    !isfinite(json_number_value(json_object_get(rp, "rope_theta"))))
-			return qp_err_set(err, QP_ECORRUPT,
-			                  "%s: 'rope_parameters.rope_theta' must be a positive number", name);
-		c->rope_theta = json_number_value(json_object_get(rp, "rope_theta"));
+		json_t *v = json_object_get(rp, "rope_theta");
+		if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) <= 0)
+			return qp_err_set(err, QP_ECORRUPT, "%s: '%s' must be a positive number", name,
+			                  rkey);
+		c->rope_theta = json_number_value(v);
 	}
 
 	if ((rc = get_bool(o, "tie_word_embeddings", &c->tie_word_embeddings, false, name, err)) ||

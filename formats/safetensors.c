@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "common/os.h"
-#include "formats/names.h"
+#include "formats/check.h"
 
 /* The reference implementation refuses headers past 100 MB; so do we. */
 #define ST_HEADER_MAX 100000000u
@@ -113,14 +113,6 @@ void qp_st_close(struct qp_st_model *m)
 	free(m->t);
 	free(m->by_name);
 	free(m);
-}
-
-static uint64_t rd_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
 }
 
 /* "[2, 3]" into buf. */
@@ -248,25 +240,12 @@ static int parse_entry(struct qp_st_model *m, struct st_shard *sh, const char *n
 	return rc;
 }
 
-struct span {
-	uint64_t begin, end;  /* absolute file offsets, end exclusive */
-	size_t idx;           /* tensor index */
-};
-
-static int cmp_span(const void *a, const void *b)
-{
-	const struct span *x = a, *y = b;
-	if (x->begin != y->begin)
-		return x->begin < y->begin ? -1 : 1;
-	return (x->end > y->end) - (x->end < y->end);
-}
-
 /* Two tensors sharing bytes means a corrupt or hostile header. */
 static int check_overlaps(struct qp_st_model *m, const struct st_shard *sh, size_t first,
                           struct qp_err *err)
 {
 	size_t n = 0;
-	struct span *s = calloc(m->n - first + 1, sizeof(*s));
+	struct qp_span *s = calloc(m->n - first + 1, sizeof(*s));
 	if (!s)
 		return qp_err_nomem(err);
 	for (size_t i = first; i < m->n; i++) {
@@ -277,18 +256,15 @@ static int check_overlaps(struct qp_st_model *m, const struct st_shard *sh, size
 		s[n].idx = i;
 		n++;
 	}
-	qsort(s, n, sizeof(*s), cmp_span);
+	size_t i = qp_spans_overlap(s, n);
 	int rc = 0;
-	for (size_t i = 1; i < n; i++) {
-		if (s[i].begin < s[i - 1].end) {
-			const struct qp_st_tensor *a = &m->t[s[i - 1].idx], *b = &m->t[s[i].idx];
-			rc = qp_err_set(err, QP_ECORRUPT,
-			                "%s: tensor '%s': data at offset %" PRIu64 " + %zu overlaps tensor "
-			                "'%s' at offset %" PRIu64 " + %zu",
-			                sh->path, b->name, b->file_offset, b->nbytes, a->name,
-			                a->file_offset, a->nbytes);
-			break;
-		}
+	if (i < n) {
+		const struct qp_st_tensor *a = &m->t[s[i - 1].idx], *b = &m->t[s[i].idx];
+		rc = qp_err_set(err, QP_ECORRUPT,
+		                "%s: tensor '%s': data at offset %" PRIu64 " + %zu overlaps tensor '%s' "
+		                "at offset %" PRIu64 " + %zu",
+		                sh->path, b->name, b->file_offset, b->nbytes, a->name, a->file_offset,
+		                a->nbytes);
 	}
 	free(s);
 	return rc;
@@ -316,7 +292,7 @@ static int parse_shard(struct qp_st_model *m, struct st_shard *sh, struct qp_err
 		return qp_err_set(err, QP_ECORRUPT,
 		                  "%s: file is %zu bytes, too short for a safetensors header", fn,
 		                  sh->size);
-	uint64_t hlen = rd_le64(sh->bytes);
+	uint64_t hlen = qp_le(sh->bytes, 8);
 	if (hlen > ST_HEADER_MAX)
 		return qp_err_set(err, QP_ECORRUPT,
 		                  "%s: header length %" PRIu64 " exceeds the limit of %u bytes", fn, hlen,
@@ -600,8 +576,9 @@ int qp_st_open(struct qp_st_model **out, const char *path, struct qp_err *err)
 		rc = open_index(out, idx, err);
 	else if (qp_os_exists(single))
 		rc = open_single(out, single, err);
-	else
-		rc = open_single(out, path, err);
+	else if ((rc = open_single(out, path, err)) == QP_EINVAL && qp_os_exists(path))
+		rc = qp_err_set(err, QP_ENOTFOUND,
+		                "%s: no model.safetensors.index.json or model.safetensors in it", path);
 	free(idx);
 	free(single);
 	return rc;

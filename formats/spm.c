@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "common/os.h"
+#include "formats/check.h"
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
 
@@ -76,11 +77,8 @@ static int rd_fixed(struct pb *b, size_t n, uint64_t *out)
 		return bad(b, b->off,
 		           "%zu-byte value runs past end of message (which ends at offset %zu)", n,
 		           b->end);
-	uint64_t v = 0;
-	for (size_t i = n; i-- > 0;)
-		v = (v << 8) | b->p[b->off + i];
+	*out = qp_le(b->p + b->off, n);
 	b->off += n;
-	*out = v;
 	return 0;
 }
 

@@ -108,6 +108,11 @@ static void hfconfig__rope_theta_under_rope_parameters_and_eos_list(void)
 	CHECK_OK(cfg(&c, "{" BASE ", \"rope_theta\": 1000000, \"rope_parameters\": "
 	                 "{\"rope_theta\": 5.0}}"));
 	CHECK(c.rope_theta == 1000000.0);
+	CHECK_OK(cfg(&c, "{" BASE ", \"rope_parameters\": {\"full_attention\": {\"rope_theta\": "
+	                 "1000000.0}, \"sliding_attention\": {\"rope_theta\": 10000.0}}}"));
+	CHECK(c.rope_theta == 1000000.0);
+	CHECK_ERR(cfg(&c, "{" BASE ", \"rope_parameters\": {\"rope_theta\": -1}}"), QP_ECORRUPT,
+	          "config.json: 'rope_parameters.rope_theta' must be a positive number");
 }
 
 static void hfconfig__errors_name_the_file_and_the_key(void)

@@ -420,14 +420,19 @@ static void safetensors__sharded_folder_reads_the_same_tensors(void)
 	qp_st_close(src);
 }
 
-static void safetensors__missing_file_is_not_found(void)
+static void safetensors__missing_file_or_empty_folder_is_not_found(void)
 {
 	struct qp_st_model *m = NULL;
-	char path[4096];
+	char path[4096], want[8192];
 	tf_path(path, sizeof(path), "nope.safetensors");
 	qp_err_clear(&err);
 	CHECK_EQ_INT(qp_st_open(&m, path, &err), QP_ENOTFOUND);
 	CHECK(m == NULL);
+	tf_path(path, sizeof(path), "empty-folder");
+	CHECK_OK(qp_os_mkdir_p(path, &err));
+	snprintf(want, sizeof(want), "%s: no model.safetensors.index.json or model.safetensors in it",
+	         path);
+	CHECK_ERR(qp_st_open(&m, path, &err), QP_ENOTFOUND, want);
 }
 
 int main(int argc, char **argv)
@@ -443,7 +448,7 @@ int main(int argc, char **argv)
 		TF_TEST(safetensors__flipped_header_bytes_never_crash),
 		TF_TEST(safetensors__bad_headers_fail_with_pinned_messages),
 		TF_TEST(safetensors__sharded_folder_reads_the_same_tensors),
-		TF_TEST(safetensors__missing_file_is_not_found),
+		TF_TEST(safetensors__missing_file_or_empty_folder_is_not_found),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -1,4 +1,4 @@
-#include "formats/names.h"
+#include "formats/check.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,4 +37,32 @@ const struct qp_name_ref *qp_names_find(const struct qp_name_ref *refs, size_t n
 			hi = mid;
 	}
 	return NULL;
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+	const struct qp_span *x = a, *y = b;
+	if (x->begin != y->begin)
+		return x->begin < y->begin ? -1 : 1;
+	if (x->end != y->end)
+		return x->end < y->end ? -1 : 1;
+	return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+size_t qp_spans_overlap(struct qp_span *spans, size_t n)
+{
+	if (n > 1)
+		qsort(spans, n, sizeof(*spans), cmp_span);
+	for (size_t i = 1; i < n; i++)
+		if (spans[i].begin < spans[i - 1].end)
+			return i;
+	return n;
+}
+
+uint64_t qp_le(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+	for (size_t i = n; i-- > 0;)
+		v = (v << 8) | p[i];
+	return v;
 }
