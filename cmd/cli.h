@@ -66,5 +66,7 @@ int cmd_plan(const struct qp_cmd *cmd, int argc, char **argv);
 int cmd_cache(const struct qp_cmd *cmd, int argc, char **argv);
 int cmd_version(const struct qp_cmd *cmd, int argc, char **argv);
 int cmd_stages(const struct qp_cmd *cmd, int argc, char **argv);
+int cmd_stage(const struct qp_cmd *cmd, int argc, char **argv);
+int cmd_ninja(const struct qp_cmd *cmd, int argc, char **argv);
 
 #endif

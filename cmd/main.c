@@ -19,6 +19,26 @@ static const struct qp_opt pipeline_opts[] = {
 	{NULL, 0, NULL, NULL, 0},
 };
 
+static const struct qp_opt stage_opts[] = {
+	{"cache-dir", 0, "DIR", "the store (default as for 'run')", 0},
+	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2", 0},
+	{"threads", 't', "N", "threads the stage may use", 0},
+	{"set", 0, "K=V", "override, as for 'run' (repeatable)", 1},
+	{"stamp", 0, "FILE", "write the stage's key to FILE when done (for ninja's restat)", 0},
+	{"key", 0, "HEX", "the key build.ninja expects; a different one is noted", 0},
+	{"log-json", 0, "FILE", "append one JSON event per line to FILE", 0},
+	{"quiet", 'q', NULL, "no progress or stage lines on stderr", 0},
+	{NULL, 0, NULL, NULL, 0},
+};
+
+static const struct qp_opt ninja_opts[] = {
+	{"cache-dir", 0, "DIR", "the store the edges use (default as for 'run')", 0},
+	{"output", 'o', "FILE", "where to write (default: build.ninja)", 0},
+	{"set", 0, "K=V", "override, as for 'run' (repeatable)", 1},
+	{"quiet", 'q', NULL, "say nothing on success", 0},
+	{NULL, 0, NULL, NULL, 0},
+};
+
 static const struct qp_opt cache_opts[] = {
 	{"cache-dir", 0, "DIR", "the store (default as for 'run')", 0},
 	{NULL, 0, NULL, NULL, 0},
@@ -37,6 +57,8 @@ static const struct qp_cmd commands[] = {
 	{"run", cmd_run, "Run a recipe: execute the stages whose results are not cached, then print its reports.", "RECIPE", pipeline_opts},
 	{"plan", cmd_plan, "Print which stages of a recipe are cached and which would run, and why.", "RECIPE", pipeline_opts},
 	{"cache", cmd_cache, "Inspect the store: dir prints its folder, ls lists its action records, verify rehashes every object and checks every record (exit 1 if any is bad).", "dir|ls|verify", cache_opts},
+	{"stage", cmd_stage, "Run one stage instance of a recipe (its upstream stages must be cached); what build.ninja edges call.", "RECIPE STAGE_ID", stage_opts},
+	{"ninja", cmd_ninja, "Write a build.ninja whose edges run the recipe's stages through the same store, for ninja to schedule.", "RECIPE", ninja_opts},
 	{"stages", cmd_stages, "List the stage kinds, or document one with its parameters.", "[KIND]", no_opts},
 	{"version", cmd_version, "Print qpipe's version.", "", version_opts},
 };

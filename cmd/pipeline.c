@@ -1,10 +1,13 @@
 /* qpipe run and qpipe plan: load, expand, plan, and (run) execute. */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cmd/cli.h"
@@ -211,7 +214,8 @@ static void session_free(struct session *s)
 
 /* Parse options, load the recipe, build the graph, open the store and plan.
  * Returns an exit status; QP_EXIT_OK means s is ready. */
-static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, char **argv)
+static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, char **argv,
+                        int npos)
 {
 	memset(s, 0, sizeof(*s));
 	s->cmd = cmd;
@@ -221,8 +225,8 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		qp_cli_help(cmd, stdout);
 		return -1;
 	}
-	if (s->args.npos != 1) {
-		qp_cli_error("%s: expected one recipe file (see 'qpipe %s --help')", cmd->name, cmd->name);
+	if (s->args.npos != npos) {
+		qp_cli_error("%s: expected %s (see 'qpipe %s --help')", cmd->name, cmd->usage, cmd->name);
 		return QP_EXIT_USAGE;
 	}
 	struct qp_err err = {0};
@@ -326,7 +330,7 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 int cmd_plan(const struct qp_cmd *cmd, int argc, char **argv)
 {
 	struct session s;
-	int ex = session_open(&s, cmd, argc, argv);
+	int ex = session_open(&s, cmd, argc, argv, 1);
 	if (ex != QP_EXIT_OK) {
 		session_free(&s);
 		return ex < 0 ? QP_EXIT_OK : ex;
@@ -390,7 +394,7 @@ static void print_reports(struct session *s)
 int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 {
 	struct session s;
-	int ex = session_open(&s, cmd, argc, argv);
+	int ex = session_open(&s, cmd, argc, argv, 1);
 	if (ex != QP_EXIT_OK) {
 		session_free(&s);
 		return ex < 0 ? QP_EXIT_OK : ex;
@@ -424,6 +428,229 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 		return rc == QP_EINTR ? QP_EXIT_INTR : failed ? QP_EXIT_FAILED : exit_for(rc);
 	}
 	print_reports(&s);
+	session_free(&s);
+	return QP_EXIT_OK;
+}
+
+/* ---- qpipe stage and qpipe ninja ---- */
+
+static long find_instance(const struct qp_graph *g, const char *id)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (!strcmp(g->inst[i].id, id))
+			return (long)i;
+	return -1;
+}
+
+/* Write the stamp only when its content (the key) changes, so ninja's
+ * restat sees an unchanged output and spares what depends on it. */
+static int write_stamp(const char *path, const char *key, struct qp_err *err)
+{
+	char *old = NULL;
+	size_t len = 0;
+	struct qp_err ignore = {0};
+	if (qp_os_read_file(&old, &len, path, 4096, &ignore) == 0 && len == QP_HASH_HEX_LEN + 1 &&
+	    !strncmp(old, key, QP_HASH_HEX_LEN)) {
+		free(old);
+		return 0;
+	}
+	free(old);
+	char line[QP_HASH_HEX_LEN + 2];
+	snprintf(line, sizeof(line), "%s\n", key);
+	return qp_os_write_file_atomic(path, line, strlen(line), err);
+}
+
+int cmd_stage(const struct qp_cmd *cmd, int argc, char **argv)
+{
+	struct session s;
+	int ex = session_open(&s, cmd, argc, argv, 2);
+	if (ex != QP_EXIT_OK) {
+		session_free(&s);
+		return ex < 0 ? QP_EXIT_OK : ex;
+	}
+	long idx = find_instance(s.graph, s.args.pos[1]);
+	if (idx < 0) {
+		qp_cli_error("stage: the recipe has no stage instance '%s' (see 'qpipe plan')", s.args.pos[1]);
+		session_free(&s);
+		return QP_EXIT_USAGE;
+	}
+	const struct qp_instance *in = &s.graph->inst[idx];
+	const char *want = qp_cli_get(cmd, &s.args, "key");
+	if (want && strcmp(want, in->key_hex) && !s.quiet)
+		fprintf(stderr, "qpipe: note: '%s' now has key %s (build.ninja says %s); regenerate it\n",
+		        in->id, in->key_hex, want);
+	struct qp_err err = {0};
+	catch_signals();
+	int rc = 0;
+	if (qp_runner_entry(s.runner, (size_t)idx)->state != QP_INST_CACHED)
+		rc = qp_runner_execute_one(s.runner, (size_t)idx, &err);
+	const char *stamp = qp_cli_get(cmd, &s.args, "stamp");
+	if (!rc && stamp)
+		rc = write_stamp(stamp, in->key_hex, &err);
+	if (!rc)
+		qp_runner_save_index(s.runner, &err);
+	int failed = qp_runner_entry(s.runner, (size_t)idx)->state == QP_INST_FAILED;
+	if (rc && (!failed || s.quiet))
+		qp_cli_error("%s", err.msg);
+	session_free(&s);
+	return rc == 0 ? QP_EXIT_OK : rc == QP_EINTR ? QP_EXIT_INTR : failed ? QP_EXIT_FAILED
+	       : rc == QP_EINVAL ? QP_EXIT_USAGE : QP_EXIT_ENV;
+}
+
+/* A path as ninja wants it in a build line ($, space and colon escaped). */
+static void ninja_path(FILE *f, const char *p)
+{
+	for (; *p; p++) {
+		if (*p == '$' || *p == ' ' || *p == ':')
+			fputc('$', f);
+		if (*p == '\n')
+			continue;
+		fputc(*p, f);
+	}
+}
+
+/* A value for a ninja variable that the shell will see as one word. */
+static void ninja_shell_word(FILE *f, const char *p)
+{
+	fputc('\'', f);
+	for (; *p; p++) {
+		if (*p == '\'')
+			fputs("'\\''", f);
+		else if (*p == '$')
+			fputs("$$", f);
+		else if (*p != '\n')
+			fputc(*p, f);
+	}
+	fputc('\'', f);
+}
+
+static void stamp_name(const struct qp_instance *in, char *buf, size_t n)
+{
+	struct qp_hash h;
+	qp_hash_buf(&h, in->id, strlen(in->id));
+	char hex[QP_HASH_HEX_LEN + 1];
+	qp_hash_hex(&h, hex);
+	char safe[128];
+	size_t j = 0;
+	for (const char *p = in->id; *p && j < sizeof(safe) - 1; p++)
+		safe[j++] = (isalnum((unsigned char)*p) || *p == '.' || *p == '-') ? *p : '_';
+	safe[j] = '\0';
+	snprintf(buf, n, ".qpipe-ninja/%s-%.8s.stamp", safe, hex);
+}
+
+/* The files a PATH parameter names (a folder's regular files, one level):
+ * build.ninja is regenerated when one changes, because keys depend on them. */
+static void ninja_path_deps(FILE *f, const struct qp_graph *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		const struct qp_instance *in = &g->inst[i];
+		for (size_t pi = 0; in->kind->params[pi].name; pi++) {
+			const struct qp_value *v = &in->values[pi];
+			size_t cnt = v->type == QP_P_PATH ? 1 : v->type == QP_P_PATHS ? v->n : 0;
+			for (size_t j = 0; j < cnt; j++) {
+				const char *p = v->type == QP_P_PATH ? v->s : v->list[j];
+				DIR *d = opendir(p);
+				if (!d) {
+					fputc(' ', f);
+					ninja_path(f, p);
+					continue;
+				}
+				struct dirent *e;
+				while ((e = readdir(d))) {
+					char full[PATH_MAX];
+					struct stat st;
+					if (e->d_name[0] == '.' ||
+					    snprintf(full, sizeof(full), "%s/%s", p, e->d_name) >= (int)sizeof(full) ||
+					    stat(full, &st) || !S_ISREG(st.st_mode))
+						continue;
+					fputc(' ', f);
+					ninja_path(f, full);
+				}
+				closedir(d);
+			}
+		}
+	}
+}
+
+int cmd_ninja(const struct qp_cmd *cmd, int argc, char **argv)
+{
+	struct session s;
+	int ex = session_open(&s, cmd, argc, argv, 1);
+	if (ex != QP_EXIT_OK) {
+		session_free(&s);
+		return ex < 0 ? QP_EXIT_OK : ex;
+	}
+	const char *out = qp_cli_get(cmd, &s.args, "output");
+	if (!out)
+		out = "build.ninja";
+	char self[PATH_MAX], recipe[PATH_MAX];
+	ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	self[sl > 0 ? sl : 0] = '\0';
+	if (!realpath(s.args.pos[0], recipe))
+		snprintf(recipe, sizeof(recipe), "%s", s.args.pos[0]);
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", out);
+	FILE *f = fopen(tmp, "w");
+	if (!f) {
+		qp_cli_error("%s: cannot create: %s", tmp, strerror(errno));
+		session_free(&s);
+		return QP_EXIT_ENV;
+	}
+	fprintf(f, "# Generated by qpipe ninja from %s; ninja regenerates it when the recipe or\n"
+	           "# its input files change. Each edge runs one stage instance through the store.\n"
+	           "ninja_required_version = 1.7\n", recipe);
+	fputs("qpipe = ", f);
+	ninja_shell_word(f, self);
+	fputs("\nrecipe = ", f);
+	ninja_shell_word(f, recipe);
+	fputs("\ncache = ", f);
+	ninja_shell_word(f, qp_store_dir(s.store));
+	fputs("\n\nrule qpipe_stage\n"
+	      "  command = $qpipe stage $recipe $id --cache-dir $cache --key $key --stamp $out -q\n"
+	      "  description = qpipe $id\n"
+	      "  restat = 1\n\n"
+	      "rule qpipe_ninja\n"
+	      "  command = $qpipe ninja $recipe --cache-dir $cache -o $out -q\n"
+	      "  description = qpipe ninja (regenerating $out)\n"
+	      "  generator = 1\n\n", f);
+	/* ninja runs in the manifest's folder and must recognise this edge's
+	 * output as the manifest it loaded, to reload it after regenerating */
+	const char *base = strrchr(out, '/');
+	fputs("build ", f);
+	ninja_path(f, base ? base + 1 : out);
+	fputs(": qpipe_ninja ", f);
+	ninja_path(f, recipe);
+	fputs(" |", f);
+	ninja_path_deps(f, s.graph);
+	fputs("\n\n", f);
+	char stamp[256];
+	for (size_t i = 0; i < s.graph->n; i++) {
+		const struct qp_instance *in = &s.graph->inst[i];
+		stamp_name(in, stamp, sizeof(stamp));
+		fputs("build ", f);
+		ninja_path(f, stamp);
+		fputs(": qpipe_stage", f);
+		if (in->n_deps)
+			fputs(" |", f);
+		for (size_t d = 0; d < in->n_deps; d++) {
+			char up[256];
+			stamp_name(&s.graph->inst[in->deps[d]], up, sizeof(up));
+			fputc(' ', f);
+			ninja_path(f, up);
+		}
+		fputs("\n  id = ", f);
+		ninja_shell_word(f, in->id);
+		fprintf(f, "\n  key = %s\n", in->key_hex);
+	}
+	int bad = ferror(f);
+	if (fclose(f) != 0 || bad || rename(tmp, out) != 0) {
+		qp_cli_error("%s: cannot write: %s", out, strerror(errno));
+		unlink(tmp);
+		session_free(&s);
+		return QP_EXIT_ENV;
+	}
+	if (!s.quiet)
+		fprintf(stderr, "wrote %s: %zu stage instance(s)\n", out, s.graph->n);
 	session_free(&s);
 	return QP_EXIT_OK;
 }

@@ -27,6 +27,7 @@ struct qp_runner {
 	struct qp_arena *arena;       /* artifact strings */
 	struct qp_entry *entries;     /* one per instance */
 	int child_fd;                 /* in a stage's child: its pipe; -1 in the scheduler */
+	size_t only;                  /* if non-zero, only instance only-1 may run */
 	size_t n_to_run, n_started, n_failed;
 };
 
@@ -786,6 +787,19 @@ static void finish_job(struct qp_runner *r, struct job *j, int *first_rc, struct
 	end_event(r, j->idx);
 }
 
+int qp_runner_execute_one(struct qp_runner *r, size_t idx, struct qp_err *err)
+{
+	const struct qp_instance *in = &r->g->inst[idx];
+	for (size_t d = 0; d < in->n_deps; d++)
+		if (r->entries[in->deps[d]].state != QP_INST_CACHED)
+			return qp_err_set(err, QP_EINVAL, "stage '%s' needs '%s', which has not run yet", in->id,
+			                  r->g->inst[in->deps[d]].id);
+	r->only = idx + 1;
+	int rc = qp_runner_execute(r, err);
+	r->only = 0;
+	return rc;
+}
+
 int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 {
 	size_t n = r->g->n;
@@ -801,6 +815,8 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 	}
 	r->n_to_run = 0;
 	for (size_t i = 0; i < n; i++) {
+		if (r->only && i != r->only - 1)
+			continue;
 		if (r->entries[i].state == QP_INST_TO_RUN)
 			r->n_to_run++;
 		else
@@ -825,7 +841,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 		/* start what is ready, in graph order */
 		for (size_t i = next; i < n && !stop && nrun < jobs; i++) {
 			struct qp_entry *e = &r->entries[i];
-			if (e->state != QP_INST_TO_RUN || started[i])
+			if (e->state != QP_INST_TO_RUN || started[i] || (r->only && i != r->only - 1))
 				continue;
 			int ready;
 			if (blocked_by(r, &r->g->inst[i], &ready)) {
@@ -847,7 +863,8 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			started[i] = 1;
 			nrun++;
 		}
-		while (next < n && (started[next] || r->entries[next].state != QP_INST_TO_RUN))
+		while (next < n && (started[next] || r->entries[next].state != QP_INST_TO_RUN ||
+		                    (r->only && next != r->only - 1)))
 			next++;
 		if (nrun == 0)
 			break;
@@ -874,7 +891,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct qp_entry *e = &r->entries[i];
-		if (e->state != QP_INST_TO_RUN)
+		if (e->state != QP_INST_TO_RUN || (r->only && i != r->only - 1))
 			continue;
 		e->state = QP_INST_SKIPPED;
 		e->why = first_rc == QP_EINTR ? "interrupted"

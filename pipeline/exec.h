@@ -66,6 +66,9 @@ void qp_runner_free(struct qp_runner *r);
 int qp_runner_plan(struct qp_runner *r, struct qp_err *err);
 /* Run what the plan says; returns the first failure's code (message in err). */
 int qp_runner_execute(struct qp_runner *r, struct qp_err *err);
+/* Run instance idx alone (what `qpipe stage` does for ninja): every stage
+ * it depends on must already be cached. */
+int qp_runner_execute_one(struct qp_runner *r, size_t idx, struct qp_err *err);
 /* Remember each cached or executed instance's key for this recipe, so the
  * next plan can say what changed. */
 int qp_runner_save_index(struct qp_runner *r, struct qp_err *err);
