@@ -2,6 +2,7 @@
  * that compare qpipe's bytes with another implementation's.
  *
  *   qp_quantize_raw --kernels LEVEL --type TYPE [--imatrix W.f32] IN.f32 ROWLEN OUT.bin
+ *   qp_quantize_raw --kernels LEVEL --type TYPE --dequantize IN.bin ROWLEN OUT.f32
  *   qp_quantize_raw --list-levels
  *
  * IN.f32 holds little-endian float32 rows of ROWLEN elements; OUT.bin gets
@@ -9,6 +10,7 @@
  * With --imatrix, W.f32 holds ROWLEN float32 importances (one per column,
  * as llama-quantize's imatrix has them) and the type's weighted quantizer
  * (quantize_row_imat) is used; a type without one is an error.
+ * --dequantize goes the other way: rows of TYPE blocks in, float32 out.
  * --list-levels prints the levels this machine can run, one a line.
  * Exit status: 0 ok, 1 failure (message on stderr), 2 usage. */
 #include <errno.h>
@@ -22,6 +24,7 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: qp_quantize_raw --kernels LEVEL --type TYPE [--imatrix W.f32] IN.f32 ROWLEN OUT.bin\n"
+	                "       qp_quantize_raw --kernels LEVEL --type TYPE --dequantize IN.bin ROWLEN OUT.f32\n"
 	                "       qp_quantize_raw --list-levels\n");
 	return 2;
 }
@@ -47,10 +50,15 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	const char *imat_path = NULL;
+	int dequantize = 0;
 	if (argc == 10 && strcmp(argv[5], "--imatrix") == 0) {
 		imat_path = argv[6];
 		memmove(&argv[5], &argv[7], 3 * sizeof(argv[0]));
 		argc -= 2;
+	} else if (argc == 9 && strcmp(argv[5], "--dequantize") == 0) {
+		dequantize = 1;
+		memmove(&argv[5], &argv[6], 3 * sizeof(argv[0]));
+		argc -= 1;
 	}
 	if (argc != 8 || strcmp(argv[1], "--kernels") != 0 || strcmp(argv[3], "--type") != 0)
 		return usage();
@@ -61,8 +69,8 @@ int main(int argc, char **argv)
 		return die("%s", err.msg);
 	const int type = qp_type_from_name(type_name);
 	const struct qp_kernel_ops *ops = type < 0 ? NULL : qp_kernels_get(type);
-	if (!ops || !ops->quantize_row)
-		return die("type '%s': no quantize kernel", type_name);
+	if (!ops || (dequantize ? !ops->dequantize_row : !ops->quantize_row))
+		return die("type '%s': no %s kernel", type_name, dequantize ? "dequantize" : "quantize");
 	if (imat_path && !ops->quantize_row_imat)
 		return die("type '%s': no imatrix quantize kernel", type_name);
 
@@ -99,8 +107,13 @@ int main(int argc, char **argv)
 		fclose(in);
 		return die("%s: %s", out_path, strerror(errno));
 	}
-	const size_t row_in = (size_t)row_len * sizeof(float);
-	float *x = malloc(row_in);
+	size_t row_in = (size_t)row_len * sizeof(float);
+	if (dequantize) {
+		const size_t t = row_in;
+		row_in = row_out;
+		row_out = t;
+	}
+	void *x = malloc(row_in);
 	void *y = malloc(row_out);
 	int rc = 0;
 	if (!x || !y) {
@@ -112,10 +125,12 @@ int main(int argc, char **argv)
 		if (got == 0)
 			break;
 		if (got != row_in) {
-			rc = die("%s: ends inside a row (size is not a multiple of ROWLEN floats)", in_path);
+			rc = die("%s: ends inside a row (size is not a multiple of a row of ROWLEN)", in_path);
 			goto done;
 		}
-		if (imat)
+		if (dequantize)
+			ops->dequantize_row(x, y, row_len);
+		else if (imat)
 			ops->quantize_row_imat(x, y, row_len, imat);
 		else
 			ops->quantize_row(x, y, row_len);
