@@ -187,6 +187,47 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.vec_dot = qp_q5_1_vec_dot_avx2,
 			.vec_dot_type = QP_TYPE_Q8_1,
 		},
+		/* k-quant quantizers: the reference's search, see avx2.h */
+		[QP_TYPE_Q2_K] = {
+			.dequantize_row = qp_q2_k_dequantize_row_avx2,
+			.vec_dot = qp_q2_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q3_K] = {
+			.dequantize_row = qp_q3_k_dequantize_row_avx2,
+			.vec_dot = qp_q3_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q4_K] = {
+			.dequantize_row = qp_q4_k_dequantize_row_avx2,
+			.vec_dot = qp_q4_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q5_K] = {
+			.dequantize_row = qp_q5_k_dequantize_row_avx2,
+			.vec_dot = qp_q5_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q6_K] = {
+			.dequantize_row = qp_q6_k_dequantize_row_avx2,
+			.vec_dot = qp_q6_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_TQ1_0] = {
+			.dequantize_row = qp_tq1_0_dequantize_row_avx2,
+			.vec_dot = qp_tq1_0_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_TQ2_0] = {
+			.dequantize_row = qp_tq2_0_dequantize_row_avx2,
+			.vec_dot = qp_tq2_0_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q8_K] = {
+			.quantize_row = qp_q8_k_quantize_row_avx2,
+			.dequantize_row = qp_q8_k_dequantize_row_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
 	},
 #endif
 };
