@@ -187,7 +187,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.vec_dot = qp_q5_1_vec_dot_avx2,
 			.vec_dot_type = QP_TYPE_Q8_1,
 		},
-		/* k-quant quantizers: the reference's search, see avx2.h */
+		/* k-quant quantizers: see avx2.h */
 		[QP_TYPE_Q2_K] = {
 			.dequantize_row = qp_q2_k_dequantize_row_avx2,
 			.vec_dot = qp_q2_k_vec_dot_avx2,
@@ -199,11 +199,13 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
 		[QP_TYPE_Q4_K] = {
+			.quantize_row = qp_q4_k_quantize_row_avx2,
 			.dequantize_row = qp_q4_k_dequantize_row_avx2,
 			.vec_dot = qp_q4_k_vec_dot_avx2,
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
 		[QP_TYPE_Q5_K] = {
+			.quantize_row = qp_q5_k_quantize_row_avx2,
 			.dequantize_row = qp_q5_k_dequantize_row_avx2,
 			.vec_dot = qp_q5_k_vec_dot_avx2,
 			.vec_dot_type = QP_TYPE_Q8_K,

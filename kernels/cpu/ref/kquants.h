@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/blocks.h"
+
 /* llama.cpp's GROUP_MAX_EPS: a group whose largest |x| is below is zero */
 #define QP_KQ_GROUP_MAX_EPS 1e-15f
 
@@ -47,6 +49,13 @@ float qp_kq_make_qkx3_quants(int n, int nmax, const float *x, const float *weigh
 /* Non-negative levels L[i] in 0..nmax for the sub-block scales of the
  * imatrix paths, weighted by quant_weights */
 float qp_kq_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);
+
+/* q4_K's and q5_K's reference after the sub-block fits (scales, -mins,
+ * levels L from make_qkx2_quants): quantize the fits, requantize x */
+void qp_kq_q4_k_from_fits(const float *x, struct qp_block_q4_K *y, const float scales[8], const float mins[8],
+                          uint8_t L[QP_QK_K]);
+void qp_kq_q5_k_from_fits(const float *x, struct qp_block_q5_K *y, const float scales[8], const float mins[8],
+                          uint8_t L[QP_QK_K]);
 
 /* The 6-bit scale j and minimum of q4_K/q5_K's packed scales */
 static inline void qp_kq_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)

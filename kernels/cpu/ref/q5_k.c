@@ -53,6 +53,35 @@ static void finish_q5(const float *x, struct qp_block_q5_K *y, uint8_t L[QP_QK_K
 	}
 }
 
+/* The reference's second half, given each sub-block's fit: quantize the
+ * scales and minimums to 6 bits against their maxima, then requantize.
+ * Shared with the AVX2 quantizer, which only fits faster. */
+void qp_kq_q5_k_from_fits(const float *x, struct qp_block_q5_K *y, const float scales[8], const float mins[8],
+                          uint8_t L[QP_QK_K])
+{
+	float max_scale = 0; /* the minimum is subtracted: scales are >= 0 */
+	float max_min = 0;
+	for (int j = 0; j < QP_QK_K / 32; j++) {
+		if (scales[j] > max_scale)
+			max_scale = scales[j];
+		if (mins[j] > max_min)
+			max_min = mins[j];
+	}
+	const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+	const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+	uint8_t ls[8], lm[8];
+	for (int j = 0; j < QP_QK_K / 32; j++) {
+		const uint8_t a = (uint8_t)qp_kq_nearest_int(inv_scale * scales[j]);
+		const uint8_t b = (uint8_t)qp_kq_nearest_int(inv_min * mins[j]);
+		ls[j] = a < 63 ? a : 63;
+		lm[j] = b < 63 ? b : 63;
+	}
+	qp_kq_pack_scale_min_k4(y->scales, ls, lm);
+	y->d = qp_fp32_to_fp16(max_scale / 63.f);
+	y->dmin = qp_fp32_to_fp16(max_min / 63.f);
+	finish_q5(x, y, L);
+}
+
 void qp_q5_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q5_K *y = vy;
@@ -64,8 +93,6 @@ void qp_q5_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 		float weights[32];
 		float mins[QP_QK_K / 32];
 		float scales[QP_QK_K / 32];
-		float max_scale = 0;
-		float max_min = 0;
 		for (int j = 0; j < QP_QK_K / 32; j++) {
 			float sum_x2 = 0;
 			for (int l = 0; l < 32; l++)
@@ -74,25 +101,9 @@ void qp_q5_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 			for (int l = 0; l < 32; l++)
 				weights[l] = av_x + fabsf(x[32 * j + l]);
 			scales[j] = qp_kq_make_qkx2_quants(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], -0.5f, 0.1f, 15, false);
-			if (scales[j] > max_scale)
-				max_scale = scales[j];
-			if (mins[j] > max_min)
-				max_min = mins[j];
 		}
 
-		const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-		const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-		uint8_t ls[8], lm[8];
-		for (int j = 0; j < QP_QK_K / 32; j++) {
-			const uint8_t a = (uint8_t)qp_kq_nearest_int(inv_scale * scales[j]);
-			const uint8_t b = (uint8_t)qp_kq_nearest_int(inv_min * mins[j]);
-			ls[j] = a < 63 ? a : 63;
-			lm[j] = b < 63 ? b : 63;
-		}
-		qp_kq_pack_scale_min_k4(y[i].scales, ls, lm);
-		y[i].d = qp_fp32_to_fp16(max_scale / 63.f);
-		y[i].dmin = qp_fp32_to_fp16(max_min / 63.f);
-		finish_q5(x, &y[i], L);
+		qp_kq_q5_k_from_fits(x, &y[i], scales, mins, L);
 		x += QP_QK_K;
 	}
 }
