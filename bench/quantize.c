@@ -40,7 +40,7 @@ int main(int argc, char **argv)
 	size_t n = qp_st_count(m), max_out = 0, bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct qp_st_tensor *t = qp_st_at(m, i);
-		if (t->ndim != 2 || t->shape[1] % 32 || st_type(t->dtype) < 0)
+		if (t->ndim != 2 || t->shape[1] % 256 || st_type(t->dtype) < 0)
 			continue;
 		bytes += t->nbytes;
 		size_t need = (size_t)t->nelem * 4;
@@ -53,7 +53,7 @@ int main(int argc, char **argv)
 	/* touch the mapping once so the first measurement is not page faults */
 	for (size_t i = 0; i < n; i++) {
 		const struct qp_st_tensor *t = qp_st_at(m, i);
-		if (t->ndim == 2 && t->shape[1] % 32 == 0)
+		if (t->ndim == 2 && t->shape[1] % 256 == 0)
 			memcpy(out, t->data, t->nbytes);
 	}
 	double best = 1e30;
@@ -61,7 +61,7 @@ int main(int argc, char **argv)
 		double t0 = qp_os_now();
 		for (size_t i = 0; i < n; i++) {
 			const struct qp_st_tensor *t = qp_st_at(m, i);
-			if (t->ndim == 2 && t->shape[1] % 32 == 0 && st_type(t->dtype) >= 0)
+			if (t->ndim == 2 && t->shape[1] % 256 == 0 && st_type(t->dtype) >= 0)
 				memcpy(out, t->data, t->nbytes);
 		}
 		double dt = qp_os_now() - t0;
@@ -69,20 +69,21 @@ int main(int argc, char **argv)
 			best = dt;
 	}
 	printf("{\"what\": \"memcpy\", \"bytes\": %zu, \"seconds\": %.6f}\n", bytes, best);
-	const enum qp_type types[] = {QP_TYPE_Q8_0, QP_TYPE_Q4_0};
+	const enum qp_type types[] = {QP_TYPE_Q8_0, QP_TYPE_Q4_0, QP_TYPE_Q4_K, QP_TYPE_Q6_K, QP_TYPE_TQ2_0};
+	const size_t ntypes = sizeof(types) / sizeof(types[0]);
 	const char *levels[] = {"scalar", "avx2"};
 	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	for (size_t li = 0; li < 2; li++) {
 		if (qp_kernels_init(levels[li], &err))
 			continue;
-		for (size_t ti = 0; ti < 2; ti++)
+		for (size_t ti = 0; ti < ntypes; ti++)
 			for (int threads = 1; threads <= ncpu; threads = threads == ncpu ? ncpu + 1 : ncpu) {
 				best = 1e30;
 				for (int r = 0; r < reps; r++) {
 					double t0 = qp_os_now();
 					for (size_t i = 0; i < n; i++) {
 						const struct qp_st_tensor *t = qp_st_at(m, i);
-						if (t->ndim != 2 || t->shape[1] % 32 || st_type(t->dtype) < 0)
+						if (t->ndim != 2 || t->shape[1] % 256 || st_type(t->dtype) < 0)
 							continue;
 						if (qp_convert_rows(types[ti], out, (enum qp_type)st_type(t->dtype), t->data,
 						                    t->shape[0], t->shape[1], threads, &err)) {

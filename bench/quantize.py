@@ -1,6 +1,6 @@
 """bench/quantize: MB/s of quantizing llama-docs-27m's 2-D weights (f16
-source) to q8_0 and q4_0 with qpipe's scalar and AVX2 kernels and with
-gguf-py's numpy quantizer, as ratios against memcpy of the same source
+source) to q8_0, q4_0, q4_K, q6_K and tq2_0 with qpipe's scalar and AVX2
+kernels and with gguf-py's numpy quantizer (for the types it has), as ratios against memcpy of the same source
 bytes measured in the same run.
 
 usage: python3 bench/quantize.py BENCH_BINARY SHARED_DIR [REPS]
@@ -30,7 +30,7 @@ def main():
     weights = [w for w in load_file(os.path.join(model, "model.safetensors")).values()
                if w.ndim == 2 and w.shape[1] % 32 == 0]
     src_bytes = sum(w.nbytes for w in weights)
-    for name, gt in (("q8_0", T.Q8_0), ("q4_0", T.Q4_0)):
+    for name, gt in (("q8_0", T.Q8_0), ("q4_0", T.Q4_0), ("tq2_0", T.TQ2_0)):
         best = 1e30
         for _ in range(max(1, reps // 2)):
             t0 = time.perf_counter()
@@ -50,8 +50,9 @@ def main():
         if r["what"] != "quantize":
             continue
         mbs = r["bytes"] / r["seconds"] / 1e6
-        print("| %s | %s | %d | %.0f | %.3f | %.1f |" % (r["type"], r["level"], r["threads"], mbs,
-                                                      mbs / mem_mbs, mbs / numpy_mbs[r["type"]]))
+        vs_numpy = "%.1f" % (mbs / numpy_mbs[r["type"]]) if r["type"] in numpy_mbs else "-"
+        print("| %s | %s | %d | %.0f | %.3f | %s |" % (r["type"], r["level"], r["threads"], mbs,
+                                                    mbs / mem_mbs, vs_numpy))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
  * The structs are the on-disk bytes of ggml's blocks (ggml-common.h): every
  * field is a byte array or a uint16_t, so there is no padding and the layout
  * is the same on every ABI; fp16 values are stored as their bit patterns.
+ * The one exception is q8_K, the in-memory activation format of the k-quant
+ * dot products, never written to a file: it holds a float and int16_ts, as
+ * ggml's does, and its size assert checks that they pack without padding.
  * All multi-byte fields are little-endian, as GGUF is; qpipe only builds for
  * little-endian hosts.
  *
@@ -26,6 +29,8 @@
 #define QP_QK5_1 32
 #define QP_QK8_0 32
 #define QP_QK8_1 32
+#define QP_QK_K 256      /* k-quant and ternary super-blocks */
+#define QP_K_SCALE_SIZE 12
 
 /* 4.5 bits per weight: x[j] = d * (q[j] - 8), q in 0..15 */
 struct qp_block_q4_0 {
@@ -75,6 +80,86 @@ struct qp_block_q8_1 {
 	int8_t qs[QP_QK8_1];
 };
 static_assert(sizeof(struct qp_block_q8_1) == 36, "wrong q8_1 block size/padding");
+
+/* The k-quants: super-blocks of 256 made of sub-blocks of 16 or 32 whose
+ * scales (and minimums) are themselves quantized against the fp16 d (and
+ * dmin) of the super-block. Element order inside a super-block is given
+ * with each dequantize_row (kernels/cpu/ref/). */
+
+/* 2.625 bits per weight: 16 sub-blocks of 16, x = d*sc*q - dmin*m,
+ * q in 0..3 */
+struct qp_block_q2_K {
+	uint8_t scales[QP_QK_K / 16]; /* sc in the low nibble, m in the high */
+	uint8_t qs[QP_QK_K / 4];      /* 2-bit q, four to a byte */
+	uint16_t d;                   /* scale of the sub-block scales, fp16 */
+	uint16_t dmin;                /* scale of the sub-block minimums, fp16 */
+};
+static_assert(sizeof(struct qp_block_q2_K) == 84, "wrong q2_K block size/padding");
+
+/* 3.4375 bits per weight: 16 sub-blocks of 16, x = d*(sc-32)*(q-4),
+ * q in 0..7 */
+struct qp_block_q3_K {
+	uint8_t hmask[QP_QK_K / 8];     /* bit 2 of q */
+	uint8_t qs[QP_QK_K / 4];        /* bits 0-1 of q */
+	uint8_t scales[QP_K_SCALE_SIZE]; /* 16 6-bit sub-block scales, packed */
+	uint16_t d;                     /* fp16 */
+};
+static_assert(sizeof(struct qp_block_q3_K) == 110, "wrong q3_K block size/padding");
+
+/* 4.5 bits per weight: 8 sub-blocks of 32, x = d*sc*q - dmin*m,
+ * q in 0..15, sc and m 6 bits each */
+struct qp_block_q4_K {
+	uint16_t d;                      /* fp16 */
+	uint16_t dmin;                   /* fp16 */
+	uint8_t scales[QP_K_SCALE_SIZE]; /* 8 sc and 8 m, 6 bits each, packed */
+	uint8_t qs[QP_QK_K / 2];         /* nibbles */
+};
+static_assert(sizeof(struct qp_block_q4_K) == 144, "wrong q4_K block size/padding");
+
+/* 5.5 bits per weight: q4_K with a fifth bit, q in 0..31 */
+struct qp_block_q5_K {
+	uint16_t d;                      /* fp16 */
+	uint16_t dmin;                   /* fp16 */
+	uint8_t scales[QP_K_SCALE_SIZE]; /* as in q4_K */
+	uint8_t qh[QP_QK_K / 8];         /* bit 4 of q */
+	uint8_t qs[QP_QK_K / 2];         /* bits 0-3 of q */
+};
+static_assert(sizeof(struct qp_block_q5_K) == 176, "wrong q5_K block size/padding");
+
+/* 6.5625 bits per weight: 16 sub-blocks of 16, x = d*sc*(q-32),
+ * q in 0..63, sc a signed byte */
+struct qp_block_q6_K {
+	uint8_t ql[QP_QK_K / 2];     /* bits 0-3 of q */
+	uint8_t qh[QP_QK_K / 4];     /* bits 4-5 of q */
+	int8_t scales[QP_QK_K / 16]; /* sub-block scales */
+	uint16_t d;                  /* fp16 */
+};
+static_assert(sizeof(struct qp_block_q6_K) == 210, "wrong q6_K block size/padding");
+
+/* the activation format of the k-quant and ternary dots: x = d * qs */
+struct qp_block_q8_K {
+	float d;                       /* scale, fp32 */
+	int8_t qs[QP_QK_K];
+	int16_t bsums[QP_QK_K / 16];   /* sum of each 16 qs */
+};
+static_assert(sizeof(struct qp_block_q8_K) == 292, "wrong q8_K block size/padding");
+
+/* 1.6875 bits per weight: x = d * (t - 1), t in 0..2; five trits to a
+ * byte in qs, four in qh, each byte holding ceil(value * 256 / 243) so
+ * a trit is read back with a multiply by 3 and a shift */
+struct qp_block_tq1_0 {
+	uint8_t qs[(QP_QK_K - 4 * QP_QK_K / 64) / 5]; /* 48 bytes, 240 trits */
+	uint8_t qh[QP_QK_K / 64];                     /* 4 bytes, 16 trits */
+	uint16_t d;                                   /* fp16 */
+};
+static_assert(sizeof(struct qp_block_tq1_0) == 54, "wrong tq1_0 block size/padding");
+
+/* 2.0625 bits per weight: x = d * (q - 1), q in 0..2, four to a byte */
+struct qp_block_tq2_0 {
+	uint8_t qs[QP_QK_K / 4];
+	uint16_t d;                  /* fp16 */
+};
+static_assert(sizeof(struct qp_block_tq2_0) == 66, "wrong tq2_0 block size/padding");
 
 static inline uint32_t qp_f32_bits(float f)
 {

@@ -78,6 +78,59 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.vec_dot = qp_q5_1_vec_dot_ref,
 			.vec_dot_type = QP_TYPE_Q8_1,
 		},
+		[QP_TYPE_Q2_K] = {
+			.quantize_row = qp_q2_k_quantize_row_ref,
+			.quantize_row_imat = qp_q2_k_quantize_row_imat_ref,
+			.dequantize_row = qp_q2_k_dequantize_row_ref,
+			.vec_dot = qp_q2_k_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q3_K] = {
+			.quantize_row = qp_q3_k_quantize_row_ref,
+			.quantize_row_imat = qp_q3_k_quantize_row_imat_ref,
+			.dequantize_row = qp_q3_k_dequantize_row_ref,
+			.vec_dot = qp_q3_k_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q4_K] = {
+			.quantize_row = qp_q4_k_quantize_row_ref,
+			.quantize_row_imat = qp_q4_k_quantize_row_imat_ref,
+			.dequantize_row = qp_q4_k_dequantize_row_ref,
+			.vec_dot = qp_q4_k_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q5_K] = {
+			.quantize_row = qp_q5_k_quantize_row_ref,
+			.quantize_row_imat = qp_q5_k_quantize_row_imat_ref,
+			.dequantize_row = qp_q5_k_dequantize_row_ref,
+			.vec_dot = qp_q5_k_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q6_K] = {
+			.quantize_row = qp_q6_k_quantize_row_ref,
+			.quantize_row_imat = qp_q6_k_quantize_row_imat_ref,
+			.dequantize_row = qp_q6_k_dequantize_row_ref,
+			.vec_dot = qp_q6_k_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		/* activation format only, as q8_1 */
+		[QP_TYPE_Q8_K] = {
+			.quantize_row = qp_q8_k_quantize_row_ref,
+			.dequantize_row = qp_q8_k_dequantize_row_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_TQ1_0] = {
+			.quantize_row = qp_tq1_0_quantize_row_ref,
+			.dequantize_row = qp_tq1_0_dequantize_row_ref,
+			.vec_dot = qp_tq1_0_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_TQ2_0] = {
+			.quantize_row = qp_tq2_0_quantize_row_ref,
+			.dequantize_row = qp_tq2_0_dequantize_row_ref,
+			.vec_dot = qp_tq2_0_vec_dot_ref,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
 	},
 #if QP_HAVE_AVX2
 	[QP_LEVEL_AVX2] = {
@@ -134,6 +187,49 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.vec_dot = qp_q5_1_vec_dot_avx2,
 			.vec_dot_type = QP_TYPE_Q8_1,
 		},
+		/* k-quant quantizers: see avx2.h */
+		[QP_TYPE_Q2_K] = {
+			.dequantize_row = qp_q2_k_dequantize_row_avx2,
+			.vec_dot = qp_q2_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q3_K] = {
+			.dequantize_row = qp_q3_k_dequantize_row_avx2,
+			.vec_dot = qp_q3_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q4_K] = {
+			.quantize_row = qp_q4_k_quantize_row_avx2,
+			.dequantize_row = qp_q4_k_dequantize_row_avx2,
+			.vec_dot = qp_q4_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q5_K] = {
+			.quantize_row = qp_q5_k_quantize_row_avx2,
+			.dequantize_row = qp_q5_k_dequantize_row_avx2,
+			.vec_dot = qp_q5_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q6_K] = {
+			.dequantize_row = qp_q6_k_dequantize_row_avx2,
+			.vec_dot = qp_q6_k_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_TQ1_0] = {
+			.dequantize_row = qp_tq1_0_dequantize_row_avx2,
+			.vec_dot = qp_tq1_0_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_TQ2_0] = {
+			.dequantize_row = qp_tq2_0_dequantize_row_avx2,
+			.vec_dot = qp_tq2_0_vec_dot_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q8_K] = {
+			.quantize_row = qp_q8_k_quantize_row_avx2,
+			.dequantize_row = qp_q8_k_dequantize_row_avx2,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
 	},
 #endif
 };
@@ -160,7 +256,7 @@ static struct selection selected;
 
 static bool row_empty(const struct qp_kernel_ops *ops)
 {
-	return !ops->quantize_row && !ops->dequantize_row && !ops->vec_dot;
+	return !ops->quantize_row && !ops->dequantize_row && !ops->vec_dot && !ops->quantize_row_imat;
 }
 
 /* Whether this CPU and OS can run the AVX2 level; *why says what is
@@ -243,6 +339,8 @@ static void select_level(enum qp_kernel_level level, const char *detail)
 			ops.dequantize_row = ref->dequantize_row;
 		if (!ops.vec_dot)
 			ops.vec_dot = ref->vec_dot;
+		if (!ops.quantize_row_imat)
+			ops.quantize_row_imat = ref->quantize_row_imat;
 		/* the pairing is part of the format, not of the level */
 		ops.vec_dot_type = ref->vec_dot_type;
 		selected.ops[t] = ops;

@@ -32,6 +32,10 @@ struct qp_kernel_ops {
 	 * format, as llama.cpp pairs them: q4_0 with q8_0, q4_1 with q8_1 ...) */
 	void (*vec_dot)(int64_t n, float *s, const void *x, const void *y);
 	enum qp_type vec_dot_type;
+	/* x[n] f32 -> n/blck blocks at y, the fit weighted by imatrix[n]
+	 * (one importance per column, as llama-quantize --imatrix passes
+	 * it); NULL where the type has no weighted quantizer */
+	void (*quantize_row_imat)(const float *x, void *y, int64_t n, const float *imatrix);
 };
 
 /* Choose the level: force_name ("scalar", "avx2", "auto" or NULL) wins, else

@@ -4,10 +4,19 @@
     test_gguf_reference.py QP_QUANTIZE_RAW SHARED_DIR
 
 For both shared models and every 2-D tensor (as float32), plus one synthetic
-tensor of edge cases, for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16 and BF16, and at
-every kernel level this machine runs, qp_quantize_raw's bytes must equal
+tensor of edge cases, for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, TQ1_0 and
+TQ2_0 (the types gguf-py can quantize), and at every kernel level this
+machine runs, qp_quantize_raw's bytes must equal
 gguf.quants.quantize(arr, type).tobytes(). Block types need rows that are a
-multiple of 32; other tensors are skipped for them, and the skips listed.
+multiple of their block (32, or 256); other tensors are skipped for them,
+and the skips listed.
+
+gguf-py cannot quantize the k-quants (Q2_K..Q6_K); their blocks are held to
+llama.cpp's own quantizer in test_llama_quantize.py (conformance suite).
+Here every type with a gguf-py dequantizer, k-quants and ternary included,
+is read back: qp_quantize_raw --dequantize of our blocks (of llama-docs-27m's
+first layer and the synthetic tensor, and of random bytes) at every level
+must give gguf.quants.dequantize's floats bit for bit (NaN equals NaN).
 
 On Q4_0 and FMA. llama.cpp's C reference computes q = trunc(x * id + 8.5).
 Built with floating-point contraction (GCC's default outside ISO C mode)
@@ -58,7 +67,23 @@ TYPES = [
     ("q5_1", T.Q5_1),
     ("f16", T.F16),
     ("bf16", T.BF16),
+    ("tq1_0", T.TQ1_0),
+    ("tq2_0", T.TQ2_0),
 ]
+
+# read back through gguf-py's dequantize: every new type it has a class for
+DEQUANT_TYPES = [
+    ("q2_K", T.Q2_K),
+    ("q3_K", T.Q3_K),
+    ("q4_K", T.Q4_K),
+    ("q5_K", T.Q5_K),
+    ("q6_K", T.Q6_K),
+    ("tq1_0", T.TQ1_0),
+    ("tq2_0", T.TQ2_0),
+    ("q4_0", T.Q4_0),
+    ("q8_0", T.Q8_0),
+]
+DEQUANT_TENSORS = ("model.layers.0.", "synthetic")
 
 
 F16_ZERO = np.frombuffer(np.float16(0.0).tobytes(), dtype=np.uint8)
@@ -93,7 +118,7 @@ def reference(arr, qtype):
 
 
 def synthetic(seed=20240601):
-    """16 rows of 256: blocks of zeros of both signs (rows 0-3), blocks
+    """16 rows of 256 (one super-block each): blocks of zeros of both signs (rows 0-3), blocks
     whose x / d lands exactly on a rounding boundary for one format each
     (4-9), and the same within a few ulps, with scales that are not powers
     of two (10-15)."""
@@ -181,11 +206,53 @@ def main():
                         failed += 1
                     else:
                         passed += 1
+        # dequantize: our blocks and random bytes, read by both
+        for model, name, t in tensors(shared):
+            if not (name.startswith(DEQUANT_TENSORS[0]) or model == DEQUANT_TENSORS[1]):
+                continue
+            arr = np.ascontiguousarray(t.astype(np.float32))
+            rows, row_len = arr.shape
+            arr.tofile(src)
+            for type_name, qtype in DEQUANT_TYPES:
+                block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+                if row_len % block != 0:
+                    skipped.append(f"{model}: {name} {list(arr.shape)} for {type_name} (dequantize)")
+                    continue
+                subprocess.run([tool, "--kernels", levels[0], "--type", type_name, src, str(row_len), dst],
+                               check=True)
+                with open(dst, "rb") as f:
+                    ours = f.read()
+                noise = np.random.default_rng(row_len + block_bytes).integers(
+                    0, 256, len(ours), dtype=np.uint8).tobytes()
+                for what_blocks, blocks in (("our blocks", ours), ("random bytes", noise)):
+                    q = os.path.join(tmp, "blocks.bin")
+                    with open(q, "wb") as f:
+                        f.write(blocks)
+                    raw = np.frombuffer(blocks, dtype=np.uint8).reshape(rows, -1)
+                    with np.errstate(all="ignore"):
+                        want = gguf.quants.dequantize(raw, qtype).astype(np.float32).reshape(-1)
+                    for level in levels:
+                        back = os.path.join(tmp, "back.f32")
+                        subprocess.run([tool, "--kernels", level, "--type", type_name, "--dequantize", q,
+                                        str(row_len), back], check=True)
+                        got = np.fromfile(back, dtype=np.float32)
+                        what = f"{model}: {name} {what_blocks} read as {type_name} at {level}"
+                        same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+                        if got.shape != want.shape:
+                            print(f"FAIL {what}: {got.size} floats, want {want.size}")
+                            failed += 1
+                        elif not same.all():
+                            at = int(np.flatnonzero(~same)[0])
+                            print(f"FAIL {what}: element {at} (block {at // block}) is {got[at]!r}, "
+                                  f"want {want[at]!r}; {int(np.count_nonzero(~same))} differ")
+                            failed += 1
+                        else:
+                            passed += 1
     if skipped:
-        print(f"skipped (row length not a multiple of 32): {len(skipped)}")
+        print(f"skipped (row length not a multiple of the block): {len(skipped)}")
         for s in skipped:
             print(f"  {s}")
-    print(f"compared {passed + failed} (tensor, type, level) triples in "
+    print(f"compared {passed + failed} (tensor, type, level) cases in "
           f"{time.monotonic() - start:.1f} s")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
