@@ -38,6 +38,14 @@ static int file_type(enum qp_type t)
 	case QP_TYPE_Q5_0: return 8;
 	case QP_TYPE_Q5_1: return 9;
 	case QP_TYPE_BF16: return 32;
+	/* single-type k-quant files: llama.cpp's _S variants are the closest names */
+	case QP_TYPE_Q2_K: return 10;
+	case QP_TYPE_Q3_K: return 11;
+	case QP_TYPE_Q4_K: return 14;
+	case QP_TYPE_Q5_K: return 16;
+	case QP_TYPE_Q6_K: return 18;
+	case QP_TYPE_TQ1_0: return 36;
+	case QP_TYPE_TQ2_0: return 37;
 	default: return -1;
 	}
 }

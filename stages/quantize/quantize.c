@@ -22,7 +22,7 @@
 #include "stages/stage.h"
 
 static const char *const types[] = {"f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0",
-                                    NULL};
+                                    "q6_K", "q5_K", "q4_K", "q3_K", "q2_K", "tq2_0", "tq1_0", NULL};
 static const char *const fallbacks[] = {"f16", "f32", "bf16", NULL};
 
 static const struct qp_param_decl params[] = {
@@ -157,7 +157,7 @@ out:
 
 const struct qp_stage_kind qp_kind_quantize = {
 	.name = "quantize",
-	.version = 1,
+	.version = 2,
 	.summary = "quantize every weight tensor to one GGUF tensor type (1-D tensors stay f32)",
 	.params = params,
 	.run = run,
