@@ -4,7 +4,7 @@
  *
  *   qp_model_tool tokenize SRC FILE [--no-special]
  *       ids of FILE's bytes, space-separated on one line; SRC is a model
- *       folder (tokenizer.model) or a .gguf file
+ *       folder (tokenizer.model) or a GGUF file
  *   qp_model_tool logits GGUF OUT THREADS ID...
  *       logits of the IDs run as one batch from position 0, written to OUT
  *       as float32 [n_ids][n_vocab]
@@ -35,15 +35,11 @@ static int die(const struct qp_err *err)
 	return 1;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-	return n >= m && strcmp(s + n - m, suffix) == 0;
-}
 
 static int load_tokenizer(struct qp_tokenizer **t, const char *src, struct qp_err *err)
 {
-	if (!ends_with(src, ".gguf"))
+	uint64_t size;
+	if (!qp_os_file_size(src, &size))
 		return qp_tokenizer_from_dir(t, src, err);
 	struct qp_gguf_file *f;
 	int rc = qp_gguf_open(&f, src, err);
