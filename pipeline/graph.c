@@ -310,6 +310,8 @@ static void type_scalar(struct builder *b, struct qp_instance *in, const struct 
 		}
 		return;
 	case QP_P_PATH:
+		if (!text[0] && !n) /* optional path, not given */
+			return;
 		if (text[0] == '/') {
 			v->s = text;
 		} else {
@@ -447,6 +449,10 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 		v->type = p->type;
 		const struct qp_ynode *n = qp_ymap_get(st->with, p->name);
 		if (p->type == QP_P_INPUT) {
+			if (!n && p->def) { /* optional input, not given */
+				v->s = "";
+				continue;
+			}
 			if (!n) {
 				qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", b->r->path,
 				            st->node->line, st->node->col, st->name, p->name, p->doc);
@@ -768,7 +774,10 @@ static int compute_key(struct builder *b, struct qp_instance *in)
 			}
 			break;
 		case QP_P_PATH:
-			rc = hash_path(h, v->s, b->err);
+			if (v->s[0])
+				rc = hash_path(h, v->s, b->err);
+			else
+				qp_hasher_str(h, "");
 			break;
 		case QP_P_LIST:
 			snprintf(ver, sizeof(ver), "%zu", v->n);
