@@ -11,7 +11,8 @@
  *   SentencePiece    1 piece (string), 2 score (float), 3 type (enum, 1..6)
  *   TrainerSpec      3 model_type, 35 byte_fallback, 40 unk_id, 41 bos_id,
  *                    42 eos_id, 43 pad_id
- *   NormalizerSpec   3 add_dummy_prefix
+ *   NormalizerSpec   2 precompiled_charsmap, 3 add_dummy_prefix,
+ *                    4 remove_extra_whitespaces
  *
  * Everything else is skipped by wire type. The file is untrusted: every
  * length is checked against the end of its enclosing message, messages nest
@@ -244,10 +245,19 @@ static int parse_normalizer(struct pb *b, struct qp_spm *m)
 		int rc = rd_tag(b, &f);
 		if (rc)
 			return rc;
-		if (f.num == 3) {
-			if ((rc = want(b, &f, WT_VARINT, "add_dummy_prefix")) || (rc = rd_varint(b, &v)))
+		if (f.num == 3 || f.num == 4) {
+			const char *what = f.num == 3 ? "add_dummy_prefix" : "remove_extra_whitespaces";
+			if ((rc = want(b, &f, WT_VARINT, what)) || (rc = rd_varint(b, &v)))
 				return rc;
-			m->add_dummy_prefix = v != 0;
+			if (f.num == 3)
+				m->add_dummy_prefix = v != 0;
+			else
+				m->remove_extra_whitespaces = v != 0;
+		} else if (f.num == 2 && f.wire == WT_LEN) {
+			size_t s, n;
+			if ((rc = rd_len(b, &s, &n)))
+				return rc;
+			m->has_charsmap = n > 0;
 		} else if ((rc = skip(b, &f))) {
 			return rc;
 		}
@@ -349,6 +359,7 @@ int qp_spm_parse(struct qp_spm **out, const void *data, size_t len, const char *
 		return qp_err_nomem(err);
 	m->model_type = 1;
 	m->add_dummy_prefix = true;
+	m->remove_extra_whitespaces = true;
 	m->unk_id = 0;
 	m->bos_id = 1;
 	m->eos_id = 2;

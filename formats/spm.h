@@ -2,7 +2,8 @@
  *
  * Only what a GGUF exporter and a tokenizer need is decoded: the pieces
  * (field 1: piece, score, type), trainer_spec's model_type, byte_fallback
- * and special ids, normalizer_spec's add_dummy_prefix. Unknown fields are
+ * and special ids, normalizer_spec's add_dummy_prefix,
+ * remove_extra_whitespaces and whether it has a precompiled charsmap. Unknown fields are
  * skipped by wire type; every length is bounds-checked. */
 #ifndef QP_SPM_H
 #define QP_SPM_H
@@ -30,6 +31,10 @@ struct qp_spm {
 	int model_type;         /* 1 unigram, 2 bpe, 3 word, 4 char (trainer_spec) */
 	bool byte_fallback;
 	bool add_dummy_prefix;  /* default true */
+	/* normalizer_spec: drop leading and trailing spaces and collapse runs
+	 * of spaces (default true; Llama's own tokenizer sets it false) */
+	bool remove_extra_whitespaces;
+	bool has_charsmap;      /* a non-empty precompiled_charsmap (NFKC ...) */
 	int unk_id, bos_id, eos_id, pad_id;  /* defaults 0, 1, 2, -1 */
 };
 

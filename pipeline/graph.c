@@ -329,6 +329,8 @@ static void type_scalar(struct builder *b, struct qp_instance *in, const struct 
 		}
 		return;
 	case QP_P_PATH:
+		if (!text[0] && !n) /* optional path, not given */
+			return;
 		v->s = resolve_path(b, in, p, n, text);
 		return;
 	default:
@@ -505,6 +507,10 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 		v->type = p->type;
 		const struct qp_ynode *n = qp_ymap_get(st->with, p->name);
 		if (p->type == QP_P_INPUT) {
+			if (!n && p->def) { /* optional input, not given */
+				v->s = "";
+				continue;
+			}
 			if (!n) {
 				qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", b->r->path,
 				            st->node->line, st->node->col, st->name, p->name, p->doc);
@@ -913,7 +919,10 @@ static int hash_param(struct builder *b, const struct qp_instance *in, size_t pi
 		}
 		break;
 	case QP_P_PATH:
-		rc = hash_path(b->sc, h, v->s, b->err);
+		if (v->s && v->s[0])
+			rc = hash_path(b->sc, h, v->s, b->err);
+		else
+			qp_hasher_str(h, "");
 		break;
 	case QP_P_PATHS:
 		snprintf(num, sizeof(num), "%zu", v->n);

@@ -34,7 +34,10 @@ enum qp_ptype {
 struct qp_param_decl {
 	const char *name;
 	enum qp_ptype type;
-	const char *def;             /* default, as recipe text; NULL: required */
+	/* default, as recipe text; NULL: required. "" makes an INPUT or a
+	 * PATH optional: left out, qp_ctx_input gives NULL, a PATH's value
+	 * is "" */
+	const char *def;
 	const char *const *choices;  /* ENUM: NULL-terminated list */
 	double min, max;             /* INT, NUMBER: allowed range when min < max */
 	const char *doc;             /* one line */

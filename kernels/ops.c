@@ -1,0 +1,201 @@
+#include "kernels/ops.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "kernels/kernels.h"
+
+#define MAX_THREADS 64
+
+void qp_ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
+{
+	double sum = 0.0;
+	for (int64_t i = 0; i < n; i++)
+		sum += (double)(x[i] * x[i]);
+	const float mean = (float)(sum / (double)n);
+	const float scale = 1.0f / sqrtf(mean + eps);
+	for (int64_t i = 0; i < n; i++)
+		y[i] = (x[i] * scale) * w[i];
+}
+
+void qp_ops_rope_norm(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos,
+                      float freq_base)
+{
+	const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+	for (int64_t h = 0; h < n_head; h++) {
+		float *xh = x + h * head_dim;
+		float theta = (float)pos;
+		for (int64_t i = 0; i + 1 < n_rot; i += 2) {
+			const float c = cosf(theta), s = sinf(theta);
+			const float x0 = xh[i], x1 = xh[i + 1];
+			xh[i] = x0 * c - x1 * s;
+			xh[i + 1] = x0 * s + x1 * c;
+			theta *= theta_scale;
+		}
+	}
+}
+
+void qp_ops_softmax(float *x, int64_t n)
+{
+	float max = -INFINITY;
+	for (int64_t i = 0; i < n; i++)
+		max = x[i] > max ? x[i] : max;
+	double sum = 0.0;
+	for (int64_t i = 0; i < n; i++) {
+		x[i] = expf(x[i] - max);
+		sum += (double)x[i];
+	}
+	const float inv = (float)(1.0 / sum);
+	for (int64_t i = 0; i < n; i++)
+		x[i] *= inv;
+}
+
+void qp_ops_silu_mul(float *g, const float *u, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void qp_ops_axpy(float *y, float a, const float *x, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		y[i] += a * x[i];
+}
+
+void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *v,
+                      int64_t v_stride, int64_t n_kv, int64_t head_dim, float scale,
+                      float *scores)
+{
+	void (*dot)(int64_t, float *, const void *, const void *) = qp_kernels_get(QP_TYPE_F32)->vec_dot;
+	for (int64_t j = 0; j < n_kv; j++) {
+		dot(head_dim, &scores[j], k + j * k_stride, q);
+		scores[j] *= scale;
+	}
+	qp_ops_softmax(scores, n_kv);
+	for (int64_t d = 0; d < head_dim; d++)
+		out[d] = 0.0f;
+	for (int64_t j = 0; j < n_kv; j++)
+		qp_ops_axpy(out, scores[j], v + j * v_stride, head_dim);
+}
+
+double qp_ops_nll(const float *logits, int64_t n, int32_t target)
+{
+	float max = -INFINITY;
+	for (int64_t i = 0; i < n; i++)
+		max = logits[i] > max ? logits[i] : max;
+	double sum = 0.0;
+	for (int64_t i = 0; i < n; i++)
+		sum += (double)expf(logits[i] - max);
+	return log(sum) - (double)(logits[target] - max);
+}
+
+struct par {
+	void (*fn)(void *, int64_t, int64_t);
+	void *arg;
+	int64_t begin, end;
+};
+
+static void *par_run(void *p)
+{
+	struct par *j = p;
+	j->fn(j->arg, j->begin, j->end);
+	return NULL;
+}
+
+void qp_ops_parallel(int threads, int64_t n, void (*fn)(void *arg, int64_t begin, int64_t end),
+                     void *arg)
+{
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	if (threads > n)
+		threads = (int)n;
+	if (threads <= 1) {
+		if (n > 0)
+			fn(arg, 0, n);
+		return;
+	}
+	struct par jobs[MAX_THREADS];
+	pthread_t tids[MAX_THREADS];
+	int started[MAX_THREADS] = {0};
+	for (int t = 0; t < threads; t++)
+		jobs[t] = (struct par){fn, arg, n * t / threads, n * (t + 1) / threads};
+	/* a thread that cannot be started runs inline: slower, same result */
+	for (int t = 1; t < threads; t++)
+		started[t] = pthread_create(&tids[t], NULL, par_run, &jobs[t]) == 0;
+	par_run(&jobs[0]);
+	for (int t = 1; t < threads; t++) {
+		if (started[t])
+			pthread_join(tids[t], NULL);
+		else
+			par_run(&jobs[t]);
+	}
+}
+
+struct mm {
+	float *y;
+	int64_t ldy;
+	const uint8_t *w;
+	size_t w_row;           /* bytes per row of w */
+	const uint8_t *xq;
+	size_t x_row;           /* bytes per quantized row of x */
+	int64_t k, n_tok;
+	void (*dot)(int64_t, float *, const void *, const void *);
+};
+
+/* Blocks of rows keep a few weight rows in L1 while the activations
+ * stream past them. */
+#define MM_ROWS 8
+
+static void mm_rows(void *arg, int64_t r0, int64_t r1)
+{
+	const struct mm *m = arg;
+	for (int64_t rb = r0; rb < r1; rb += MM_ROWS) {
+		int64_t re = rb + MM_ROWS < r1 ? rb + MM_ROWS : r1;
+		for (int64_t t = 0; t < m->n_tok; t++)
+			for (int64_t r = rb; r < re; r++)
+				m->dot(m->k, &m->y[t * m->ldy + r], m->w + (size_t)r * m->w_row,
+				       m->xq + (size_t)t * m->x_row);
+	}
+}
+
+struct qx {
+	const struct qp_kernel_ops *ops;
+	const float *x;
+	uint8_t *xq;
+	size_t x_row;
+	int64_t k;
+};
+
+static void quantize_rows(void *arg, int64_t t0, int64_t t1)
+{
+	const struct qx *q = arg;
+	for (int64_t t = t0; t < t1; t++)
+		q->ops->quantize_row(q->x + t * q->k, q->xq + (size_t)t * q->x_row, q->k);
+}
+
+int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t n_rows, int64_t k,
+                  const float *x, int64_t n_tok, int threads, struct qp_err *err)
+{
+	const struct qp_kernel_ops *ops = qp_kernels_get(wt);
+	const struct qp_type_traits *tt = qp_type_traits((int)wt);
+	if (!ops || !ops->vec_dot)
+		return qp_err_set(err, QP_EINVAL, "type %s has no dot product kernel",
+		                  tt ? tt->name : "(unknown)");
+	const struct qp_kernel_ops *vops = qp_kernels_get(ops->vec_dot_type);
+	size_t w_row, x_row;
+	if (qp_type_row_size((int)wt, k, &w_row) || qp_type_row_size((int)ops->vec_dot_type, k, &x_row))
+		return qp_err_set(err, QP_EINVAL, "rows of %lld elements do not divide into %s blocks",
+		                  (long long)k, tt->name);
+	if (n_tok > 0 && x_row > SIZE_MAX / (size_t)n_tok)
+		return qp_err_nomem(err);
+	uint8_t *xq = malloc(x_row * (size_t)(n_tok > 0 ? n_tok : 1));
+	if (!xq)
+		return qp_err_nomem(err);
+	struct qx q = {vops, x, xq, x_row, k};
+	qp_ops_parallel(threads, n_tok, quantize_rows, &q);
+	struct mm m = {y, ldy, w, w_row, xq, x_row, k, n_tok, ops->vec_dot};
+	qp_ops_parallel(threads, n_rows, mm_rows, &m);
+	free(xq);
+	return 0;
+}

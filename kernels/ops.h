@@ -1,0 +1,60 @@
+/* Transformer operations over f32 rows, and the threaded matrix product
+ * over the kernel table that a forward pass is built from. Each follows
+ * the arithmetic of ggml's CPU operation of the same name (sums of
+ * squares and of exponentials in double, RoPE angles by repeated
+ * multiplication), so results track llama.cpp's closely. model/ calls
+ * these; it carries no inner loops of its own.
+ *
+ * Every result depends only on its inputs, never on the thread count:
+ * threads split the output, not a sum. */
+#ifndef QP_OPS_H
+#define QP_OPS_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "kernels/types.h"
+
+/* y = x / sqrt(mean(x^2) + eps) * w, n elements; y may be x. */
+void qp_ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* llama.cpp's "normal" RoPE in place: x holds n_head heads of head_dim;
+ * in each, pairs (2i, 2i+1) for 2i < n_rot are rotated by the angle
+ * pos * freq_base^(-2i/n_rot). */
+void qp_ops_rope_norm(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos,
+                      float freq_base);
+
+/* x = softmax(x) in place, n >= 1. */
+void qp_ops_softmax(float *x, int64_t n);
+
+/* g = silu(g) * u, n elements (SwiGLU). */
+void qp_ops_silu_mul(float *g, const float *u, int64_t n);
+
+/* y += a * x, n elements. */
+void qp_ops_axpy(float *y, float a, const float *x, int64_t n);
+
+/* One query head against n_kv cached positions: out[hd] = sum_j p_j v_j
+ * with p = softmax(scale * q . k_j). k_j is at k + j * k_stride, v_j at
+ * v + j * v_stride (strides in floats); scores holds n_kv floats of
+ * scratch. Dots go through the kernel table's f32 vec_dot. */
+void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *v,
+                      int64_t v_stride, int64_t n_kv, int64_t head_dim, float scale,
+                      float *scores);
+
+/* Negative log-likelihood of target under softmax(logits[n]), in double. */
+double qp_ops_nll(const float *logits, int64_t n, int32_t target);
+
+/* y[t * ldy + r] = dot(row r of w, x[t * k .. + k]) for r < n_rows,
+ * t < n_tok: w holds n_rows rows of k elements of type wt; each x row is
+ * first quantized to wt's vec_dot_type, as llama.cpp does. Rows of w are
+ * split across up to threads threads. Fails naming the type when it has
+ * no dot product or k does not divide into its blocks. */
+int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t n_rows, int64_t k,
+                  const float *x, int64_t n_tok, int threads, struct qp_err *err);
+
+/* Run fn(arg, begin, end) over [0, n) split into up to threads contiguous
+ * ranges, one thread each (the caller's thread takes the first). */
+void qp_ops_parallel(int threads, int64_t n, void (*fn)(void *arg, int64_t begin, int64_t end),
+                     void *arg);
+
+#endif

@@ -1,0 +1,376 @@
+/* One batch through the Llama graph, as llama.cpp's llm_build_llama
+ * computes it for a plain (unscaled RoPE, no bias) model:
+ *
+ *   x = token_embd[tokens]
+ *   per layer:  h = rmsnorm(x) * attn_norm
+ *               q, k, v = h Wq, h Wk, h Wv;  RoPE "normal" on q and k
+ *               k, v -> cache at their positions
+ *               a = softmax(q k^T / sqrt(head_dim), causal) v  (per head;
+ *                   query head i reads kv head i / (n_head / n_head_kv))
+ *               x += a Wo
+ *               h = rmsnorm(x) * ffn_norm
+ *               x += (silu(h Wgate) * (h Wup)) Wdown
+ *   logits = (rmsnorm(x) * output_norm) Wout,  Wout = output or token_embd
+ *
+ * The KV cache is f32 (llama.cpp defaults to f16; the difference is far
+ * below the tolerances perplexity is compared with). */
+#include "model/llama.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/gguf.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+
+const char qp_llama_supported[] = "llama";
+
+struct layer {
+	const struct qp_gguf_tensor *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+	float *attn_norm, *ffn_norm;  /* owned f32 copies */
+	float *k_cache, *v_cache;     /* [n_ctx][n_head_kv * head_dim] */
+};
+
+struct qp_llama {
+	struct qp_gguf_file *f;
+	char *path;             /* copy, for messages */
+	struct qp_llama_hparams hp;
+	int64_t n_ctx;
+	int threads;
+	const struct qp_gguf_tensor *tok_embd, *output;
+	float *out_norm;
+	struct layer *layers;
+	/* activations for a batch of up to n_ctx tokens */
+	float *x, *h, *q, *k, *v, *a, *g, *u;
+};
+
+static int kv_int(const struct qp_llama *m, const char *key, int64_t *out, bool required,
+                  struct qp_err *err)
+{
+	const struct qp_gguf_kv *kv = qp_gguf_find_kv(m->f, key);
+	if (!kv) {
+		if (required)
+			return qp_err_set(err, QP_EINVAL, "%s: key '%s' is missing", m->path, key);
+		return 0;
+	}
+	switch (kv->type) {
+	case QP_GGUF_UINT8: case QP_GGUF_UINT16: case QP_GGUF_UINT32: case QP_GGUF_UINT64:
+		if (kv->v.u64 > (1u << 30))
+			break;
+		*out = (int64_t)kv->v.u64;
+		return 0;
+	case QP_GGUF_INT8: case QP_GGUF_INT16: case QP_GGUF_INT32: case QP_GGUF_INT64:
+		if (kv->v.i64 < 0 || kv->v.i64 > (1 << 30))
+			break;
+		*out = kv->v.i64;
+		return 0;
+	default:
+		break;
+	}
+	return qp_err_set(err, QP_ECORRUPT, "%s: key '%s' is not an integer in [0, 2^30]", m->path, key);
+}
+
+static int kv_float(const struct qp_llama *m, const char *key, float *out, struct qp_err *err)
+{
+	const struct qp_gguf_kv *kv = qp_gguf_find_kv(m->f, key);
+	if (!kv)
+		return 0;
+	if (kv->type != QP_GGUF_FLOAT32 && kv->type != QP_GGUF_FLOAT64)
+		return qp_err_set(err, QP_ECORRUPT, "%s: key '%s' is not a float", m->path, key);
+	*out = (float)kv->v.f64;
+	return 0;
+}
+
+/* Tensor name with shape [ne0, ne1] (ne1 0: 1-D of ne0); 2-D ones need a
+ * dot product kernel for their type. */
+static int need(struct qp_llama *m, const char *name, int64_t ne0, int64_t ne1,
+                const struct qp_gguf_tensor **out, struct qp_err *err)
+{
+	const struct qp_gguf_tensor *t = qp_gguf_find_tensor(m->f, name);
+	*out = t;
+	if (!t)
+		return qp_err_set(err, QP_EINVAL, "%s: tensor '%s' is missing", m->path, name);
+	int ndim = ne1 ? 2 : 1;
+	int64_t got1 = t->ndim > 1 ? t->ne[1] : 0;
+	if (t->ndim != ndim || t->ne[0] != ne0 || got1 != ne1)
+		return qp_err_set(err, QP_EINVAL,
+		                  "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", m->path,
+		                  name, (long long)t->ne[0], (long long)got1, (long long)ne0, (long long)ne1);
+	if (ndim == 2) {
+		const struct qp_kernel_ops *ops = qp_kernels_get(t->type);
+		if (!ops || !ops->vec_dot || !ops->dequantize_row)
+			return qp_err_set(err, QP_EINVAL, "%s: tensor '%s' has type %s, which qpipe cannot "
+			                  "multiply yet", m->path, name, qp_type_traits(t->type)->name);
+	}
+	return 0;
+}
+
+static int norm_weights(struct qp_llama *m, const char *name, float **out, struct qp_err *err)
+{
+	const struct qp_gguf_tensor *t;
+	int rc = need(m, name, m->hp.n_embd, 0, &t, err);
+	if (rc)
+		return rc;
+	*out = malloc((size_t)m->hp.n_embd * sizeof(float));
+	if (!*out)
+		return qp_err_nomem(err);
+	if (qp_kernels_to_f32(t->type, t->data, *out, m->hp.n_embd) != 0)
+		return qp_err_set(err, QP_EINVAL, "%s: tensor '%s': cannot read type %s", m->path, name,
+		                  qp_type_traits(t->type)->name);
+	return 0;
+}
+
+void qp_llama_free(struct qp_llama *m)
+{
+	if (!m)
+		return;
+	for (int64_t i = 0; m->layers && i < m->hp.n_layer; i++) {
+		free(m->layers[i].attn_norm);
+		free(m->layers[i].ffn_norm);
+		free(m->layers[i].k_cache);
+		free(m->layers[i].v_cache);
+	}
+	free(m->layers);
+	free(m->out_norm);
+	free(m->x);
+	free(m->h);
+	free(m->q);
+	free(m->k);
+	free(m->v);
+	free(m->a);
+	free(m->g);
+	free(m->u);
+	qp_gguf_close(m->f);
+	free(m->path);
+	free(m);
+}
+
+static int load_hparams(struct qp_llama *m, struct qp_err *err)
+{
+	const struct qp_gguf_kv *arch = qp_gguf_find_kv(m->f, "general.architecture");
+	if (!arch || arch->type != QP_GGUF_STRING)
+		return qp_err_set(err, QP_EINVAL, "%s: key 'general.architecture' is missing", m->path);
+	if (arch->v.str.len != 5 || memcmp(arch->v.str.data, "llama", 5) != 0)
+		return qp_err_set(err, QP_EINVAL, "%s: architecture '%.*s' is not supported (supported: %s)",
+		                  m->path, (int)(arch->v.str.len > 64 ? 64 : arch->v.str.len),
+		                  arch->v.str.data, qp_llama_supported);
+	struct qp_llama_hparams *hp = &m->hp;
+	int rc;
+	hp->eps = 1e-5f;
+	hp->rope_base = 10000.0f;
+	hp->n_head_kv = -1;
+	hp->n_rot = -1;
+	if ((rc = kv_int(m, "llama.embedding_length", &hp->n_embd, true, err)) ||
+	    (rc = kv_int(m, "llama.block_count", &hp->n_layer, true, err)) ||
+	    (rc = kv_int(m, "llama.attention.head_count", &hp->n_head, true, err)) ||
+	    (rc = kv_int(m, "llama.feed_forward_length", &hp->n_ff, true, err)) ||
+	    (rc = kv_int(m, "llama.attention.head_count_kv", &hp->n_head_kv, false, err)) ||
+	    (rc = kv_int(m, "llama.rope.dimension_count", &hp->n_rot, false, err)) ||
+	    (rc = kv_int(m, "llama.context_length", &hp->n_ctx_train, false, err)) ||
+	    (rc = kv_float(m, "llama.attention.layer_norm_rms_epsilon", &hp->eps, err)) ||
+	    (rc = kv_float(m, "llama.rope.freq_base", &hp->rope_base, err)))
+		return rc;
+	if (hp->n_head_kv < 0)
+		hp->n_head_kv = hp->n_head;
+	if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_ff <= 0 ||
+	    hp->n_head_kv <= 0 || hp->n_embd % hp->n_head != 0 || hp->n_head % hp->n_head_kv != 0)
+		return qp_err_set(err, QP_EINVAL,
+		                  "%s: %lld heads, %lld kv heads and width %lld do not fit together",
+		                  m->path, (long long)hp->n_head, (long long)hp->n_head_kv,
+		                  (long long)hp->n_embd);
+	hp->head_dim = hp->n_embd / hp->n_head;
+	if (hp->n_rot < 0)
+		hp->n_rot = hp->head_dim;
+	if (hp->n_rot > hp->head_dim || hp->n_rot % 2 != 0)
+		return qp_err_set(err, QP_EINVAL, "%s: llama.rope.dimension_count %lld does not fit head size %lld",
+		                  m->path, (long long)hp->n_rot, (long long)hp->head_dim);
+	if (!(hp->rope_base > 0.0f) || !(hp->eps >= 0.0f))
+		return qp_err_set(err, QP_EINVAL, "%s: rope base %g or rms epsilon %g is invalid", m->path,
+		                  (double)hp->rope_base, (double)hp->eps);
+	const struct qp_gguf_tensor *te = qp_gguf_find_tensor(m->f, "token_embd.weight");
+	if (!te || te->ndim != 2)
+		return qp_err_set(err, QP_EINVAL, "%s: tensor 'token_embd.weight' is missing or not 2-D", m->path);
+	hp->n_vocab = te->ne[1];
+	return 0;
+}
+
+static float *falloc(int64_t a, int64_t b)
+{
+	if (a <= 0 || b <= 0 || (uint64_t)a > SIZE_MAX / sizeof(float) / (uint64_t)b)
+		return NULL;
+	return malloc((size_t)a * (size_t)b * sizeof(float));
+}
+
+int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int threads,
+                  struct qp_err *err)
+{
+	*out = NULL;
+	struct qp_llama *m = calloc(1, sizeof(*m));
+	if (!m)
+		return qp_err_nomem(err);
+	m->path = strdup(path);
+	if (!m->path) {
+		free(m);
+		return qp_err_nomem(err);
+	}
+	m->threads = threads < 1 ? 1 : threads;
+	m->n_ctx = n_ctx;
+	int rc;
+	if ((rc = qp_gguf_open(&m->f, path, err)) || (rc = load_hparams(m, err)))
+		goto fail;
+	if (n_ctx < 1 || n_ctx > (1 << 20)) {
+		rc = qp_err_set(err, QP_EINVAL, "n_ctx %lld is out of range [1, 1048576]", (long long)n_ctx);
+		goto fail;
+	}
+	const struct qp_llama_hparams *hp = &m->hp;
+	int64_t d = hp->n_embd, hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+	if ((rc = need(m, "token_embd.weight", d, hp->n_vocab, &m->tok_embd, err)) ||
+	    (rc = norm_weights(m, "output_norm.weight", &m->out_norm, err)))
+		goto fail;
+	m->output = m->tok_embd;
+	if (qp_gguf_find_tensor(m->f, "output.weight") &&
+	    (rc = need(m, "output.weight", d, hp->n_vocab, &m->output, err)))
+		goto fail;
+	m->layers = calloc((size_t)hp->n_layer, sizeof(*m->layers));
+	if (!m->layers) {
+		rc = qp_err_nomem(err);
+		goto fail;
+	}
+	for (int64_t i = 0; i < hp->n_layer; i++) {
+		struct layer *l = &m->layers[i];
+		char n[9][64];
+		static const char *const names[9] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
+		                                     "ffn_up", "ffn_down", "attn_norm", "ffn_norm"};
+		for (int j = 0; j < 9; j++)
+			snprintf(n[j], sizeof(n[j]), "blk.%lld.%s.weight", (long long)i, names[j]);
+		if ((rc = need(m, n[0], d, nq, &l->wq, err)) || (rc = need(m, n[1], d, nkv, &l->wk, err)) ||
+		    (rc = need(m, n[2], d, nkv, &l->wv, err)) || (rc = need(m, n[3], nq, d, &l->wo, err)) ||
+		    (rc = need(m, n[4], d, hp->n_ff, &l->wg, err)) ||
+		    (rc = need(m, n[5], d, hp->n_ff, &l->wu, err)) ||
+		    (rc = need(m, n[6], hp->n_ff, d, &l->wd, err)) ||
+		    (rc = norm_weights(m, n[7], &l->attn_norm, err)) ||
+		    (rc = norm_weights(m, n[8], &l->ffn_norm, err)))
+			goto fail;
+		l->k_cache = falloc(n_ctx, nkv);
+		l->v_cache = falloc(n_ctx, nkv);
+		if (!l->k_cache || !l->v_cache) {
+			rc = qp_err_nomem(err);
+			goto fail;
+		}
+	}
+	m->x = falloc(n_ctx, d);
+	m->h = falloc(n_ctx, d);
+	m->q = falloc(n_ctx, nq);
+	m->k = falloc(n_ctx, nkv);
+	m->v = falloc(n_ctx, nkv);
+	m->a = falloc(n_ctx, nq);
+	m->g = falloc(n_ctx, hp->n_ff);
+	m->u = falloc(n_ctx, hp->n_ff);
+	if (!m->x || !m->h || !m->q || !m->k || !m->v || !m->a || !m->g || !m->u) {
+		rc = qp_err_nomem(err);
+		goto fail;
+	}
+	*out = m;
+	return 0;
+fail:
+	qp_llama_free(m);
+	return rc;
+}
+
+const struct qp_llama_hparams *qp_llama_hparams(const struct qp_llama *m) { return &m->hp; }
+const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m) { return m->f; }
+
+static int matmul(const struct qp_llama *m, float *y, const struct qp_gguf_tensor *w,
+                  const float *x, int64_t n, struct qp_err *err)
+{
+	int rc = qp_ops_matmul(y, w->ne[1], w->type, w->data, w->ne[1], w->ne[0], x, n, m->threads, err);
+	if (rc)
+		qp_err_prefix(err, "%s: tensor '%s'", m->path, w->name);
+	return rc;
+}
+
+struct attn_job {
+	const struct qp_llama *m;
+	const struct layer *l;
+	int64_t pos;      /* position of the batch's first token */
+	int64_t n;        /* tokens in the batch */
+	int failed;
+};
+
+static void attn_rows(void *arg, int64_t i0, int64_t i1)
+{
+	struct attn_job *j = arg;
+	const struct qp_llama_hparams *hp = &j->m->hp;
+	int64_t hd = hp->head_dim, nkv = hp->n_head_kv * hd, group = hp->n_head / hp->n_head_kv;
+	float *scores = malloc((size_t)(j->pos + j->n) * sizeof(float));
+	if (!scores) {
+		j->failed = 1;
+		return;
+	}
+	const float scale = 1.0f / sqrtf((float)hd);
+	for (int64_t i = i0; i < i1; i++) {
+		int64_t t = i / hp->n_head, h = i % hp->n_head, kvh = h / group;
+		const float *q = j->m->q + t * hp->n_head * hd + h * hd;
+		float *o = j->m->a + t * hp->n_head * hd + h * hd;
+		qp_ops_attn_head(o, q, j->l->k_cache + kvh * hd, nkv, j->l->v_cache + kvh * hd, nkv,
+		                 j->pos + t + 1, hd, scale, scores);
+	}
+	free(scores);
+}
+
+int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t pos, float *logits,
+                  struct qp_err *err)
+{
+	const struct qp_llama_hparams *hp = &m->hp;
+	if (n < 1 || pos < 0 || pos + n > m->n_ctx)
+		return qp_err_set(err, QP_EINVAL, "positions %lld to %lld do not fit the context of %lld",
+		                  (long long)pos, (long long)(pos + n - 1), (long long)m->n_ctx);
+	int64_t d = hp->n_embd, hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+	size_t erow;
+	if (qp_type_row_size(m->tok_embd->type, d, &erow))
+		return qp_err_set(err, QP_EINVAL, "%s: token_embd.weight: bad row size", m->path);
+	for (int64_t t = 0; t < n; t++) {
+		if (tokens[t] < 0 || tokens[t] >= hp->n_vocab)
+			return qp_err_set(err, QP_EINVAL, "token %lld: id %d is out of range (vocabulary of %lld)",
+			                  (long long)t, tokens[t], (long long)hp->n_vocab);
+		qp_kernels_to_f32(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[t] * erow,
+		                  m->x + t * d, d);
+	}
+	int rc;
+	for (int64_t li = 0; li < hp->n_layer; li++) {
+		struct layer *l = &m->layers[li];
+		for (int64_t t = 0; t < n; t++)
+			qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->attn_norm, d, hp->eps);
+		if ((rc = matmul(m, m->q, l->wq, m->h, n, err)) || (rc = matmul(m, m->k, l->wk, m->h, n, err)) ||
+		    (rc = matmul(m, m->v, l->wv, m->h, n, err)))
+			return rc;
+		for (int64_t t = 0; t < n; t++) {
+			qp_ops_rope_norm(m->q + t * nq, hp->n_head, hd, hp->n_rot, pos + t, hp->rope_base);
+			qp_ops_rope_norm(m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, pos + t, hp->rope_base);
+		}
+		memcpy(l->k_cache + pos * nkv, m->k, (size_t)(n * nkv) * sizeof(float));
+		memcpy(l->v_cache + pos * nkv, m->v, (size_t)(n * nkv) * sizeof(float));
+		struct attn_job job = {m, l, pos, n, 0};
+		qp_ops_parallel(m->threads, n * hp->n_head, attn_rows, &job);
+		if (job.failed)
+			return qp_err_nomem(err);
+		/* x += a Wo: the product lands in h, then is added */
+		if ((rc = matmul(m, m->h, l->wo, m->a, n, err)))
+			return rc;
+		qp_ops_axpy(m->x, 1.0f, m->h, n * d);
+		for (int64_t t = 0; t < n; t++)
+			qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->ffn_norm, d, hp->eps);
+		if ((rc = matmul(m, m->g, l->wg, m->h, n, err)) || (rc = matmul(m, m->u, l->wu, m->h, n, err)))
+			return rc;
+		qp_ops_silu_mul(m->g, m->u, n * hp->n_ff);
+		if ((rc = matmul(m, m->h, l->wd, m->g, n, err)))
+			return rc;
+		qp_ops_axpy(m->x, 1.0f, m->h, n * d);
+	}
+	for (int64_t t = 0; t < n; t++)
+		qp_ops_rmsnorm(m->h + t * d, m->x + t * d, m->out_norm, d, hp->eps);
+	return matmul(m, logits, m->output, m->h, n, err);
+}

@@ -1,0 +1,46 @@
+/* The Llama forward pass over a GGUF file as qpipe's export.gguf (and
+ * llama.cpp's converter) writes it: llama.cpp's tensor names, q/k rows in
+ * the interleaved RoPE layout ("normal" RoPE), 2-D weights of any type
+ * the kernel table can take a dot product with, tied output when the file
+ * has no output.weight. Grouped-query attention, RMSNorm, SwiGLU, a KV
+ * cache of n_ctx positions, and matrix products split over threads. */
+#ifndef QP_LLAMA_H
+#define QP_LLAMA_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct qp_llama;
+struct qp_gguf_file;
+
+struct qp_llama_hparams {
+	int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+	int64_t n_rot;          /* RoPE dimensions per head (<= head_dim) */
+	int64_t n_ctx_train;    /* llama.context_length */
+	float eps;              /* RMSNorm epsilon */
+	float rope_base;        /* llama.rope.freq_base */
+};
+
+/* Architectures qp_llama_open accepts, for messages: "llama". */
+extern const char qp_llama_supported[];
+
+/* Map the GGUF at path and check every tensor the pass needs (name, shape,
+ * type has a dot product); a KV cache of n_ctx positions; up to threads
+ * threads. Fails naming the file and tensor or key; an architecture other
+ * than llama is refused with the list of supported ones. */
+int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int threads,
+                  struct qp_err *err);
+void qp_llama_free(struct qp_llama *m);
+
+const struct qp_llama_hparams *qp_llama_hparams(const struct qp_llama *m);
+/* The mapped file (borrowed until free), e.g. for its tokenizer. */
+const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m);
+
+/* Run n tokens at positions pos .. pos + n - 1 in one batch, after the
+ * pos positions already in the KV cache, and write logits for every one
+ * of them to logits[n][n_vocab]. pos + n must not exceed n_ctx. */
+int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t pos, float *logits,
+                  struct qp_err *err);
+
+#endif

@@ -1,0 +1,82 @@
+#include "model/perplexity.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+#include "model/llama.h"
+
+int qp_ppl_window(struct qp_nll_sums *sums, struct qp_llama *m, const int32_t *tokens, int64_t n,
+                  int64_t first, float *logits, struct qp_err *err)
+{
+	int rc = qp_llama_eval(m, tokens, n, 0, logits, err);
+	if (rc)
+		return rc;
+	int64_t nv = qp_llama_hparams(m)->n_vocab;
+	for (int64_t j = first < 0 ? 0 : first; j < n - 1; j++) {
+		double nll = qp_ops_nll(logits + j * nv, nv, tokens[j + 1]);
+		sums->nll += nll;
+		sums->nll2 += nll * nll;
+		sums->n++;
+	}
+	return 0;
+}
+
+void qp_ppl_finish(struct qp_ppl_result *out, const struct qp_nll_sums *s)
+{
+	out->n_scored = s->n;
+	if (s->n == 0) {
+		out->nll = out->ppl = out->ppl_err = 0.0;
+		return;
+	}
+	double mean = s->nll / (double)s->n;
+	double var = s->nll2 / (double)s->n - mean * mean;
+	out->nll = mean;
+	out->ppl = exp(mean);
+	out->ppl_err = var > 0.0 && s->n > 1 ? out->ppl * sqrt(var / (double)(s->n - 1)) : 0.0;
+}
+
+int qp_ppl_run(struct qp_ppl_result *out, struct qp_llama *m, const int32_t *tokens,
+               int64_t n_tokens, int32_t bos, const struct qp_ppl_params *p,
+               qp_ppl_progress_fn progress, void *arg, struct qp_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	int64_t n_ctx = p->n_ctx;
+	int64_t first = p->first < 0 ? n_ctx / 2 : p->first;
+	if (n_ctx < 2 || first >= n_ctx - 1)
+		return qp_err_set(err, QP_EINVAL, "n_ctx %lld leaves no token to score", (long long)n_ctx);
+	if (n_tokens < n_ctx)
+		return qp_err_set(err, QP_EINVAL,
+		                  "the text is %lld tokens long, shorter than one chunk of n_ctx %lld tokens",
+		                  (long long)n_tokens, (long long)n_ctx);
+	int64_t n_chunks = n_tokens / n_ctx;
+	if (p->chunks > 0 && p->chunks < n_chunks)
+		n_chunks = p->chunks;
+	int64_t nv = qp_llama_hparams(m)->n_vocab;
+	float *logits = malloc((size_t)n_ctx * (size_t)nv * sizeof(float));
+	int32_t *chunk = malloc((size_t)n_ctx * sizeof(int32_t));
+	int rc = 0;
+	if (!logits || !chunk) {
+		rc = qp_err_nomem(err);
+		goto out;
+	}
+	struct qp_nll_sums sums = {0};
+	for (int64_t c = 0; c < n_chunks && !rc; c++) {
+		memcpy(chunk, tokens + c * n_ctx, (size_t)n_ctx * sizeof(int32_t));
+		if (bos >= 0)
+			chunk[0] = bos;
+		rc = qp_ppl_window(&sums, m, chunk, n_ctx, first, logits, err);
+		if (!rc && progress)
+			rc = progress(arg, c + 1, n_chunks, err);
+	}
+	if (!rc) {
+		qp_ppl_finish(out, &sums);
+		out->n_chunks = n_chunks;
+		out->n_tokens = n_tokens;
+	}
+out:
+	free(logits);
+	free(chunk);
+	return rc;
+}

@@ -1,0 +1,56 @@
+/* Perplexity by llama.cpp's llama-perplexity method: the whole text is
+ * tokenized once (with BOS), cut into chunks of n_ctx tokens, the first
+ * token of each chunk is replaced by BOS, each chunk runs from an empty KV
+ * cache, and only the predictions of tokens n_ctx/2 + 1 .. n_ctx - 1 of
+ * each chunk (from the logits of positions n_ctx/2 .. n_ctx - 2) are
+ * scored. PPL = exp(mean NLL); its uncertainty is llama.cpp's:
+ * PPL * sqrt((E[nll^2] - E[nll]^2) / (N - 1)) over the N scored tokens. */
+#ifndef QP_PERPLEXITY_H
+#define QP_PERPLEXITY_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct qp_llama;
+
+struct qp_ppl_params {
+	int64_t n_ctx;    /* tokens per chunk (at most the model's KV cache) */
+	int64_t chunks;   /* chunks to run; 0: all that fit in the text */
+	int64_t first;    /* first scored position in a chunk; -1: n_ctx / 2 */
+};
+
+struct qp_ppl_result {
+	double ppl, ppl_err;
+	double nll;           /* mean NLL per scored token, nats */
+	int64_t n_chunks;     /* chunks run */
+	int64_t n_scored;     /* tokens scored */
+	int64_t n_tokens;     /* tokens in the whole text */
+};
+
+/* Running sums over scored tokens. */
+struct qp_nll_sums {
+	double nll, nll2;     /* sum of -log p and of (log p)^2 */
+	int64_t n;
+};
+
+/* Called after each chunk; a nonzero return (with err set) stops the run. */
+typedef int (*qp_ppl_progress_fn)(void *arg, int64_t done, int64_t total, struct qp_err *err);
+
+/* Run tokens[n] as one window from an empty cache (positions 0 .. n-1)
+ * and add the NLL of tokens[j + 1] under the logits of position j, for
+ * first <= j < n - 1, into sums. logits is scratch of n * n_vocab floats. */
+int qp_ppl_window(struct qp_nll_sums *sums, struct qp_llama *m, const int32_t *tokens, int64_t n,
+                  int64_t first, float *logits, struct qp_err *err);
+
+/* The method above over tokens[n_tokens] (already tokenized with BOS);
+ * bos replaces each chunk's first token. Fails with a clear message when
+ * the text holds fewer than n_ctx tokens. */
+int qp_ppl_run(struct qp_ppl_result *out, struct qp_llama *m, const int32_t *tokens,
+               int64_t n_tokens, int32_t bos, const struct qp_ppl_params *p,
+               qp_ppl_progress_fn progress, void *arg, struct qp_err *err);
+
+/* PPL and its uncertainty from sums, as above. */
+void qp_ppl_finish(struct qp_ppl_result *out, const struct qp_nll_sums *sums);
+
+#endif

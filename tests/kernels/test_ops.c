@@ -1,0 +1,227 @@
+/* kernels/ops: each operation against a plain double-precision reference
+ * written from its definition, and the matrix product against a double dot
+ * of the dequantized weights for every type with a dot product, at 1, 2
+ * and 3 threads (results must be bit-identical across thread counts). */
+#include <math.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "../formats/tf.h"
+
+static struct qp_err err;
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float rnd(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (float)((double)(z >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static void fill(float *x, int64_t n, float scale)
+{
+	for (int64_t i = 0; i < n; i++)
+		x[i] = rnd() * scale;
+}
+
+#define CHECK_NEAR(a, b, tol)                                                                 \
+	do {                                                                                      \
+		double tf_x_ = (a), tf_y_ = (b);                                                      \
+		if (!(fabs(tf_x_ - tf_y_) <= (tol) * (1.0 + fabs(tf_y_)))) {                          \
+			tf_fail(__FILE__, __LINE__, "%s = %.9g, expected %.9g", #a, tf_x_, tf_y_);        \
+			return;                                                                           \
+		}                                                                                     \
+	} while (0)
+
+static void ops__rmsnorm_matches_double_reference(void)
+{
+	for (int64_t n = 1; n <= 515; n += 57) {
+		float x[600], w[600], y[600];
+		fill(x, n, 3.0f);
+		fill(w, n, 1.0f);
+		double ss = 0;
+		for (int64_t i = 0; i < n; i++)
+			ss += (double)x[i] * x[i];
+		double s = 1.0 / sqrt(ss / (double)n + 1e-5);
+		qp_ops_rmsnorm(y, x, w, n, 1e-5f);
+		for (int64_t i = 0; i < n; i++)
+			CHECK_NEAR(y[i], x[i] * s * w[i], 1e-6);
+		qp_ops_rmsnorm(x, x, w, n, 1e-5f); /* in place */
+		CHECK(memcmp(x, y, (size_t)n * sizeof(float)) == 0);
+	}
+}
+
+static void ops__rope_norm_rotates_pairs_by_position_angle(void)
+{
+	const int64_t heads = 3, hd = 16;
+	for (int64_t n_rot = 8; n_rot <= hd; n_rot += 8)
+		for (int64_t pos = 0; pos < 300; pos += 37) {
+			float x[48], orig[48];
+			fill(x, heads * hd, 1.0f);
+			memcpy(orig, x, sizeof(x));
+			qp_ops_rope_norm(x, heads, hd, n_rot, pos, 10000.0f);
+			for (int64_t h = 0; h < heads; h++)
+				for (int64_t i = 0; i < hd; i += 2) {
+					const float *o = orig + h * hd + i;
+					double a = i < n_rot ? (double)pos * pow(10000.0, -(double)i / (double)n_rot) : 0;
+					CHECK_NEAR(x[h * hd + i], o[0] * cos(a) - o[1] * sin(a), 2e-4);
+					CHECK_NEAR(x[h * hd + i + 1], o[0] * sin(a) + o[1] * cos(a), 2e-4);
+				}
+		}
+}
+
+static void ops__softmax_sums_to_one_and_matches_double(void)
+{
+	float x[200];
+	double e[200], sum = 0;
+	fill(x, 200, 30.0f);
+	float mx = -INFINITY;
+	for (int i = 0; i < 200; i++)
+		mx = fmaxf(mx, x[i]);
+	for (int i = 0; i < 200; i++)
+		sum += e[i] = exp((double)x[i] - mx);
+	qp_ops_softmax(x, 200);
+	double s = 0;
+	for (int i = 0; i < 200; i++) {
+		CHECK_NEAR(x[i], e[i] / sum, 1e-6);
+		s += x[i];
+	}
+	CHECK_NEAR(s, 1.0, 1e-6);
+	float one = -1e30f;
+	qp_ops_softmax(&one, 1);
+	CHECK(one == 1.0f);
+}
+
+static void ops__silu_mul_and_axpy_match_formula(void)
+{
+	float g[100], u[100], g0[100], y[100], y0[100];
+	fill(g, 100, 8.0f);
+	fill(u, 100, 2.0f);
+	fill(y, 100, 1.0f);
+	memcpy(g0, g, sizeof(g));
+	memcpy(y0, y, sizeof(y));
+	qp_ops_silu_mul(g, u, 100);
+	qp_ops_axpy(y, 0.5f, u, 100);
+	for (int i = 0; i < 100; i++) {
+		CHECK_NEAR(g[i], g0[i] / (1.0 + exp(-(double)g0[i])) * u[i], 1e-6);
+		CHECK_NEAR(y[i], y0[i] + 0.5 * u[i], 1e-7);
+	}
+}
+
+static void ops__attn_head_matches_double_reference(void)
+{
+	const int64_t hd = 64, n_kv = 77, stride = 3 * hd;
+	static float k[77 * 192], v[77 * 192];
+	float q[64], out[64], sc[77];
+	fill(k, n_kv * stride, 1.0f);
+	fill(v, n_kv * stride, 1.0f);
+	fill(q, hd, 1.0f);
+	const float scale = 1.0f / 8.0f;
+	qp_ops_attn_head(out, q, k, stride, v, stride, n_kv, hd, scale, sc);
+	double p[77], mx = -1e300, sum = 0;
+	for (int64_t j = 0; j < n_kv; j++) {
+		double d = 0;
+		for (int64_t i = 0; i < hd; i++)
+			d += (double)q[i] * k[j * stride + i];
+		p[j] = d * scale;
+		mx = fmax(mx, p[j]);
+	}
+	for (int64_t j = 0; j < n_kv; j++)
+		sum += p[j] = exp(p[j] - mx);
+	for (int64_t i = 0; i < hd; i++) {
+		double o = 0;
+		for (int64_t j = 0; j < n_kv; j++)
+			o += p[j] / sum * v[j * stride + i];
+		CHECK_NEAR(out[i], o, 1e-5);
+	}
+}
+
+static void ops__nll_is_minus_log_softmax_in_double(void)
+{
+	float l[1000];
+	fill(l, 1000, 20.0f);
+	double mx = -1e300, s = 0;
+	for (int i = 0; i < 1000; i++)
+		mx = fmax(mx, l[i]);
+	for (int i = 0; i < 1000; i++)
+		s += exp(l[i] - mx);
+	for (int t = 0; t < 1000; t += 111)
+		CHECK_NEAR(qp_ops_nll(l, 1000, t), log(s) - (l[t] - mx), 1e-7);
+}
+
+static void ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count(void)
+{
+	const int64_t rows = 37, k = 256, ntok = 5;
+	float *wf = malloc(rows * k * sizeof(float)), *x = malloc(ntok * k * sizeof(float));
+	float *wd = malloc(rows * k * sizeof(float));
+	float *y[3];
+	fill(wf, rows * k, 1.0f);
+	fill(x, ntok * k, 1.0f);
+	int tested = 0;
+	for (int ti = 0; ti < QP_TYPE_COUNT; ti++) {
+		const struct qp_kernel_ops *ops = qp_kernels_get((enum qp_type)ti);
+		if (!ops || !ops->vec_dot)
+			continue;
+		size_t rs;
+		CHECK(qp_type_row_size(ti, k, &rs) == 0);
+		void *w = malloc(rs * rows);
+		for (int64_t r = 0; r < rows; r++)
+			ops->quantize_row(wf + r * k, (char *)w + r * rs, k);
+		CHECK(qp_kernels_to_f32((enum qp_type)ti, w, wd, rows * k) == 0);
+		for (int th = 1; th <= 3; th++) {
+			y[th - 1] = malloc(ntok * (rows + 3) * sizeof(float));
+			CHECK_OK(qp_ops_matmul(y[th - 1], rows + 3, (enum qp_type)ti, w, rows, k, x, ntok, th, &err));
+		}
+		double se = 0, sr = 0;
+		for (int64_t t = 0; t < ntok; t++)
+			for (int64_t r = 0; r < rows; r++) {
+				double d = 0;
+				for (int64_t i = 0; i < k; i++)
+					d += (double)wd[r * k + i] * x[t * k + i];
+				double e = y[0][t * (rows + 3) + r] - d;
+				se += e * e;
+				sr += d * d;
+				CHECK(y[1][t * (rows + 3) + r] == y[0][t * (rows + 3) + r]);
+				CHECK(y[2][t * (rows + 3) + r] == y[0][t * (rows + 3) + r]);
+			}
+		/* activations quantized to q8: about 1e-4 NMSE; f16 far less */
+		if (!(se / sr < 1e-3)) {
+			tf_fail(__FILE__, __LINE__, "type %s: nmse %g", qp_type_traits(ti)->name, se / sr);
+			return;
+		}
+		for (int th = 0; th < 3; th++)
+			free(y[th]);
+		free(w);
+		tested++;
+	}
+	CHECK(tested >= 8);
+	CHECK_ERR(qp_ops_matmul(NULL, 0, QP_TYPE_Q4_0, wf, 1, 33, x, 1, 1, &err), QP_EINVAL,
+	          "rows of 33 elements do not divide into q4_0 blocks");
+	CHECK_ERR(qp_ops_matmul(NULL, 0, QP_TYPE_IQ2_XXS, wf, 1, 256, x, 1, 1, &err), QP_EINVAL,
+	          "type iq2_xxs has no dot product kernel");
+	free(wf);
+	free(wd);
+	free(x);
+}
+
+int main(int argc, char **argv)
+{
+	struct qp_err e = {0};
+	if (qp_kernels_init(NULL, &e) != 0) {
+		fprintf(stderr, "%s\n", e.msg);
+		return 1;
+	}
+	static const struct tf_test tests[] = {
+		TF_TEST(ops__rmsnorm_matches_double_reference),
+		TF_TEST(ops__rope_norm_rotates_pairs_by_position_angle),
+		TF_TEST(ops__softmax_sums_to_one_and_matches_double),
+		TF_TEST(ops__silu_mul_and_axpy_match_formula),
+		TF_TEST(ops__attn_head_matches_double_reference),
+		TF_TEST(ops__nll_is_minus_log_softmax_in_double),
+		TF_TEST(ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count),
+	};
+	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
+}
