@@ -94,6 +94,7 @@ static int run_ppl(struct qp_stage_ctx *ctx, struct qp_err *err)
 	json_object_set_new(met, "text_tokens", json_integer(r.n_tokens));
 	json_object_set_new(met, "tokenizer", json_string(qp_tokenizer_describe(tok)));
 	json_object_set_new(met, "gguf", json_string(ga->instance));
+	json_object_set_new(met, "text", json_string(text_path));
 out:
 	free(ids);
 	free(text);
@@ -222,7 +223,7 @@ out:
 
 const struct qp_stage_kind qp_kind_evaluate = {
 	.name = "evaluate",
-	.version = 2,
+	.version = 3,
 	.summary = "size, bits per weight, weight error against the source, perplexity",
 	.params = params,
 	.run = run,

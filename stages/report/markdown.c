@@ -29,7 +29,7 @@ static const char *metric_format(const char *name)
 {
 	static const struct { const char *name, *fmt; } f[] = {
 		{"size_mb", "%.2f"}, {"bits_per_weight", "%.2f"}, {"rmse", "%.3e"},
-		{"max_abs", "%.3e"}, {"rel_err", "%.4f"},
+		{"max_abs", "%.3e"}, {"rel_err", "%.4f"}, {"ppl", "%.4f"}, {"ppl_err", "%.4f"},
 	};
 	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
 		if (!strcmp(f[i].name, name))
@@ -125,6 +125,23 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	              "element, all tensors; rmse, max_abs, rel_err: dequantized 2-D weights against "
 	              "the source weights (rel_err = ||w - q|| / ||w||).\n");
 	for (size_t i = 0; i < n; i++) {
+		json_t *m = in[i]->metrics;
+		if (!json_is_number(json_object_get(m, "ppl")))
+			continue;
+		const char *text = json_string_value(json_object_get(m, "text"));
+		const char *base = text ? strrchr(text, '/') : NULL;
+		bad |= append(&md, &len, &cap,
+		              "ppl: perplexity ± its standard error by %s; n_ctx %lld, %lld chunk(s), "
+		              "%lld tokens scored of %s; tokenizer: %s.\n",
+		              json_string_value(json_object_get(m, "ppl_method")),
+		              (long long)json_integer_value(json_object_get(m, "n_ctx")),
+		              (long long)json_integer_value(json_object_get(m, "chunks")),
+		              (long long)json_integer_value(json_object_get(m, "tokens_scored")),
+		              base ? base + 1 : text ? text : "?",
+		              json_string_value(json_object_get(m, "tokenizer")));
+		break;
+	}
+	for (size_t i = 0; i < n; i++) {
 		json_t *fb = json_object_get(in[i]->metrics, "fallback");
 		if (!json_array_size(fb))
 			continue;
@@ -155,7 +172,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 
 const struct qp_stage_kind qp_kind_report_markdown = {
 	.name = "report.markdown",
-	.version = 1,
+	.version = 2,
 	.summary = "a markdown table of the metrics of a stage's instances",
 	.params = params,
 	.run = run,
