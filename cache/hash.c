@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -98,6 +100,25 @@ int qp_hash_file(struct qp_hash *out, const char *path, struct qp_err *err)
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	struct qp_hasher *h;
 	int rc = qp_hasher_new(&h, err);
+	/* A regular file is hashed through a mapping: no copy into a buffer,
+	 * which read(2) would cost (hashing runs at about twice memcpy speed). */
+	struct stat st;
+	if (rc == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p != MAP_FAILED) {
+			madvise(p, (size_t)st.st_size, MADV_SEQUENTIAL);
+			for (size_t off = 0; off < (size_t)st.st_size; off += READ_CHUNK) {
+				size_t len = (size_t)st.st_size - off < READ_CHUNK ? (size_t)st.st_size - off
+				                                                   : READ_CHUNK;
+				qp_hasher_update(h, (const uint8_t *)p + off, len);
+			}
+			munmap(p, (size_t)st.st_size);
+			qp_hasher_digest(h, out);
+			qp_hasher_free(h);
+			close(fd);
+			return 0;
+		}
+	}
 	uint8_t *buf = NULL;
 	if (rc == 0) {
 		buf = malloc(READ_CHUNK);

@@ -33,6 +33,7 @@ struct qp_statcache {
 	long long written_ns;   /* mtime of the cache file when loaded; 0 if none */
 	int dirty;
 	unsigned long misses;
+	unsigned long long bytes_hashed;
 };
 
 static long long mtime_ns(const struct stat *st)
@@ -150,6 +151,7 @@ int qp_statcache_hash_file(struct qp_statcache *c, const char *path, struct qp_h
 	if (rc)
 		return rc;
 	c->misses++;
+	c->bytes_hashed += (unsigned long long)st.st_size;
 	if (path[0] != '/' || strchr(path, '\n') || strchr(path, '\t'))
 		return 0;
 	if (!e && !(e = add(c, path)))
@@ -187,6 +189,11 @@ int qp_statcache_save(struct qp_statcache *c, struct qp_err *err)
 	if (!rc)
 		c->dirty = 0;
 	return rc;
+}
+
+unsigned long long qp_statcache_bytes_hashed(const struct qp_statcache *c)
+{
+	return c->bytes_hashed;
 }
 
 unsigned long qp_statcache_misses(const struct qp_statcache *c)

@@ -24,7 +24,9 @@ int qp_statcache_hash_file(struct qp_statcache *c, const char *path, struct qp_h
                            struct qp_err *err);
 /* Write the cache back if anything changed. */
 int qp_statcache_save(struct qp_statcache *c, struct qp_err *err);
-/* Files hashed by reading them since open (for tests and benchmarks). */
+/* Files, and their bytes, hashed by reading them since open (for tests
+ * and benchmarks: a stat cache hit reads nothing). */
 unsigned long qp_statcache_misses(const struct qp_statcache *c);
+unsigned long long qp_statcache_bytes_hashed(const struct qp_statcache *c);
 
 #endif

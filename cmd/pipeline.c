@@ -189,9 +189,11 @@ static void io_event(struct session *s)
 		}
 		fclose(f);
 	}
-	json_event(s, json_pack("{s:s, s:I, s:I, s:I}", "event", "io", "rchar", (json_int_t)rchar,
+	json_event(s, json_pack("{s:s, s:I, s:I, s:I, s:I}", "event", "io", "rchar", (json_int_t)rchar,
 	                        "read_bytes", (json_int_t)read_bytes, "inputs_hashed",
-	                        (json_int_t)(s->statcache ? qp_statcache_misses(s->statcache) : 0)));
+	                        (json_int_t)(s->statcache ? qp_statcache_misses(s->statcache) : 0),
+	                        "bytes_hashed",
+	                        (json_int_t)(s->statcache ? qp_statcache_bytes_hashed(s->statcache) : 0)));
 }
 
 static void print_diags(const struct qp_diags *d)

@@ -61,10 +61,7 @@ static int is_ref(enum qp_ptype t)
 
 static long stage_index(const struct qp_recipe *r, const char *name)
 {
-	for (size_t i = 0; i < r->n_stages; i++)
-		if (strcmp(r->stages[i].name, name) == 0)
-			return (long)i;
-	return -1;
+	return qp_recipe_stage_index(r, name);
 }
 
 static const char **stage_names(struct builder *b)

@@ -250,6 +250,11 @@ static void apply_sets(struct loader *l, struct qp_ynode *root, const char *cons
 	}
 }
 
+static int cmp_stage(const void *a, const void *b)
+{
+	return strcmp(((const struct qp_stage_ref *)a)->name, ((const struct qp_stage_ref *)b)->name);
+}
+
 static int absolute_dir(struct qp_recipe *r, struct qp_arena *a, const char *path, struct qp_err *err)
 {
 	char buf[PATH_MAX];
@@ -345,6 +350,13 @@ int qp_recipe_parse(struct qp_recipe **out, struct qp_arena *arena, const char *
 		return qp_err_nomem(err);
 	for (size_t i = 0; i < stages->n; i++)
 		load_stage(&l, &r->stages[i], stages->keys[i], stages->items[i]);
+	r->by_name = qp_arena_calloc(arena, stages->n + 1, sizeof(*r->by_name));
+	if (!r->by_name)
+		return qp_err_nomem(err);
+	for (size_t i = 0; i < stages->n; i++)
+		r->by_name[i] = (struct qp_stage_ref){r->stages[i].name, i};
+	if (stages->n)
+		qsort(r->by_name, stages->n, sizeof(*r->by_name), cmp_stage);
 done:
 	if (diags->n + diags->dropped > before)
 		return qp_err_set(err, QP_EINVAL, "%s", diags->msgs[before < diags->n ? before : 0]);
@@ -352,10 +364,24 @@ done:
 	return 0;
 }
 
+long qp_recipe_stage_index(const struct qp_recipe *r, const char *name)
+{
+	size_t lo = 0, hi = r->by_name ? r->n_stages : 0;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(r->by_name[mid].name, name);
+		if (c == 0)
+			return (long)r->by_name[mid].idx;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
 const struct qp_rstage *qp_recipe_stage(const struct qp_recipe *r, const char *name)
 {
-	for (size_t i = 0; i < r->n_stages; i++)
-		if (strcmp(r->stages[i].name, name) == 0)
-			return &r->stages[i];
-	return NULL;
+	long i = qp_recipe_stage_index(r, name);
+	return i < 0 ? NULL : &r->stages[i];
 }

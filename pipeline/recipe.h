@@ -21,6 +21,11 @@ struct qp_rstage {
 	const struct qp_ynode *needs;        /* list of stage names, or NULL */
 };
 
+struct qp_stage_ref {
+	const char *name;
+	size_t idx;                /* into qp_recipe.stages */
+};
+
 struct qp_recipe {
 	const char *path;          /* as given */
 	const char *dir;           /* absolute folder of the recipe; paths resolve here */
@@ -28,6 +33,7 @@ struct qp_recipe {
 	const struct qp_ynode *vars;  /* mapping or NULL */
 	size_t n_stages;
 	struct qp_rstage *stages;  /* in file order */
+	struct qp_stage_ref *by_name;  /* stages sorted by name, for lookups */
 };
 
 /* Read and check the recipe at path, with n_sets overrides applied first
@@ -44,7 +50,8 @@ int qp_recipe_parse(struct qp_recipe **out, struct qp_arena *arena, const char *
                     const char *dir, const char *text, size_t len, const char *const *sets,
                     size_t n_sets, struct qp_diags *diags, struct qp_err *err);
 
-/* Stage by name, or NULL. */
+/* Stage by name, or NULL; its index, or -1. O(log n). */
 const struct qp_rstage *qp_recipe_stage(const struct qp_recipe *r, const char *name);
+long qp_recipe_stage_index(const struct qp_recipe *r, const char *name);
 
 #endif

@@ -1,5 +1,6 @@
 #include "pipeline/ytree.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
@@ -69,6 +70,47 @@ static int push(struct builder *b, struct qp_ynode ***arr, size_t *cap, size_t n
 
 static int build_node(struct builder *b, yaml_event_t *ev, int depth, struct qp_ynode **out);
 
+static int cmp_key(const void *x, const void *y)
+{
+	const struct qp_ynode *a = *(const struct qp_ynode *const *)x;
+	const struct qp_ynode *c = *(const struct qp_ynode *const *)y;
+	int r = strcmp(a->str, c->str);
+	if (r)
+		return r;
+	return a->line != c->line ? (a->line < c->line ? -1 : 1) : (a->col < c->col ? -1 : a->col > c->col);
+}
+
+/* Duplicate keys, found by sorting (a recipe of thousands of stages must
+ * not cost a quadratic number of comparisons); the message names the later
+ * one and the line of the first. */
+static int check_duplicates(struct builder *b, const struct qp_ynode *map)
+{
+	if (map->n < 2)
+		return 0;
+	struct qp_ynode **sorted = qp_arena_calloc(b->arena, map->n, sizeof(*sorted));
+	if (!sorted)
+		return oom(b);
+	memcpy(sorted, map->keys, map->n * sizeof(*sorted));
+	qsort(sorted, map->n, sizeof(*sorted), cmp_key);
+	const struct qp_ynode *bad = NULL, *first = NULL;
+	for (size_t i = 1; i < map->n; i++)
+		if (!strcmp(sorted[i - 1]->str, sorted[i]->str)) {
+			/* the earliest duplicate in the file is the one to report */
+			size_t f = i - 1;
+			while (f > 0 && !strcmp(sorted[f - 1]->str, sorted[i]->str))
+				f--;
+			if (!bad || sorted[i]->line < bad->line ||
+			    (sorted[i]->line == bad->line && sorted[i]->col < bad->col)) {
+				bad = sorted[i];
+				first = sorted[f];
+			}
+		}
+	if (bad)
+		return qp_err_set(b->err, QP_EINVAL, "%s:%d:%d: duplicate key '%s' (first at line %d)",
+		                  b->name, bad->line, bad->col, bad->str, first->line);
+	return 0;
+}
+
 static int build_children(struct builder *b, struct qp_ynode *node, int depth)
 {
 	size_t kcap = 0, icap = 0;
@@ -80,7 +122,7 @@ static int build_children(struct builder *b, struct qp_ynode *node, int depth)
 			return rc;
 		if (ev.type == end) {
 			yaml_event_delete(&ev);
-			return 0;
+			return node->kind == QP_Y_MAP ? check_duplicates(b, node) : 0;
 		}
 		struct qp_ynode *child = NULL;
 		rc = build_node(b, &ev, depth + 1, &child);
@@ -96,11 +138,6 @@ static int build_children(struct builder *b, struct qp_ynode *node, int depth)
 		if (child->kind != QP_Y_SCALAR)
 			return qp_err_set(b->err, QP_EINVAL, "%s:%d:%d: a mapping key must be a plain string",
 			                  b->name, child->line, child->col);
-		for (size_t i = 0; i < node->n; i++)
-			if (strcmp(node->keys[i]->str, child->str) == 0)
-				return qp_err_set(b->err, QP_EINVAL,
-				                  "%s:%d:%d: duplicate key '%s' (first at line %d)", b->name,
-				                  child->line, child->col, child->str, node->keys[i]->line);
 		struct qp_ynode *value = NULL;
 		rc = next(b, &ev);
 		if (rc)

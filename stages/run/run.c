@@ -121,7 +121,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		child(qp_ctx_recipe_dir(ctx), out, cmd, mem, logfd);
 	close(logfd);
 	int status = 0;
-	struct timespec tick = {0, 50 * 1000 * 1000};
+	/* poll quickly at first (most commands are short), then every 50 ms */
+	struct timespec tick = {0, 200 * 1000};
 	for (long n = 0;; n++) {
 		pid_t w = waitpid(pid, &status, WNOHANG);
 		if (w == pid)
@@ -135,6 +136,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 			return rc;
 		}
 		nanosleep(&tick, NULL);
+		if (tick.tv_nsec < 50 * 1000 * 1000)
+			tick.tv_nsec *= 2;
 	}
 	char tail[512];
 	if (WIFSIGNALED(status)) {
