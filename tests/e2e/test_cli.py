@@ -67,7 +67,7 @@ class Cli(unittest.TestCase):
         import signal, subprocess
         r = self.w.write("r.yaml", open(os.path.join(os.path.dirname(__file__), "..", "..",
                                                     "recipes", "demo.yaml")).read().replace(
-            "../../shared/data/models", os.path.join(qptest.SHARED, "data", "models")))
+            "../../shared", qptest.SHARED))
         p = subprocess.Popen([qptest.QPIPE, "run", r, "--cache-dir", self.w.cache],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = p.stderr.readline()
