@@ -68,7 +68,8 @@ class Cli(unittest.TestCase):
         r = self.w.write("r.yaml", open(os.path.join(os.path.dirname(__file__), "..", "..",
                                                     "recipes", "demo.yaml")).read().replace(
             "../../shared", qptest.SHARED))
-        p = subprocess.Popen([qptest.QPIPE, "run", r, "--cache-dir", self.w.cache],
+        fast = ["--set", "eval.metrics=size,weight_error"]  # perplexity would take a minute
+        p = subprocess.Popen([qptest.QPIPE, "run", r, "--cache-dir", self.w.cache] + fast,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = p.stderr.readline()
         self.assertTrue(first.startswith("ran     model"), first)
@@ -79,7 +80,7 @@ class Cli(unittest.TestCase):
         self.assertRegex(err, r"qpipe: interrupted")
         self.assertEqual(out, "")
         # what was interrupted left nothing half-made: a rerun completes
-        p2 = self.w.qpipe("run", r, "--cache-dir", self.w.cache, check=0)
+        p2 = self.w.qpipe("run", r, "--cache-dir", self.w.cache, *fast, check=0)
         self.assertIn("| q4_0 |", p2.stdout)
         tmp = os.path.join(self.w.cache, "tmp")
         self.assertEqual(os.listdir(tmp), [])
