@@ -54,6 +54,11 @@
 #include "cache/store.h"
 
 #include <dirent.h>
+#include <unistd.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <sys/file.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -737,4 +742,232 @@ int qp_store_get_meta(struct qp_store *s, const char *name, char **text, struct 
 		return rc;
 	size_t len;
 	return qp_os_read_file(text, &len, path, RECORD_MAX, err);
+}
+
+/* ---- gc ----
+ *
+ * LRU by the action record's mtime, which a plan refreshes on every cache
+ * hit (qp_store_touch_action). Nothing younger than the grace period is
+ * removed: a qpipe process running now may have stored objects whose record
+ * it has not written yet, or be about to read a record it just found. */
+
+int qp_store_touch_action(struct qp_store *s, const struct qp_hash *key)
+{
+	char path[PATH_BUF];
+	hashed_path(s, "actions", key, path);
+	return utimensat(AT_FDCWD, path, NULL, 0) == 0 ? 0 : -1;
+}
+
+int qp_store_rm_action(struct qp_store *s, const struct qp_hash *key, struct qp_err *err)
+{
+	char path[PATH_BUF];
+	hashed_path(s, "actions", key, path);
+	if (unlink(path) != 0)
+		return qp_err_set(err, errno == ENOENT ? QP_ENOTFOUND : QP_EIO, "%s: cannot remove:", path);
+	return 0;
+}
+
+struct gc_record {
+	char *key;
+	double mtime;
+	json_t *outputs;     /* borrowed from rec */
+	json_t *rec;
+	int removed;
+};
+
+static int cmp_age(const void *a, const void *b)
+{
+	const struct gc_record *x = a, *y = b;
+	return x->mtime < y->mtime ? -1 : x->mtime > y->mtime;
+}
+
+static double file_mtime(const char *path, long long *size)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return -1;
+	if (size)
+		*size = (long long)st.st_size;
+	return (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9;
+}
+
+/* Remove .tmp-* files and scratch folders older than the cutoff. */
+static void gc_temporaries(struct qp_store *s, double cutoff, struct qp_gc_stats *st)
+{
+	static const char *const areas[] = {"objects", "actions", "tmp", "meta", NULL};
+	for (size_t a = 0; areas[a]; a++) {
+		char dir[PATH_BUF];
+		snprintf(dir, sizeof(dir), "%s/%s", s->dir, areas[a]);
+		DIR *d = opendir(dir);
+		if (!d)
+			continue;
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] == '.' && strncmp(e->d_name, ".tmp-", 5))
+				continue;
+			char p[PATH_BUF];
+			if (qp_path_join(p, sizeof(p), dir, e->d_name, NULL))
+				continue;
+			double mt = file_mtime(p, NULL);
+			int is_tmp = !strncmp(e->d_name, ".tmp-", 5);
+			int is_scratch = !strcmp(areas[a], "tmp");
+			if (mt < 0 || mt >= cutoff || (!is_tmp && !is_scratch)) {
+				/* fan-out folders hold temporaries too */
+				if (!is_scratch && strlen(e->d_name) == 2) {
+					DIR *sd = opendir(p);
+					struct dirent *f;
+					while (sd && (f = readdir(sd))) {
+						char q[PATH_BUF];
+						if (strncmp(f->d_name, ".tmp-", 5) || qp_path_join(q, sizeof(q), p, f->d_name, NULL))
+							continue;
+						double qt = file_mtime(q, NULL);
+						if (qt >= 0 && qt < cutoff && unlink(q) == 0)
+							st->temporaries_removed++;
+					}
+					if (sd)
+						closedir(sd);
+				}
+				continue;
+			}
+			if (is_scratch)
+				qp_os_remove_tree(p);
+			else
+				unlink(p);
+			st->temporaries_removed++;
+		}
+		closedir(d);
+	}
+}
+
+int qp_store_gc(struct qp_store *s, unsigned long long max_bytes, double grace_s,
+                struct qp_gc_stats *st, struct qp_err *err)
+{
+	memset(st, 0, sizeof(*st));
+	char lockpath[PATH_BUF];
+	snprintf(lockpath, sizeof(lockpath), "%s/gc.lock", s->dir);
+	int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (lock < 0)
+		return qp_err_set(err, QP_EIO, "%s: cannot open:", lockpath);
+	if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+		close(lock);
+		return qp_err_set(err, QP_ELOCKED, "%s: another gc is running", lockpath);
+	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	double cutoff = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 - grace_s;
+
+	char **keys = NULL, **objs = NULL;
+	size_t nk = 0, no = 0;
+	struct gc_record *recs = NULL;
+	size_t nr = 0;
+	long long *osize = NULL;
+	char *keep = NULL;
+	int rc = collect(s, "actions", &keys, &nk, NULL, err);
+	if (!rc)
+		rc = collect(s, "objects", &objs, &no, NULL, err);
+	if (rc)
+		goto out;
+	recs = calloc(nk + 1, sizeof(*recs));
+	osize = calloc(no + 1, sizeof(*osize));
+	keep = calloc(no + 1, 1);
+	if (!recs || !osize || !keep) {
+		rc = qp_err_nomem(err);
+		goto out;
+	}
+	for (size_t i = 0; i < no; i++) {
+		char p[PATH_BUF];
+		struct qp_hash h;
+		qp_hash_from_hex(&h, objs[i]);
+		hashed_path(s, "objects", &h, p);
+		file_mtime(p, &osize[i]);
+		st->bytes_before += (unsigned long long)osize[i];
+		/* young objects may belong to a record not written yet */
+		if (file_mtime(p, NULL) >= cutoff)
+			keep[i] = 1;
+	}
+	for (size_t i = 0; i < nk; i++) {
+		struct qp_hash h;
+		json_t *rec = NULL;
+		struct qp_miss miss;
+		if (qp_hash_from_hex(&h, keys[i]) || qp_store_get_action_ex(s, &h, &rec, &miss, err))
+			continue;
+		char p[PATH_BUF];
+		hashed_path(s, "actions", &h, p);
+		if (!rec) {
+			/* unusable: it can only cost a rerun, never serve one */
+			if (miss.kind != QP_MISS_ABSENT && file_mtime(p, NULL) < cutoff && unlink(p) == 0)
+				st->records_removed++;
+			continue;
+		}
+		recs[nr] = (struct gc_record){keys[i], file_mtime(p, NULL), json_object_get(rec, "outputs"),
+		                              rec, 0};
+		nr++;
+	}
+	qsort(recs, nr, sizeof(*recs), cmp_age);
+	/* bytes referenced by the surviving records, counting each object once */
+	for (;;) {
+		memset(keep, 0, no);
+		for (size_t i = 0; i < no; i++) {
+			char p[PATH_BUF];
+			struct qp_hash h;
+			qp_hash_from_hex(&h, objs[i]);
+			hashed_path(s, "objects", &h, p);
+			keep[i] = file_mtime(p, NULL) >= cutoff;
+		}
+		unsigned long long used = 0;
+		for (size_t r = 0; r < nr; r++) {
+			if (recs[r].removed)
+				continue;
+			const char *name;
+			json_t *v;
+			json_object_foreach(recs[r].outputs, name, v) {
+				const char *hex = json_string_value(v);
+				char **hit = hex ? bsearch(&hex, objs, no, sizeof(*objs), cmp_name) : NULL;
+				if (hit)
+					keep[hit - objs] = 1;
+			}
+		}
+		for (size_t i = 0; i < no; i++)
+			if (keep[i])
+				used += (unsigned long long)osize[i];
+		size_t victim = nr;
+		for (size_t r = 0; r < nr && max_bytes && used > max_bytes; r++)
+			if (!recs[r].removed && recs[r].mtime < cutoff) {
+				victim = r;
+				break;
+			}
+		if (!max_bytes || used <= max_bytes || victim == nr) {
+			st->bytes_after = used;
+			break;
+		}
+		struct qp_hash h;
+		qp_hash_from_hex(&h, recs[victim].key);
+		if (qp_store_rm_action(s, &h, err) == 0)
+			st->records_removed++;
+		recs[victim].removed = 1;
+	}
+	for (size_t i = 0; i < no; i++) {
+		if (keep[i])
+			continue;
+		char p[PATH_BUF];
+		struct qp_hash h;
+		qp_hash_from_hex(&h, objs[i]);
+		hashed_path(s, "objects", &h, p);
+		if (unlink(p) == 0) {
+			st->objects_removed++;
+			st->bytes_freed += (unsigned long long)osize[i];
+		}
+	}
+	gc_temporaries(s, cutoff, st);
+	rc = 0;
+out:
+	for (size_t r = 0; recs && r < nr; r++)
+		json_decref(recs[r].rec);
+	free(recs);
+	free(osize);
+	free(keep);
+	free_names(keys, nk);
+	free_names(objs, no);
+	close(lock);
+	return rc;
 }

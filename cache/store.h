@@ -95,6 +95,26 @@ struct qp_verify {
 int qp_store_verify(struct qp_store *s, struct qp_verify *out,
                     void (*problem)(void *ud, const char *what), void *ud, struct qp_err *err);
 
+/* Mark key's record as just used (gc removes least recently used first). */
+int qp_store_touch_action(struct qp_store *s, const struct qp_hash *key);
+/* Remove key's action record; its objects go at the next gc. */
+int qp_store_rm_action(struct qp_store *s, const struct qp_hash *key, struct qp_err *err);
+
+struct qp_gc_stats {
+	size_t records_removed, objects_removed, temporaries_removed;
+	unsigned long long bytes_before;   /* all objects, before */
+	unsigned long long bytes_after;    /* objects the surviving records use */
+	unsigned long long bytes_freed;
+};
+
+/* Drop least recently used action records until the objects the rest use
+ * fit in max_bytes (0: no limit, only unusable records go), then every
+ * object no record uses, and writers' temporaries; nothing younger than
+ * grace_s seconds is touched (a run in progress may still need it).
+ * QP_ELOCKED if another gc runs. */
+int qp_store_gc(struct qp_store *s, unsigned long long max_bytes, double grace_s,
+                struct qp_gc_stats *st, struct qp_err *err);
+
 /* Crash tests: fn(arg, step) runs at each step of an object or record
  * commit: "tmp-open", "tmp-half", "tmp-full", "placed" (store.c). A fn that
  * _exit()s there leaves what a writer killed at that step leaves. */

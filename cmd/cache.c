@@ -1,6 +1,7 @@
 /* qpipe cache: look into the store and check it. */
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cache/store.h"
@@ -28,6 +29,28 @@ static void print_problem(void *ud, const char *what)
 	printf("bad  %s\n", what);
 }
 
+/* "500M", "20G", "1.5T", plain bytes; -1 if malformed. */
+static int parse_size(const char *s, unsigned long long *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || v < 0)
+		return -1;
+	double mul = 1;
+	switch (*end) {
+	case 'K': case 'k': mul = 1e3; end++; break;
+	case 'M': case 'm': mul = 1e6; end++; break;
+	case 'G': case 'g': mul = 1e9; end++; break;
+	case 'T': case 't': mul = 1e12; end++; break;
+	}
+	if (*end == 'B')
+		end++;
+	if (*end || v * mul > 1.8e19)
+		return -1;
+	*out = (unsigned long long)(v * mul);
+	return 0;
+}
+
 int cmd_cache(const struct qp_cmd *cmd, int argc, char **argv)
 {
 	struct qp_args a;
@@ -37,14 +60,29 @@ int cmd_cache(const struct qp_cmd *cmd, int argc, char **argv)
 		qp_cli_help(cmd, stdout);
 		return QP_EXIT_OK;
 	}
-	static const char *const subs[] = {"dir", "ls", "verify", NULL};
+	static const char *const subs[] = {"dir", "ls", "verify", "gc", "rm", NULL};
 	int sub = -1;
-	for (int i = 0; a.npos == 1 && subs[i]; i++)
+	for (int i = 0; a.npos >= 1 && subs[i]; i++)
 		if (!strcmp(a.pos[0], subs[i]))
 			sub = i;
-	if (sub < 0) {
-		qp_cli_error("cache: expected one of dir, ls, verify (see 'qpipe cache --help')");
+	if (sub < 0 || (sub != 4 && a.npos != 1) || (sub == 4 && a.npos < 2)) {
+		qp_cli_error("cache: expected dir, ls, verify, gc or rm KEY... (see 'qpipe cache --help')");
 		return QP_EXIT_USAGE;
+	}
+	unsigned long long max_size = 0;
+	double grace = 3600;
+	const char *ms = qp_cli_get(cmd, &a, "max-size"), *gs = qp_cli_get(cmd, &a, "grace");
+	if (ms && parse_size(ms, &max_size)) {
+		qp_cli_error("cache: --max-size must be a size like 500M or 20G, not '%s'", ms);
+		return QP_EXIT_USAGE;
+	}
+	if (gs) {
+		char *end;
+		grace = strtod(gs, &end);
+		if (*end || grace < 0) {
+			qp_cli_error("cache: --grace must be a number of seconds, not '%s'", gs);
+			return QP_EXIT_USAGE;
+		}
 	}
 	char dir[PATH_MAX];
 	if (qp_cli_cache_dir(qp_cli_get(cmd, &a, "cache-dir"), dir, sizeof(dir))) {
@@ -66,6 +104,28 @@ int cmd_cache(const struct qp_cmd *cmd, int argc, char **argv)
 		if (qp_store_list_actions(s, print_record, NULL, &err)) {
 			qp_cli_error("%s", err.msg);
 			ex = QP_EXIT_ENV;
+		}
+	} else if (sub == 3) {
+		struct qp_gc_stats g;
+		if (qp_store_gc(s, max_size, grace, &g, &err)) {
+			qp_cli_error("%s", err.msg);
+			ex = err.code == QP_ELOCKED ? QP_EXIT_ENV : QP_EXIT_ENV;
+		} else {
+			printf("removed %zu action record(s), %zu object(s) (%.1f MB), %zu temporary file(s); "
+			       "objects: %.1f MB before, %.1f MB in use now\n",
+			       g.records_removed, g.objects_removed, (double)g.bytes_freed / 1e6,
+			       g.temporaries_removed, (double)g.bytes_before / 1e6, (double)g.bytes_after / 1e6);
+		}
+	} else if (sub == 4) {
+		for (int i = 1; i < a.npos; i++) {
+			struct qp_hash h;
+			if (qp_hash_from_hex(&h, a.pos[i]) != 0) {
+				qp_cli_error("cache rm: '%s' is not a 32-digit key (see 'qpipe cache ls')", a.pos[i]);
+				ex = QP_EXIT_USAGE;
+			} else if (qp_store_rm_action(s, &h, &err)) {
+				qp_cli_error("%s", err.msg);
+				ex = err.code == QP_ENOTFOUND ? QP_EXIT_USAGE : QP_EXIT_ENV;
+			}
 		}
 	} else {
 		struct qp_verify v;

@@ -41,6 +41,8 @@ static const struct qp_opt ninja_opts[] = {
 
 static const struct qp_opt cache_opts[] = {
 	{"cache-dir", 0, "DIR", "the store (default as for 'run')", 0},
+	{"max-size", 0, "SIZE", "gc: drop least recently used results until the store fits (e.g. 20G)", 0},
+	{"grace", 0, "SECONDS", "gc: leave anything younger alone, for runs in progress (default 3600)", 0},
 	{NULL, 0, NULL, NULL, 0},
 };
 
@@ -56,7 +58,7 @@ static const struct qp_opt no_opts[] = {
 static const struct qp_cmd commands[] = {
 	{"run", cmd_run, "Run a recipe: execute the stages whose results are not cached, then print its reports.", "RECIPE", pipeline_opts},
 	{"plan", cmd_plan, "Print which stages of a recipe are cached and which would run, and why.", "RECIPE", pipeline_opts},
-	{"cache", cmd_cache, "Inspect the store: dir prints its folder, ls lists its action records, verify rehashes every object and checks every record (exit 1 if any is bad).", "dir|ls|verify", cache_opts},
+	{"cache", cmd_cache, "Inspect the store: dir prints its folder, ls lists its action records, verify rehashes every object and checks every record (exit 1 if any is bad), gc frees space (least recently used first), rm KEY... forgets results.", "dir|ls|verify|gc|rm KEY...", cache_opts},
 	{"stage", cmd_stage, "Run one stage instance of a recipe (its upstream stages must be cached); what build.ninja edges call.", "RECIPE STAGE_ID", stage_opts},
 	{"ninja", cmd_ninja, "Write a build.ninja whose edges run the recipe's stages through the same store, for ninja to schedule.", "RECIPE", ninja_opts},
 	{"stages", cmd_stages, "List the stage kinds, or document one with its parameters.", "[KIND]", no_opts},

@@ -297,6 +297,7 @@ int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 			e->state = QP_INST_CACHED;
 			e->record = rec;
 			e->why = "cached";
+			qp_store_touch_action(r->store, &in->key); /* for gc's LRU */
 			if ((rc = artifact_from_record(r, in, e, err))) {
 				json_decref(index);
 				return rc;
