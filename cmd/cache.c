@@ -6,6 +6,7 @@
 
 #include "cache/store.h"
 #include "cmd/cli.h"
+#include "common/units.h"
 
 int qp_cli_cache_dir(const char *opt, char *buf, size_t n);
 
@@ -29,28 +30,6 @@ static void print_problem(void *ud, const char *what)
 	printf("bad  %s\n", what);
 }
 
-/* "500M", "20G", "1.5T", plain bytes; -1 if malformed. */
-static int parse_size(const char *s, unsigned long long *out)
-{
-	char *end;
-	double v = strtod(s, &end);
-	if (end == s || v < 0)
-		return -1;
-	double mul = 1;
-	switch (*end) {
-	case 'K': case 'k': mul = 1e3; end++; break;
-	case 'M': case 'm': mul = 1e6; end++; break;
-	case 'G': case 'g': mul = 1e9; end++; break;
-	case 'T': case 't': mul = 1e12; end++; break;
-	}
-	if (*end == 'B')
-		end++;
-	if (*end || v * mul > 1.8e19)
-		return -1;
-	*out = (unsigned long long)(v * mul);
-	return 0;
-}
-
 int cmd_cache(const struct qp_cmd *cmd, int argc, char **argv)
 {
 	struct qp_args a;
@@ -69,13 +48,15 @@ int cmd_cache(const struct qp_cmd *cmd, int argc, char **argv)
 		qp_cli_error("cache: expected dir, ls, verify, gc or rm KEY... (see 'qpipe cache --help')");
 		return QP_EXIT_USAGE;
 	}
-	unsigned long long max_size = 0;
+	unsigned long long max_size;
 	double grace = 3600;
 	const char *ms = qp_cli_get(cmd, &a, "max-size"), *gs = qp_cli_get(cmd, &a, "grace");
-	if (ms && parse_size(ms, &max_size)) {
+	long long msz = ms ? qp_parse_size(ms) : 0;
+	if (msz < 0) {
 		qp_cli_error("cache: --max-size must be a size like 500M or 20G, not '%s'", ms);
 		return QP_EXIT_USAGE;
 	}
+	max_size = (unsigned long long)msz;
 	if (gs) {
 		char *end;
 		grace = strtod(gs, &end);

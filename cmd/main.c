@@ -11,6 +11,7 @@ static const struct qp_opt pipeline_opts[] = {
 	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2 (default: $QPIPE_KERNELS, else auto)", 0},
 	{"jobs", 'j', "N", "stages run at once, each in its own process (default: 1; run only)", 0},
 	{"keep-going", 'k', NULL, "after a failure, go on with the stages that do not depend on it", 0},
+	{"memory", 0, "SIZE", "budget for the running stages' declared memory (default: 80% of RAM)", 0},
 	{"threads", 't', "N", "threads a stage may use (default: all cores)", 0},
 	{"log-json", 0, "FILE", "append one JSON event per line to FILE", 0},
 	{"set", 0, "K=V", "override: NAME=VALUE sets a variable, STAGE.PARAM=VALUE a stage parameter (repeatable)", 1},

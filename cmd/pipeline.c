@@ -13,6 +13,7 @@
 #include "cmd/cli.h"
 #include "cache/statcache.h"
 #include "common/os.h"
+#include "common/units.h"
 #include "kernels/kernels.h"
 #include "pipeline/exec.h"
 
@@ -163,6 +164,7 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 	                       "kind", in->kind->name, "key", in->key_hex, "status",
 	                       state_name(e->state), "outputs", outs);
 	if (ev && (e->state == QP_INST_RAN || e->state == QP_INST_FAILED)) {
+		json_object_set_new(ev, "mem_estimate", json_integer(e->mem_estimate));
 		json_object_set_new(ev, "wall_s", json_real(e->wall_s));
 		json_object_set_new(ev, "peak_rss_kb", json_integer(e->peak_rss_kb));
 	}
@@ -259,6 +261,12 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		}
 		jobs = (int)j;
 	}
+	long long budget = (long long)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / 10 * 8;
+	const char *mopt = qp_cli_get(cmd, &s->args, "memory");
+	if (mopt && (budget = qp_parse_size(mopt)) <= 0) {
+		qp_cli_error("%s: --memory must be a size like 8G, not '%s'", cmd->name, mopt);
+		return QP_EXIT_USAGE;
+	}
 	const char *fmt = qp_cli_get(cmd, &s->args, "format");
 	if (fmt && strcmp(fmt, "text") && strcmp(fmt, "json")) {
 		qp_cli_error("%s: --format must be text or json, not '%s'", cmd->name, fmt);
@@ -318,6 +326,7 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		.threads = threads,
 		.jobs = jobs,
 		.keep_going = qp_cli_get(cmd, &s->args, "keep-going") != NULL,
+		.memory_budget = budget,
 		.events = {.ud = s, .stage_start = on_start, .stage_end = on_end, .progress = on_progress},
 		.interrupt = &interrupt_flag,
 	};

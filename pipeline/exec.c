@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +19,7 @@
 #include "common/arena.h"
 #include "common/os.h"
 #include "common/path.h"
+#include "common/units.h"
 #include "qp_config.h"
 
 struct qp_runner {
@@ -641,6 +643,7 @@ static void child_main(struct qp_runner *r, size_t idx, int fd)
 /* ---- the scheduler ---- */
 
 struct job {
+	long long mem;      /* its estimate, held against the budget */
 	pid_t pid;
 	int fd;             /* read end of the child's pipe */
 	size_t idx;
@@ -671,6 +674,30 @@ static void end_event(struct qp_runner *r, size_t idx)
 		ev->stage_end(ev->ud, &r->g->inst[idx], &r->entries[idx]);
 }
 
+/* What the stage is expected to need (stage.h's mem_* declarations). */
+static long long estimate(const struct qp_runner *r, size_t idx)
+{
+	const struct qp_instance *in = &r->g->inst[idx];
+	const struct qp_stage_kind *k = in->kind;
+	if (k->memory_param) {
+		int pi = qp_kind_param_index(k, k->memory_param);
+		long long v = pi >= 0 && in->values[pi].s ? qp_parse_size(in->values[pi].s) : 0;
+		if (v > 0)
+			return v;
+	}
+	double bytes = 0;
+	for (size_t pi = 0; k->params[pi].name; pi++)
+		for (size_t j = 0; j < in->n_in[pi]; j++) {
+			const struct qp_artifact *a = &r->entries[in->in[pi][j]].art;
+			for (size_t f = 0; f < a->n_files; f++) {
+				struct stat st;
+				if (stat(a->file_paths[f], &st) == 0)
+					bytes += (double)st.st_size;
+			}
+		}
+	return (long long)(k->mem_inputs * bytes) + k->mem_fixed;
+}
+
 static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_err *err)
 {
 	int fds[2];
@@ -688,7 +715,9 @@ static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_e
 		child_main(r, idx, fds[1]);
 	}
 	close(fds[1]);
+	long long mem = j->mem;
 	memset(j, 0, sizeof(*j));
+	j->mem = mem;
 	j->pid = pid;
 	j->fd = fds[0];
 	j->idx = idx;
@@ -824,6 +853,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			end_event(r, i); /* cached: reported up front */
 	}
 	int first_rc = 0, nrun = 0, stop = 0, killed = 0;
+	long long in_use = 0; /* estimates of the running stages */
 	size_t next = 0; /* entries before this are settled or started */
 	for (;;) {
 		if (!stop && interrupted(r)) {
@@ -854,6 +884,12 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			}
 			if (!ready)
 				continue;
+			/* the budget holds unless nothing runs: one stage always may */
+			long long mem = estimate(r, i);
+			if (r->opts.memory_budget > 0 && nrun > 0 && in_use + mem > r->opts.memory_budget)
+				continue;
+			running[nrun].mem = mem;
+			e->mem_estimate = mem;
 			int rc = start_job(r, i, &running[nrun], err);
 			if (rc) {
 				if (!first_rc)
@@ -862,6 +898,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 				break;
 			}
 			started[i] = 1;
+			in_use += mem;
 			nrun++;
 		}
 		while (next < n && (started[next] || r->entries[next].state != QP_INST_TO_RUN ||
@@ -885,6 +922,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 				continue;
 			}
 			finish_job(r, &running[k], &first_rc, err);
+			in_use -= running[k].mem;
 			running[k] = running[nrun - 1];
 			pfd[k] = pfd[nrun - 1];
 			nrun--;

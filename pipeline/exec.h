@@ -34,6 +34,7 @@ struct qp_entry {
 	json_t *record;               /* CACHED and RAN: the action record (owned) */
 	double wall_s;                /* RAN, FAILED: seconds */
 	long peak_rss_kb;             /* RAN, FAILED: the stage process's peak resident set */
+	long long mem_estimate;       /* bytes the scheduler reserved for it */
 	char error[QP_ERR_MSG_MAX];   /* FAILED: the message */
 };
 
@@ -50,6 +51,7 @@ struct qp_exec_opts {
 	int threads;                  /* for stages that use threads; >= 1 */
 	int jobs;                     /* stages run at once, each in its own process; >= 1 */
 	int keep_going;               /* after a failure, go on with what does not depend on it */
+	long long memory_budget;      /* bytes the running stages' estimates may add up to; 0: none */
 	struct qp_exec_events events;
 	/* Set non-zero (by a signal handler) to stop: no further stage starts,
 	 * the running one stops at its next progress report, nothing of it is

@@ -78,6 +78,12 @@ struct qp_stage_kind {
 	 * keys (model.local hashes the files of its folder). Runs at plan time. */
 	int (*hash_extra)(const struct qp_stage_ctx *ctx, struct qp_hasher *h, struct qp_err *err);
 	int (*run)(struct qp_stage_ctx *ctx, struct qp_err *err);
+	/* Memory the stage needs, for the scheduler's budget: mem_inputs times
+	 * the bytes of its input files plus mem_fixed bytes, or, if memory_param
+	 * names a size parameter that is set, that size. */
+	double mem_inputs;
+	int64_t mem_fixed;
+	const char *memory_param;
 };
 
 /* The registry: all kinds, NULL-terminated; lookup by name. */

@@ -227,4 +227,6 @@ const struct qp_stage_kind qp_kind_evaluate = {
 	.summary = "size, bits per weight, weight error against the source, perplexity",
 	.params = params,
 	.run = run,
+	.mem_inputs = 2.5, /* source + converted copy (+ row buffers) */
+	.mem_fixed = 64 << 20,
 };

@@ -292,4 +292,6 @@ const struct qp_stage_kind qp_kind_export_gguf = {
 	.summary = "write a quantized Llama as a GGUF file that llama.cpp loads and runs",
 	.params = params,
 	.run = run,
+	.mem_inputs = 2.0, /* source + converted copy (+ row buffers) */
+	.mem_fixed = 64 << 20,
 };

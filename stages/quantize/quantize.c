@@ -161,4 +161,6 @@ const struct qp_stage_kind qp_kind_quantize = {
 	.summary = "quantize every weight tensor to one GGUF tensor type (1-D tensors stay f32)",
 	.params = params,
 	.run = run,
+	.mem_inputs = 2.5, /* source + converted copy (+ row buffers) */
+	.mem_fixed = 64 << 20,
 };

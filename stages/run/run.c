@@ -22,6 +22,7 @@
 
 #include "common/os.h"
 #include "common/path.h"
+#include "common/units.h"
 #include "stages/stage.h"
 
 static const struct qp_param_decl params[] = {
@@ -32,30 +33,6 @@ static const struct qp_param_decl params[] = {
 	 .doc = "address-space limit of the command, e.g. 512M or 4G (default: none)"},
 	{0},
 };
-
-/* "512M" -> bytes; 0 for ""; -1 if malformed. */
-static long long parse_size(const char *s)
-{
-	if (!s[0])
-		return 0;
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || v <= 0)
-		return -1;
-	double mul = 1;
-	switch (*end) {
-	case 'K': case 'k': mul = 1024.0; end++; break;
-	case 'M': case 'm': mul = 1024.0 * 1024; end++; break;
-	case 'G': case 'g': mul = 1024.0 * 1024 * 1024; end++; break;
-	case 'T': case 't': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-	}
-	if (*end == 'B' || *end == 'b')
-		end++;
-	if (*end || v * mul > 9e18)
-		return -1;
-	return (long long)(v * mul);
-}
 
 /* Last non-empty line of the log, for the failure message. */
 static void last_line(const char *log, char *buf, size_t n)
@@ -100,7 +77,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	const char *cmd = qp_ctx_param(ctx, "cmd")->s;
 	const struct qp_value *outs = qp_ctx_param(ctx, "outs");
 	const char *mems = qp_ctx_param(ctx, "memory")->s;
-	long long mem = parse_size(mems);
+	long long mem = qp_parse_size(mems);
 	if (mem < 0)
 		return qp_err_set(err, QP_EINVAL, "memory '%s' is not a size like 512M or 4G", mems);
 	const char *out = qp_ctx_out_dir(ctx);
@@ -162,4 +139,5 @@ const struct qp_stage_kind qp_kind_run = {
 	.summary = "run a shell command with declared dependencies and outputs",
 	.params = params,
 	.run = run,
+	.memory_param = "memory",
 };

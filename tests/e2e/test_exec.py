@@ -123,6 +123,21 @@ stages:
             ev = [json.loads(line) for line in f]
         self.assertEqual(statuses(ev)["fast"], "ran")
 
+    def test_memory_budget_limits_what_runs_at_once(self):
+        # each stage declares 300M and appends start/end marks to one file;
+        # under a 500M budget no two may overlap, whatever -j says
+        marks = os.path.join(self.w.dir, "marks")
+        stages = "\n".join(
+            '  s%d: { uses: run, with: { cmd: "echo start >> %s; sleep 0.2; echo end >> %s # %d", memory: 300M } }'
+            % (i, marks, marks, i) for i in range(4))
+        r = self.w.write("r.yaml", "stages:\n" + stages + "\n")
+        _, ev = self.w.run(r, "-j", "4", "--memory", "500M")
+        with open(marks) as f:
+            seq = f.read().split()
+        self.assertEqual(seq, ["start", "end"] * 4)
+        est = {e["mem_estimate"] for e in qptest.stage_events(ev).values()}
+        self.assertEqual(est, {300 << 20})
+
     def test_four_processes_on_one_store_run_each_stage_once(self):
         r = self.w.write("r.yaml", PIPELINE.replace("MODEL", qptest.model_dir("stories260K")))
         logs = [os.path.join(self.w.dir, "log%d.jsonl" % i) for i in range(4)]
