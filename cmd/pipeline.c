@@ -134,8 +134,16 @@ static void on_progress(void *ud, const struct qp_instance *in, const char *what
 	struct session *s = ud;
 	if (s->quiet || !s->tty)
 		return;
-	fprintf(stderr, "\r\033[K%s: %s %3d%%", in->id, what,
-	        total > 0 ? (int)(100 * done / total) : 0);
+	if (total > 0) {
+		int pct = (int)(100 * done / total), fill = pct / 5;
+		char bar[21];
+		for (int i = 0; i < 20; i++)
+			bar[i] = i < fill ? '#' : '-';
+		bar[20] = '\0';
+		fprintf(stderr, "\r\033[K%s [%s] %3d%% %s", in->id, bar, pct, what);
+	} else {
+		fprintf(stderr, "\r\033[K%s: %s", in->id, what);
+	}
 	s->progress_shown = 1;
 	fflush(stderr);
 }
