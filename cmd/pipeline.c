@@ -214,6 +214,21 @@ static void print_diags(const struct qp_diags *d)
 		fprintf(stderr, "qpipe: ... and %zu more errors\n", d->dropped);
 }
 
+/* Report why the recipe could not be loaded or expanded: every
+ * diagnostic, or the one error; returns the exit status. */
+static int load_failed(struct session *s, int rc, const struct qp_err *err)
+{
+	if (!s->diags.n) {
+		qp_cli_error("%s", err->msg);
+		return exit_for(rc);
+	}
+	print_diags(&s->diags);
+	if (rc == QP_EINVAL)
+		fprintf(stderr, "qpipe: %s: %zu error(s); nothing was run\n", s->args.pos[0],
+		        s->diags.n + s->diags.dropped);
+	return QP_EXIT_RECIPE;
+}
+
 static void session_free(struct session *s)
 {
 	qp_runner_free(s->runner);
@@ -297,14 +312,7 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 	size_t nsets = qp_cli_get_all(cmd, &s->args, "set", sets, QP_CLI_MAX_REP);
 	int rc = qp_recipe_load(&s->recipe, s->arena, s->args.pos[0], sets, nsets, &s->diags, &err);
 	if (rc) {
-		if (s->diags.n)
-			print_diags(&s->diags);
-		else
-			qp_cli_error("%s", err.msg);
-		if (rc == QP_EINVAL && s->diags.n)
-			fprintf(stderr, "qpipe: %s: %zu error(s); nothing was run\n", s->args.pos[0],
-			        s->diags.n + s->diags.dropped);
-		return s->diags.n ? QP_EXIT_RECIPE : exit_for(rc);
+		return load_failed(s, rc, &err);
 	}
 	char dir[PATH_MAX];
 	if (qp_cli_cache_dir(qp_cli_get(cmd, &s->args, "cache-dir"), dir, sizeof(dir))) {
@@ -318,14 +326,7 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 	}
 	rc = qp_graph_build(&s->graph, s->arena, s->recipe, s->statcache, &s->diags, &err);
 	if (rc) {
-		if (s->diags.n)
-			print_diags(&s->diags);
-		else
-			qp_cli_error("%s", err.msg);
-		if (rc == QP_EINVAL && s->diags.n)
-			fprintf(stderr, "qpipe: %s: %zu error(s); nothing was run\n", s->args.pos[0],
-			        s->diags.n + s->diags.dropped);
-		return s->diags.n ? QP_EXIT_RECIPE : exit_for(rc);
+		return load_failed(s, rc, &err);
 	}
 	struct qp_err serr = {0};
 	if (qp_statcache_save(s->statcache, &serr) && !s->quiet)
