@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "common/path.h"
+#include "pipeline/ctx.h"
 #include "common/suggest.h"
 
 #define PATH_TREE_MAX_FILES 100000
@@ -791,6 +792,11 @@ static int compute_key(struct builder *b, struct qp_instance *in)
 		default:
 			qp_hasher_str(h, v->s ? v->s : "");
 		}
+	}
+	if (!rc && in->kind->hash_extra) {
+		struct qp_stage_ctx ctx = {.in = in, .planning = in, .arena = b->a};
+		qp_hasher_str(h, "extra");
+		rc = in->kind->hash_extra(&ctx, h, b->err);
 	}
 	if (!rc) {
 		qp_hasher_digest(h, &in->key);

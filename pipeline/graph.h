@@ -9,7 +9,8 @@
  *
  * Key = XXH3-128 over ("qpipe-key/1", kind, kind version, each declared
  * parameter by name: its canonical value; a PATH by the content of the file
- * or folder it names; an input by the upstream instance's id and key). */
+ * or folder it names; an input by the upstream instance's id and key; then
+ * what the kind's hash_extra adds). */
 #ifndef QP_GRAPH_H
 #define QP_GRAPH_H
 
@@ -32,6 +33,8 @@ struct qp_instance {
 	size_t **in;                        /* per parameter: their indices in qp_graph.inst */
 	size_t n_deps;
 	size_t *deps;                       /* every upstream instance (inputs and needs) */
+	const char *pin;                    /* what the kind's hash_extra pinned, or NULL */
+	const char *deferred;               /* why the key is incomplete (hash_extra), or NULL */
 	struct qp_hash key;
 	char key_hex[QP_HASH_HEX_LEN + 1];
 };
