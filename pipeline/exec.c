@@ -1,5 +1,7 @@
 #include "pipeline/exec.h"
+#include "pipeline/ctx.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -33,15 +35,6 @@ struct qp_runner {
 	size_t n_to_run, n_started, n_failed;
 };
 
-struct qp_stage_ctx {
-	struct qp_runner *r;
-	const struct qp_instance *in;
-	const struct qp_artifact ***inputs;  /* per parameter */
-	char out_dir[PATH_MAX];
-	json_t *outputs;     /* array of names declared in out_dir */
-	json_t *external;    /* object name -> absolute path */
-	json_t *metrics;
-};
 
 int qp_runner_new(struct qp_runner **out, const struct qp_graph *g, struct qp_store *s,
                   const struct qp_exec_opts *opts, struct qp_err *err)
@@ -260,7 +253,9 @@ static void explain(struct qp_runner *r, size_t idx, json_t *old, char *why, siz
 		}
 	}
 	json_decref(nparams);
-	if (!why[0])
+	if (!why[0] && in->pin)
+		add_reason(why, n, "source now resolves to %s", in->pin);
+	else if (!why[0])
 		add_reason(why, n, "key changed");
 }
 
@@ -294,6 +289,12 @@ int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 					break;
 				}
 			}
+		}
+		if (in->deferred) {
+			/* The key is incomplete: no record can be trusted under it. */
+			json_decref(rec);
+			rec = NULL;
+			snprintf(why, sizeof(why), "%s", in->deferred);
 		}
 		if (rec) {
 			e->state = QP_INST_CACHED;
@@ -370,9 +371,20 @@ const char *qp_ctx_out_dir(const struct qp_stage_ctx *ctx)
 	return ctx->out_dir;
 }
 
+/* A relative path whose parts are neither empty nor start with '.' (so
+ * neither "..", "." nor hidden names), short enough for any record. */
 static int valid_output_name(const char *name)
 {
-	return name[0] && name[0] != '.' && !strchr(name, '/') && strlen(name) < 200;
+	if (strlen(name) >= 512)
+		return 0;
+	for (const char *p = name;;) {
+		const char *slash = strchr(p, '/');
+		if (p[0] == '\0' || p[0] == '.' || p[0] == '/')
+			return 0;
+		if (!slash)
+			return 1;
+		p = slash + 1;
+	}
 }
 
 int qp_ctx_add_output(struct qp_stage_ctx *ctx, const char *name, struct qp_err *err)
@@ -395,6 +407,27 @@ int qp_ctx_add_external(struct qp_stage_ctx *ctx, const char *name, const char *
                         struct qp_err *err)
 {
 	if (json_object_set_new(ctx->external, name, json_string(abs_path)))
+		return qp_err_nomem(err);
+	return 0;
+}
+
+int qp_ctx_pin(const struct qp_stage_ctx *ctx, const char *value, struct qp_err *err)
+{
+	assert(ctx->planning);
+	if (!(ctx->planning->pin = qp_arena_strdup(ctx->arena, value)))
+		return qp_err_nomem(err);
+	return 0;
+}
+
+const char *qp_ctx_pinned(const struct qp_stage_ctx *ctx)
+{
+	return ctx->in->pin;
+}
+
+int qp_ctx_defer(const struct qp_stage_ctx *ctx, const char *why, struct qp_err *err)
+{
+	assert(ctx->planning);
+	if (!(ctx->planning->deferred = qp_arena_strdup(ctx->arena, why)))
 		return qp_err_nomem(err);
 	return 0;
 }
@@ -592,6 +625,8 @@ static int run_stage(struct qp_runner *r, size_t idx, struct qp_err *err)
 		for (size_t j = 0; j < in->n_in[pi]; j++)
 			ctx.inputs[pi][j] = &r->entries[in->in[pi][j]].art;
 	}
+	if (in->deferred)
+		return qp_err_set(err, QP_ENOTFOUND, "%s", in->deferred);
 	int rc = qp_store_scratch_dir(r->store, ctx.out_dir, sizeof(ctx.out_dir), err);
 	if (rc)
 		return rc;

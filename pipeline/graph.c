@@ -11,6 +11,7 @@
 
 #include "cache/statcache.h"
 #include "common/path.h"
+#include "pipeline/ctx.h"
 #include "common/suggest.h"
 
 #define PATH_TREE_MAX_FILES 100000
@@ -972,6 +973,11 @@ static int compute_key(struct builder *b, struct qp_instance *in)
 		qp_hasher_free(ph);
 		qp_hasher_str(h, in->kind->params[pi].name);
 		qp_hasher_update(h, in->parts[pi].b, sizeof(in->parts[pi].b));
+	}
+	if (!rc && in->kind->hash_extra) {
+		struct qp_stage_ctx ctx = {.in = in, .planning = in, .arena = b->a};
+		qp_hasher_str(h, "extra");
+		rc = in->kind->hash_extra(&ctx, h, b->err);
 	}
 	if (!rc) {
 		qp_hasher_digest(h, &in->key);

@@ -10,8 +10,9 @@
  * Key = XXH3-128 over ("qpipe-key/2", kind, kind version, and for each
  * declared parameter its name and the XXH3-128 of its canonical value: a
  * PATH by the content of the file or folder it names, an input by the
- * upstream instances' ids and keys). The per-parameter digests are kept so
- * a plan can name the parameter that changed. */
+ * upstream instances' ids and keys), then what the kind's hash_extra adds
+ * (hf.download: the commit a revision resolves to). The per-parameter
+ * digests are kept so a plan can name the parameter that changed. */
 #ifndef QP_GRAPH_H
 #define QP_GRAPH_H
 
@@ -35,6 +36,8 @@ struct qp_instance {
 	size_t n_deps;
 	size_t *deps;                       /* every upstream instance (inputs and needs) */
 	struct qp_hash *parts;              /* per parameter: digest of its canonical value */
+	const char *pin;                    /* what the kind's hash_extra pinned, or NULL */
+	const char *deferred;               /* why the key is incomplete (hash_extra), or NULL */
 	struct qp_hash key;
 	char key_hex[QP_HASH_HEX_LEN + 1];
 };

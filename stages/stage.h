@@ -75,7 +75,10 @@ struct qp_stage_kind {
 	const char *summary;         /* one line for `qpipe stages` */
 	const struct qp_param_decl *params;  /* terminated by a NULL name */
 	/* Optional: add what the key must cover beyond parameters and upstream
-	 * keys (model.local hashes the files of its folder). Runs at plan time. */
+	 * keys (hf.download: the commit its revision resolves to). Runs at plan
+	 * time, after the parameters are hashed, with a ctx that offers only
+	 * qp_ctx_instance, qp_ctx_param, qp_ctx_pin and qp_ctx_defer. A non-zero
+	 * return fails the whole plan (a bad parameter combination: QP_EINVAL). */
 	int (*hash_extra)(const struct qp_stage_ctx *ctx, struct qp_hasher *h, struct qp_err *err);
 	int (*run)(struct qp_stage_ctx *ctx, struct qp_err *err);
 	/* Memory the stage needs, for the scheduler's budget: mem_inputs times
@@ -108,7 +111,8 @@ size_t qp_ctx_inputs(const struct qp_stage_ctx *ctx, const char *name,
 const char *qp_ctx_recipe_dir(const struct qp_stage_ctx *ctx);
 /* Scratch folder the stage writes its outputs into. */
 const char *qp_ctx_out_dir(const struct qp_stage_ctx *ctx);
-/* Declare out_dir/name as an output, to be moved into the store. */
+/* Declare out_dir/name as an output, to be moved into the store. name is a
+ * relative path: '/'-separated parts, none empty or starting with '.'. */
 int qp_ctx_add_output(struct qp_stage_ctx *ctx, const char *name, struct qp_err *err);
 /* Declare a file outside the store as an output (model.local): its content
  * is covered by the key through hash_extra. */
@@ -123,6 +127,18 @@ int qp_ctx_threads(const struct qp_stage_ctx *ctx);
  * stage then returns that code, leaving its scratch folder to be dropped. */
 int qp_ctx_progress(struct qp_stage_ctx *ctx, const char *what, int64_t done, int64_t total,
                     struct qp_err *err);
+
+/* Plan time, from hash_extra: keep value (copied) for the run, which reads
+ * it back with qp_ctx_pinned, so both agree on what was resolved (the
+ * commit a branch pointed at when the key was made). hash_extra hashes it
+ * itself. */
+int qp_ctx_pin(const struct qp_stage_ctx *ctx, const char *value, struct qp_err *err);
+/* What hash_extra pinned, or NULL. */
+const char *qp_ctx_pinned(const struct qp_stage_ctx *ctx);
+/* Plan time, from hash_extra: the key cannot be completed now (offline, the
+ * Hub unreachable). The plan shows why (copied) as the reason to run, and
+ * running the instance fails at once with it; nothing is cached. */
+int qp_ctx_defer(const struct qp_stage_ctx *ctx, const char *why, struct qp_err *err);
 
 /* Path of an artifact's file by name, or NULL. */
 const char *qp_artifact_file(const struct qp_artifact *a, const char *name);

@@ -10,9 +10,14 @@ those alone.
 
 usage: tests/fuzz/gen_corpus.py
 """
+import gzip
+import io
 import json
+import lzma
 import os
 import struct
+import tarfile
+import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -176,3 +181,44 @@ out("hfconfig", "tokenizer-config.json", json.dumps(
      "model_max_length": 512, "added_tokens_decoder": {"0": {"content": "<unk>"}}}).encode())
 out("hfconfig", "missing-key.json", b'{"model_type": "llama", "hidden_size": 64}')
 out("hfconfig", "syntax-error.json", b'{"model_type": "llama",\n "x": }')
+
+# ---- archives (url.download's extraction) ----
+
+
+def tar(members, mode="w"):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode, format=tarfile.GNU_FORMAT) as t:
+        for name, kind, arg in members:
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 0
+            if kind == "file":
+                ti.size = len(arg)
+                t.addfile(ti, io.BytesIO(arg))
+                continue
+            ti.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
+                       "chr": tarfile.CHRTYPE}[kind]
+            if kind in ("sym", "hard"):
+                ti.linkname = arg
+            t.addfile(ti)
+    return buf.getvalue()
+
+
+def gz(data):
+    return gzip.compress(data, mtime=0)
+
+
+TREE = [("d", "dir", None), ("d/a.txt", "file", b"alpha\n"), ("d/s", "sym", "a.txt"),
+        ("h", "hard", "d/a.txt")]
+out("archive", "tree.tar", tar(TREE))
+out("archive", "tree.tar.gz", gz(tar(TREE)))
+out("archive", "tree.tar.xz", lzma.compress(tar(TREE)))
+zbuf = io.BytesIO()
+with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as z:
+    for name, data in [("d/a.txt", b"alpha\n"), ("b.bin", bytes(range(256)) * 4)]:
+        z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+out("archive", "two.zip", zbuf.getvalue())
+out("archive", "traversal.tar", tar([("../evil", "file", b"x")]))
+out("archive", "symlink-escape.tar", tar([("s", "sym", "../../etc/passwd")]))
+out("archive", "hardlink-escape.tar", tar([("h", "hard", "../x")]))
+out("archive", "device.tar", tar([("null", "chr", None)]))
+out("archive", "bomb.tar.gz", gz(tar([("zeros", "file", b"\0" * (5 << 20))])))
