@@ -79,7 +79,7 @@ static long resolve_ref(struct builder *b, const struct qp_rstage *st, const str
                         const char *what)
 {
 	if (n->kind != QP_Y_SCALAR) {
-		qp_diag_add(b->d, "%s:%d:%d: %s of stage '%s' must name a stage, not %s", b->r->path,
+		qp_diag_add(b->d, "%s:%d:%d: %s of stage '%s' must name a stage, not %s", n->file,
 		            n->line, n->col, what, st->name, qp_ykind_name(n->kind));
 		return -1;
 	}
@@ -89,9 +89,9 @@ static long resolve_ref(struct builder *b, const struct qp_rstage *st, const str
 		const char *s = names ? qp_suggest(n->str, names) : NULL;
 		if (s)
 			qp_diag_add(b->d, "%s:%d:%d: %s of stage '%s' names unknown stage '%s' (did you mean '%s'?)",
-			            b->r->path, n->line, n->col, what, st->name, n->str, s);
+			            n->file, n->line, n->col, what, st->name, n->str, s);
 		else
-			qp_diag_add(b->d, "%s:%d:%d: %s of stage '%s' names unknown stage '%s'", b->r->path,
+			qp_diag_add(b->d, "%s:%d:%d: %s of stage '%s' names unknown stage '%s'", n->file,
 			            n->line, n->col, what, st->name, n->str);
 	}
 	return i;
@@ -135,7 +135,7 @@ static void visit(struct builder *b, size_t si, size_t *stack, size_t depth)
 			         b->r->stages[stack[i]].name);
 		}
 		const struct qp_ynode *n = b->r->stages[si].node;
-		qp_diag_add(b->d, "%s:%d:%d: dependency cycle: %s", b->r->path, n->line, n->col, path);
+		qp_diag_add(b->d, "%s:%d:%d: dependency cycle: %s", n->file, n->line, n->col, path);
 		return;
 	}
 	b->state[si] = 1;
@@ -186,7 +186,7 @@ static const char *interpolate(struct builder *b, const struct qp_ynode *n, cons
 		if (p[0] == '$' && p[1] == '{') {
 			const char *end = strchr(p, '}');
 			if (!end) {
-				qp_diag_add(b->d, "%s:%d:%d: unterminated '${' in '%s'", b->r->path, n->line, n->col, s);
+				qp_diag_add(b->d, "%s:%d:%d: unterminated '${' in '%s'", n->file, n->line, n->col, s);
 				return NULL;
 			}
 			char name[256];
@@ -205,7 +205,7 @@ static const char *interpolate(struct builder *b, const struct qp_ynode *n, cons
 					val = v->str;
 			}
 			if (!val) {
-				qp_diag_add(b->d, "%s:%d:%d: unknown variable '%s' in '%s'", b->r->path, n->line,
+				qp_diag_add(b->d, "%s:%d:%d: unknown variable '%s' in '%s'", n->file, n->line,
 				            n->col, name, s);
 				return NULL;
 			}
@@ -247,7 +247,7 @@ static void bad_value(struct builder *b, const struct qp_instance *in, const str
 {
 	if (n)
 		qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s' must be %s, not %s",
-		            b->r->path, n->line, n->col, p->name, in->stage->name, type_name(p->type), detail);
+		            n->file, n->line, n->col, p->name, in->stage->name, type_name(p->type), detail);
 	else
 		qp_diag_add(b->d, "%s: default of parameter '%s' of stage kind '%s' is not %s",
 		            b->r->path, p->name, in->kind->name, type_name(p->type));
@@ -263,9 +263,9 @@ static const char *resolve_path(struct builder *b, const struct qp_instance *in,
 	char buf[PATH_MAX];
 	if (joined && realpath(joined, buf))
 		return qp_arena_strdup(b->a, buf);
-	int line = n ? n->line : in->stage->node->line, col = n ? n->col : in->stage->node->col;
-	qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s': '%s' does not exist", b->r->path,
-	            line, col, p->name, in->stage->name, text);
+	const struct qp_ynode *at = n ? n : in->stage->node;
+	qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s': '%s' does not exist", at->file,
+	            at->line, at->col, p->name, in->stage->name, text);
 	return text;
 }
 
@@ -317,13 +317,13 @@ static void type_scalar(struct builder *b, struct qp_instance *in, const struct 
 				size_t len = strlen(list);
 				snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "", p->choices[i]);
 			}
-			int line = n ? n->line : 0, col = n ? n->col : 0;
+			const struct qp_ynode *at = n ? n : in->stage->node;
 			if (s)
 				qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s': unknown value '%s' (did you mean '%s'?)",
-				            b->r->path, line, col, p->name, in->stage->name, text, s);
+				            at->file, at->line, at->col, p->name, in->stage->name, text, s);
 			else
 				qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s': unknown value '%s' (one of: %s)",
-				            b->r->path, line, col, p->name, in->stage->name, text, list);
+				            at->file, at->line, at->col, p->name, in->stage->name, text, list);
 		}
 		return;
 	case QP_P_PATH:
@@ -335,9 +335,9 @@ static void type_scalar(struct builder *b, struct qp_instance *in, const struct 
 		return;
 	}
 	if (p->min < p->max && (v->d < p->min || v->d > p->max)) {
-		int line = n ? n->line : 0, col = n ? n->col : 0;
+		const struct qp_ynode *at = n ? n : in->stage->node;
 		qp_diag_add(b->d, "%s:%d:%d: parameter '%s' of stage '%s' is %s, outside [%g, %g]",
-		            b->r->path, line, col, p->name, in->stage->name, text, p->min, p->max);
+		            at->file, at->line, at->col, p->name, in->stage->name, text, p->min, p->max);
 	}
 }
 
@@ -510,7 +510,7 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 				continue;
 			}
 			if (!n) {
-				qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", b->r->path,
+				qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", st->node->file,
 				            st->node->line, st->node->col, st->name, p->name, p->doc);
 				continue;
 			}
@@ -525,7 +525,7 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 		}
 		if (p->type == QP_P_INPUTS) {
 			if (!n) {
-				qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", b->r->path,
+				qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", st->node->file,
 				            st->node->line, st->node->col, st->name, p->name, p->doc);
 				continue;
 			}
@@ -543,7 +543,7 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 			continue;
 		}
 		if (!n && !p->def) {
-			qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", b->r->path,
+			qp_diag_add(b->d, "%s:%d:%d: stage '%s' needs parameter '%s' (%s)", st->node->file,
 			            st->node->line, st->node->col, st->name, p->name, p->doc);
 			continue;
 		}
@@ -646,7 +646,7 @@ static int matrix_rules(struct builder *b, const struct qp_rstage *st, size_t np
 		n = kept;
 		if (n == before)
 			qp_diag_add(b->d, "%s:%d:%d: matrix exclude entry of stage '%s' matches no combination",
-			            b->r->path, m->line, m->col, st->name);
+			            m->file, m->line, m->col, st->name);
 	}
 	for (size_t j = 0; inc && j < inc->n; j++) {
 		const struct qp_ynode *m = inc->items[j];
@@ -670,7 +670,7 @@ static int matrix_rules(struct builder *b, const struct qp_rstage *st, size_t np
 		if (fanout) {
 			/* with upstream coordinates there is no base to add it to */
 			qp_diag_add(b->d, "%s:%d:%d: matrix include entry of stage '%s' matches no combination",
-			            b->r->path, m->line, m->col, st->name);
+			            m->file, m->line, m->col, st->name);
 			continue;
 		}
 		struct combo base = {0};
@@ -754,14 +754,14 @@ static int expand_stage(struct builder *b, size_t si)
 				continue;
 			if (ncur && coord_get(cur[0], key->str)) {
 				qp_diag_add(b->d, "%s:%d:%d: matrix key '%s' of stage '%s' is already set by an upstream stage",
-				            b->r->path, key->line, key->col, key->str, st->name);
+				            key->file, key->line, key->col, key->str, st->name);
 				continue;
 			}
 			if (ncur * vals->n > QP_GRAPH_MAX_INSTANCES) {
 				b->fatal = 1;
 				return qp_err_set(b->err, QP_EINVAL,
 				                  "%s:%d:%d: the matrix of stage '%s' expands to more than %d instances",
-				                  b->r->path, key->line, key->col, st->name, QP_GRAPH_MAX_INSTANCES);
+				                  key->file, key->line, key->col, st->name, QP_GRAPH_MAX_INSTANCES);
 			}
 			struct combo **next = qp_arena_calloc(b->a, ncur * vals->n + 1, sizeof(*next));
 			if (!next)

@@ -10,7 +10,9 @@
 
 #define RECIPE_MAX_BYTES (16u << 20)
 
-static const char *const top_keys[] = {"name", "vars", "stages", NULL};
+static const char *const top_keys[] = {"name", "vars", "stages", "include", NULL};
+
+#define INCLUDE_MAX_DEPTH 8
 static const char *const stage_keys[] = {"uses", "with", "matrix", "needs", NULL};
 
 struct loader {
@@ -24,10 +26,10 @@ static void unknown_key(struct loader *l, const struct qp_ynode *key, const char
 {
 	const char *s = qp_suggest(key->str, known);
 	if (s)
-		qp_diag_add(l->d, "%s:%d:%d: unknown key '%s' in %s (did you mean '%s'?)", l->r->path,
+		qp_diag_add(l->d, "%s:%d:%d: unknown key '%s' in %s (did you mean '%s'?)", key->file,
 		            key->line, key->col, key->str, where, s);
 	else
-		qp_diag_add(l->d, "%s:%d:%d: unknown key '%s' in %s", l->r->path, key->line, key->col,
+		qp_diag_add(l->d, "%s:%d:%d: unknown key '%s' in %s", key->file, key->line, key->col,
 		            key->str, where);
 }
 
@@ -42,7 +44,7 @@ static int in_list(const char *s, const char *const *list)
 static void want_kind(struct loader *l, const struct qp_ynode *n, enum qp_ykind k, const char *what)
 {
 	if (n->kind != k)
-		qp_diag_add(l->d, "%s:%d:%d: %s must be %s, not %s", l->r->path, n->line, n->col, what,
+		qp_diag_add(l->d, "%s:%d:%d: %s must be %s, not %s", n->file, n->line, n->col, what,
 		            qp_ykind_name(k), qp_ykind_name(n->kind));
 }
 
@@ -73,7 +75,6 @@ static const char **param_names(struct qp_arena *a, const struct qp_stage_kind *
 static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_ynode *key,
                        const struct qp_ynode *node)
 {
-	const char *path = l->r->path;
 	st->name = key->str;
 	st->node = node;
 	if (node->kind != QP_Y_MAP) {
@@ -85,7 +86,7 @@ static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_y
 			unknown_key(l, node->keys[i], "stage", stage_keys);
 	const struct qp_ynode *uses = qp_ymap_get(node, "uses");
 	if (!uses) {
-		qp_diag_add(l->d, "%s:%d:%d: stage '%s' has no 'uses' (its kind)", path, key->line,
+		qp_diag_add(l->d, "%s:%d:%d: stage '%s' has no 'uses' (its kind)", key->file, key->line,
 		            key->col, st->name);
 	} else if (uses->kind != QP_Y_SCALAR) {
 		want_kind(l, uses, QP_Y_SCALAR, "'uses'");
@@ -95,11 +96,11 @@ static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_y
 			const char **names = kind_names(l->arena);
 			const char *s = names ? qp_suggest(uses->str, names) : NULL;
 			if (s)
-				qp_diag_add(l->d, "%s:%d:%d: unknown stage kind '%s' (did you mean '%s'?)", path,
+				qp_diag_add(l->d, "%s:%d:%d: unknown stage kind '%s' (did you mean '%s'?)", uses->file,
 				            uses->line, uses->col, uses->str, s);
 			else
 				qp_diag_add(l->d, "%s:%d:%d: unknown stage kind '%s' (see 'qpipe stages')",
-				            path, uses->line, uses->col, uses->str);
+				            uses->file, uses->line, uses->col, uses->str);
 		}
 	}
 	st->with = qp_ymap_get(node, "with");
@@ -117,9 +118,9 @@ static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_y
 			if (s)
 				qp_diag_add(l->d,
 				            "%s:%d:%d: unknown parameter '%s' for stage kind '%s' (did you mean '%s'?)",
-				            path, k->line, k->col, k->str, st->kind->name, s);
+				            k->file, k->line, k->col, k->str, st->kind->name, s);
 			else
-				qp_diag_add(l->d, "%s:%d:%d: unknown parameter '%s' for stage kind '%s'", path,
+				qp_diag_add(l->d, "%s:%d:%d: unknown parameter '%s' for stage kind '%s'", k->file,
 				            k->line, k->col, k->str, st->kind->name);
 		}
 	}
@@ -146,7 +147,7 @@ static void load_stage(struct loader *l, struct qp_rstage *st, const struct qp_y
 					continue;
 				}
 				if (v->kind != QP_Y_SEQ || v->n == 0) {
-					qp_diag_add(l->d, "%s:%d:%d: matrix entry '%s' must be a non-empty list", path,
+					qp_diag_add(l->d, "%s:%d:%d: matrix entry '%s' must be a non-empty list", v->file,
 					            v->line, v->col, st->matrix->keys[i]->str);
 					continue;
 				}
@@ -178,6 +179,7 @@ static int map_set(struct qp_arena *a, struct qp_ynode *m, const char *key, cons
 	v->plain = 1;
 	for (size_t i = 0; i < m->n; i++)
 		if (!strcmp(m->keys[i]->str, key)) {
+			v->file = m->items[i]->file;
 			v->line = m->items[i]->line;
 			v->col = m->items[i]->col;
 			m->items[i] = v;
@@ -190,6 +192,7 @@ static int map_set(struct qp_arena *a, struct qp_ynode *m, const char *key, cons
 		return -1;
 	k->kind = QP_Y_SCALAR;
 	k->plain = 1;
+	k->file = v->file = m->file;
 	k->line = v->line = m->line;
 	k->col = v->col = m->col;
 	if (m->n) {
@@ -217,6 +220,133 @@ static struct qp_ynode *map_child(struct qp_arena *a, struct qp_ynode *m, const 
 	c->kind = QP_Y_MAP;
 	c->str = NULL;
 	return c;
+}
+
+/* Merge the included recipe's vars (the including file's own win) and
+ * stages (a name defined twice is an error naming both places) into root. */
+static void merge_included(struct loader *l, struct qp_ynode *root, struct qp_ynode *inc)
+{
+	struct qp_ynode *vars = qp_ymap_get(inc, "vars");
+	if (vars && vars->kind == QP_Y_MAP) {
+		struct qp_ynode *mine = map_child(l->arena, root, "vars");
+		for (size_t i = 0; mine && i < vars->n; i++)
+			if (!qp_ymap_get(mine, vars->keys[i]->str) && vars->items[i]->kind == QP_Y_SCALAR &&
+			    map_set(l->arena, mine, vars->keys[i]->str, vars->items[i]->str) == 0) {
+				/* keep the included value's position for messages */
+				mine->items[mine->n - 1]->file = vars->items[i]->file;
+				mine->items[mine->n - 1]->line = vars->items[i]->line;
+				mine->items[mine->n - 1]->col = vars->items[i]->col;
+			}
+	}
+	struct qp_ynode *st = qp_ymap_get(inc, "stages");
+	if (!st || st->kind != QP_Y_MAP)
+		return;
+	struct qp_ynode *mine = map_child(l->arena, root, "stages");
+	if (!mine)
+		return;
+	struct qp_ynode **keys = qp_arena_calloc(l->arena, mine->n + st->n + 1, sizeof(*keys));
+	struct qp_ynode **items = qp_arena_calloc(l->arena, mine->n + st->n + 1, sizeof(*items));
+	if (!keys || !items)
+		return;
+	size_t n = mine->n;
+	if (n) {
+		memcpy(keys, mine->keys, n * sizeof(*keys));
+		memcpy(items, mine->items, n * sizeof(*items));
+	}
+	for (size_t i = 0; i < st->n; i++) {
+		struct qp_ynode *k = st->keys[i];
+		const struct qp_ynode *dup = qp_ymap_get(mine, k->str);
+		if (dup) {
+			const struct qp_ynode *dk = NULL;
+			for (size_t j = 0; j < mine->n; j++)
+				if (!strcmp(mine->keys[j]->str, k->str))
+					dk = mine->keys[j];
+			qp_diag_add(l->d, "%s:%d:%d: stage '%s' is defined again (first at %s:%d:%d)", k->file,
+			            k->line, k->col, k->str, dk->file, dk->line, dk->col);
+			continue;
+		}
+		keys[n] = k;
+		items[n++] = st->items[i];
+	}
+	mine->keys = keys;
+	mine->items = items;
+	mine->n = n;
+}
+
+/* include: [files...] relative to the including file, recursively; a file
+ * included twice on one path is a cycle. */
+static void apply_includes(struct loader *l, struct qp_ynode *root, const char *dir,
+                           const char **stack, int depth)
+{
+	struct qp_ynode *inc = qp_ymap_get(root, "include");
+	if (!inc)
+		return;
+	if (inc->kind == QP_Y_SCALAR) {
+		struct qp_ynode **one = qp_arena_calloc(l->arena, 1, sizeof(*one));
+		if (!one)
+			return;
+		struct qp_ynode *seq = qp_arena_alloc(l->arena, sizeof(*seq));
+		if (!seq)
+			return;
+		*seq = *inc;
+		one[0] = seq;
+		inc->kind = QP_Y_SEQ;
+		inc->items = one;
+		inc->n = 1;
+	}
+	if (inc->kind != QP_Y_SEQ) {
+		want_kind(l, inc, QP_Y_SEQ, "'include'");
+		return;
+	}
+	for (size_t i = 0; i < inc->n; i++) {
+		const struct qp_ynode *f = inc->items[i];
+		if (f->kind != QP_Y_SCALAR) {
+			want_kind(l, f, QP_Y_SCALAR, "an included file");
+			continue;
+		}
+		char joined[PATH_MAX], real[PATH_MAX];
+		snprintf(joined, sizeof(joined), "%s/%s", f->str[0] == '/' ? "" : dir, f->str);
+		if (!realpath(joined, real)) {
+			qp_diag_add(l->d, "%s:%d:%d: included file '%s' does not exist", f->file, f->line, f->col,
+			            f->str);
+			continue;
+		}
+		int cycle = 0;
+		for (int d = 0; d < depth; d++)
+			cycle |= !strcmp(stack[d], real);
+		if (cycle || depth >= INCLUDE_MAX_DEPTH) {
+			qp_diag_add(l->d, "%s:%d:%d: '%s' %s", f->file, f->line, f->col, f->str,
+			            cycle ? "includes itself" : "is included too deeply");
+			continue;
+		}
+		char *text = NULL;
+		size_t len = 0;
+		struct qp_err e = {0};
+		struct qp_ynode *sub = NULL;
+		char *name = qp_arena_strdup(l->arena, real);
+		if (!name || qp_os_read_file(&text, &len, real, RECIPE_MAX_BYTES, &e) ||
+		    qp_yaml_parse(&sub, l->arena, name, text, len, &e)) {
+			qp_diag_add(l->d, "%s", e.msg[0] ? e.msg : "out of memory");
+			free(text);
+			continue;
+		}
+		free(text);
+		if (sub->kind != QP_Y_MAP) {
+			want_kind(l, sub, QP_Y_MAP, "an included recipe");
+			continue;
+		}
+		for (size_t k = 0; k < sub->n; k++)
+			if (!in_list(sub->keys[k]->str, top_keys) || !strcmp(sub->keys[k]->str, "name"))
+				unknown_key(l, sub->keys[k], "included recipe", top_keys);
+		stack[depth] = name;
+		char subdir[PATH_MAX];
+		snprintf(subdir, sizeof(subdir), "%s", real);
+		char *slash = strrchr(subdir, '/');
+		if (slash)
+			*slash = '\0';
+		apply_includes(l, sub, subdir, stack, depth + 1);
+		merge_included(l, root, sub);
+	}
 }
 
 /* --set NAME=VALUE sets a variable; --set STAGE.PARAM=VALUE a parameter of
@@ -307,10 +437,14 @@ int qp_recipe_parse(struct qp_recipe **out, struct qp_arena *arena, const char *
 	struct loader l = {.r = r, .arena = arena, .d = diags};
 	size_t before = diags->n + diags->dropped;
 	if (root->kind != QP_Y_MAP) {
-		qp_diag_add(diags, "%s:%d:%d: a recipe must be a mapping with 'stages'", r->path,
+		qp_diag_add(diags, "%s:%d:%d: a recipe must be a mapping with 'stages'", root->file,
 		            root->line, root->col);
 		goto done;
 	}
+	const char *stack[INCLUDE_MAX_DEPTH + 1];
+	char self[PATH_MAX];
+	stack[0] = realpath(path, self) ? self : path;
+	apply_includes(&l, root, r->dir, stack, 1);
 	apply_sets(&l, root, sets, n_sets);
 	for (size_t i = 0; i < root->n; i++)
 		if (!in_list(root->keys[i]->str, top_keys))
@@ -337,7 +471,7 @@ int qp_recipe_parse(struct qp_recipe **out, struct qp_arena *arena, const char *
 	}
 	const struct qp_ynode *stages = qp_ymap_get(root, "stages");
 	if (!stages) {
-		qp_diag_add(diags, "%s:%d:%d: recipe has no 'stages'", r->path, root->line, root->col);
+		qp_diag_add(diags, "%s:%d:%d: recipe has no 'stages'", root->file, root->line, root->col);
 		goto done;
 	}
 	if (stages->kind != QP_Y_MAP) {

@@ -44,6 +44,7 @@ static struct qp_ynode *new_node(struct builder *b, enum qp_ykind kind, const ya
 	if (!n)
 		return NULL;
 	n->kind = kind;
+	n->file = b->name;
 	n->line = (int)m->line + 1;
 	n->col = (int)m->column + 1;
 	return n;

@@ -17,6 +17,7 @@ enum qp_ykind { QP_Y_SCALAR, QP_Y_MAP, QP_Y_SEQ };
 
 struct qp_ynode {
 	enum qp_ykind kind;
+	const char *file;         /* the file it was read from (as named to qp_yaml_parse) */
 	int line, col;            /* 1-based position of the node's start */
 	const char *str;          /* SCALAR: the value (arena) */
 	bool plain;               /* SCALAR: unquoted (so "true" and true differ) */

@@ -177,6 +177,23 @@ stages:
         with open(qptest.stage_events(ev)["a[x=9,y=z]"]["outputs"]["o"]) as f:
             self.assertEqual(f.read(), "hi 9z\n")
 
+    def test_included_recipe_contributes_stages_and_vars(self):
+        self.w.write("base.yaml", "vars: { who: base, model: %s }\nstages:\n"
+                     "  model: { uses: model.local, with: { path: \"${model}\" } }\n"
+                     % qptest.model_dir("stories260K"))
+        r = self.w.write("main.yaml", """\
+include: base.yaml
+vars: { who: main }
+stages:
+  quant: { uses: quantize, with: { model: model, type: q8_0 } }
+  hello: { uses: run, with: { cmd: "echo ${who} > $QPIPE_OUT/o", outs: [o] } }
+""")
+        _, ev = self.w.run(r)
+        st = qptest.stage_events(ev)
+        self.assertEqual(sorted(st), ["hello", "model", "quant"])
+        with open(st["hello"]["outputs"]["o"]) as f:
+            self.assertEqual(f.read(), "main\n")
+
     def test_fallback_tensors_are_reported(self):
         p, _ = self.w.run(self.recipe())
         # stories260K's FFN is 172 wide: 32-element blocks do not divide it.

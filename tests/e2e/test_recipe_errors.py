@@ -117,6 +117,23 @@ class RecipeErrors(unittest.TestCase):
                 with: { cmd: "true" }
             """, "FILE:4:36: matrix exclude entry of stage 'a' matches no combination")
 
+    def test_include_errors_name_the_included_file(self):
+        self.w.write("base.yaml", "stages:\n  m: { uses: model.local, with: { paht: x } }\n")
+        p = self.check("""\
+            include: [base.yaml, missing.yaml]
+            stages:
+              q: { uses: quantize, with: { model: m, type: q8_0 } }
+            """, "FILE:1:22: included file 'missing.yaml' does not exist")
+        base = os.path.join(self.w.dir, "base.yaml")
+        self.assertIn("%s:2:35: unknown parameter 'paht' for stage kind 'model.local' (did you mean "
+                      "'path'?)" % base, p.stderr)
+        self.check("include: r.yaml\nstages: {}\n", "FILE:1:10: 'r.yaml' includes itself")
+        self.check("""\
+            include: base.yaml
+            stages:
+              m: { uses: model.local, with: { path: MODEL } }
+            """, "base.yaml:2:3: stage 'm' is defined again (first at FILE:3:3)")
+
     def test_unknown_variable(self):
         self.check("""\
             stages:
