@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/os.h"
 #include "common/suggest.h"
@@ -306,9 +307,16 @@ static void apply_includes(struct loader *l, struct qp_ynode *root, const char *
 		}
 		char joined[PATH_MAX], real[PATH_MAX];
 		snprintf(joined, sizeof(joined), "%s/%s", f->str[0] == '/' ? "" : dir, f->str);
-		if (!realpath(joined, real)) {
+		struct stat st;
+		if (!realpath(joined, real) || stat(real, &st) != 0) {
 			qp_diag_add(l->d, "%s:%d:%d: included file '%s' does not exist", f->file, f->line, f->col,
 			            f->str);
+			continue;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			/* a FIFO or device would block or never end */
+			qp_diag_add(l->d, "%s:%d:%d: included '%s' is not a regular file", f->file, f->line,
+			            f->col, f->str);
 			continue;
 		}
 		int cycle = 0;
