@@ -124,6 +124,7 @@ int qp_table_compare(const json_t *a, const json_t *b, const struct qp_tolerance
 			                       .has_a = 1, .has_b = json_is_number(v),
 			                       .b = json_number_value(v), .tol = t};
 			int checked = !ntol || t;
+			e->checked = checked;
 			if (checked && !e->has_b)
 				e->regressed = 1;
 			else if (checked)

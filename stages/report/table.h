@@ -108,6 +108,7 @@ struct qp_delta {
 	double a, b;                /* baseline, now */
 	int has_a, has_b;
 	const struct qp_tolerance *tol;  /* NULL: not checked */
+	int checked;                /* a tolerance (or exactness) applies */
 	int regressed;              /* beyond tolerance in the bad direction, or missing now */
 };
 
