@@ -109,9 +109,10 @@ int qp_reference_read(json_t **out, const char *path, struct qp_err *err)
 	char *hdr[REF_CELLS_MAX], *cells[REF_CELLS_MAX];
 	size_t nh = 0;
 	int lineno = 0, in_table = 0;
-	char *save = NULL;
 	char *hdr_line = NULL;
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+	char *rest = text;
+	/* strsep, not strtok: an empty line ends a markdown table */
+	for (char *line = strsep(&rest, "\n"); line; line = strsep(&rest, "\n")) {
 		lineno++;
 		line[strcspn(line, "\r")] = '\0';
 		char *t = trim(line);

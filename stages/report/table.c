@@ -486,7 +486,8 @@ static int column_numeric(const json_t *t, const char *col)
 	size_t i;
 	json_t *r;
 	json_array_foreach(json_object_get(t, "rows"), i, r)
-		if (json_is_number(json_object_get(json_object_get(r, "values"), col)))
+		if (json_is_number(json_object_get(json_object_get(r, "values"), col)) ||
+		    json_is_number(json_object_get(json_object_get(r, "reference"), col)))
 			return 1;
 	return 0;
 }
