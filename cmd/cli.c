@@ -116,7 +116,7 @@ void qp_cli_print_exit_codes(FILE *f)
 {
 	fputs("Exit status:\n"
 	      "  0    success\n"
-	      "  1    a stage failed\n"
+	      "  1    a stage failed, or --check found a regression\n"
 	      "  2    bad command line\n"
 	      "  3    the recipe is invalid\n"
 	      "  4    environment or I/O error (cache, disk, kernels)\n"

@@ -68,5 +68,6 @@ int cmd_version(const struct qp_cmd *cmd, int argc, char **argv);
 int cmd_stages(const struct qp_cmd *cmd, int argc, char **argv);
 int cmd_stage(const struct qp_cmd *cmd, int argc, char **argv);
 int cmd_ninja(const struct qp_cmd *cmd, int argc, char **argv);
+int cmd_report(const struct qp_cmd *cmd, int argc, char **argv);
 
 #endif

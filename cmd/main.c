@@ -17,6 +17,13 @@ static const struct qp_opt pipeline_opts[] = {
 	{"set", 0, "K=V", "override: NAME=VALUE sets a variable, STAGE.PARAM=VALUE a stage parameter (repeatable)", 1},
 	{"format", 0, "FMT", "plan output: text or json (plan only)", 0},
 	{"quiet", 'q', NULL, "no progress or stage lines on stderr", 0},
+	{"check", 0, "BASELINE", "after the run, compare its report.json with BASELINE (a report.json); exit 1 on a regression (run only)", 0},
+	{"tolerance", 0, "SPEC", "for --check: METRIC=[+|-]AMOUNT[%],... e.g. ppl=+0.5%,tok_s=-10% (default: every value exact)", 0},
+	{NULL, 0, NULL, NULL, 0},
+};
+
+static const struct qp_opt report_opts[] = {
+	{"tolerance", 0, "SPEC", "METRIC=[+|-]AMOUNT[%],...: mark what moved past it, exit 1 if any did", 0},
 	{NULL, 0, NULL, NULL, 0},
 };
 
@@ -62,6 +69,7 @@ static const struct qp_cmd commands[] = {
 	{"cache", cmd_cache, "Inspect the store: dir prints its folder, ls lists its action records, verify rehashes every object and checks every record (exit 1 if any is bad), gc frees space (least recently used first), rm KEY... forgets results.", "dir|ls|verify|gc|rm KEY...", cache_opts},
 	{"stage", cmd_stage, "Run one stage instance of a recipe (its upstream stages must be cached); what build.ninja edges call.", "RECIPE STAGE_ID", stage_opts},
 	{"ninja", cmd_ninja, "Write a build.ninja whose edges run the recipe's stages through the same store, for ninja to schedule.", "RECIPE", ninja_opts},
+	{"report", cmd_report, "Compare reports: diff A.json B.json prints every value of two report.json files side by side.", "diff A.json B.json", report_opts},
 	{"stages", cmd_stages, "List the stage kinds, or document one with its parameters.", "[KIND]", no_opts},
 	{"version", cmd_version, "Print qpipe's version.", "", version_opts},
 };

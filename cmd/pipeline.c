@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cmd/check.h"
 #include "cmd/cli.h"
 #include "cache/statcache.h"
 #include "common/os.h"
@@ -419,6 +420,12 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 		session_free(&s);
 		return ex < 0 ? QP_EXIT_OK : ex;
 	}
+	struct qp_tolerance tol[QP_CHECK_MAX_TOL];
+	size_t ntol;
+	if ((ex = qp_cli_check_tolerances(qp_cli_get(cmd, &s.args, "tolerance"), tol, &ntol))) {
+		session_free(&s);
+		return ex;
+	}
 	struct qp_err err = {0};
 	catch_signals();
 	int rc = qp_runner_execute(s.runner, &err);
@@ -448,8 +455,11 @@ int cmd_run(const struct qp_cmd *cmd, int argc, char **argv)
 		return rc == QP_EINTR ? QP_EXIT_INTR : failed ? QP_EXIT_FAILED : exit_for(rc);
 	}
 	print_reports(&s);
+	const char *baseline = qp_cli_get(cmd, &s.args, "check");
+	if (baseline)
+		ex = qp_cli_check_run(s.graph, s.runner, baseline, tol, ntol);
 	session_free(&s);
-	return QP_EXIT_OK;
+	return ex;
 }
 
 /* ---- qpipe stage and qpipe ninja ---- */

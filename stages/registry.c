@@ -9,6 +9,10 @@ extern const struct qp_stage_kind qp_kind_quantize;
 extern const struct qp_stage_kind qp_kind_export_gguf;
 extern const struct qp_stage_kind qp_kind_evaluate;
 extern const struct qp_stage_kind qp_kind_report_markdown;
+extern const struct qp_stage_kind qp_kind_report_csv;
+extern const struct qp_stage_kind qp_kind_report_json;
+extern const struct qp_stage_kind qp_kind_report_svg;
+extern const struct qp_stage_kind qp_kind_metrics_file;
 extern const struct qp_stage_kind qp_kind_run;
 
 const struct qp_stage_kind *const qp_stage_kinds[] = {
@@ -19,6 +23,10 @@ const struct qp_stage_kind *const qp_stage_kinds[] = {
 	&qp_kind_export_gguf,
 	&qp_kind_evaluate,
 	&qp_kind_report_markdown,
+	&qp_kind_report_csv,
+	&qp_kind_report_json,
+	&qp_kind_report_svg,
+	&qp_kind_metrics_file,
 	&qp_kind_run,
 	NULL,
 };
