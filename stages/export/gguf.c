@@ -16,6 +16,7 @@
 #include "formats/hfconfig.h"
 #include "formats/spm.h"
 #include "stages/common.h"
+#include "stages/quantize/preset.h"
 #include "stages/stage.h"
 #include "qp_config.h"
 
@@ -194,12 +195,17 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	if (mname)
 		snprintf(method_s, sizeof(method_s), "%.*s", (int)method->v.str.len, mname);
 	int mtype = qp_type_from_name(method_s);
+	/* a preset's mixture has llama.cpp's number for that preset */
+	const struct qp_gguf_kv *preset = qp_gguf_find_kv(src, "qpipe.preset");
+	char preset_s[32] = "";
+	if (preset && preset->type == QP_GGUF_STRING)
+		snprintf(preset_s, sizeof(preset_s), "%.*s", (int)preset->v.str.len, preset->v.str.data);
+	int ftype = preset_s[0] ? qp_preset_ftype(preset_s) : mtype >= 0 ? file_type((enum qp_type)mtype) : -1;
 	const char *name = qp_ctx_param(ctx, "name")->s;
 	if ((rc = set_arch(w, &cfg, name[0] ? name : in->instance, err)) ||
 	    (rc = set_tokenizer(w, spm, &tc, err)))
 		goto out;
-	if (mtype >= 0 && file_type((enum qp_type)mtype) >= 0 &&
-	    (rc = qp_gguf_set_u32(w, "general.file_type", (uint32_t)file_type((enum qp_type)mtype), err)))
+	if (ftype >= 0 && (rc = qp_gguf_set_u32(w, "general.file_type", (uint32_t)ftype, err)))
 		goto out;
 	if ((rc = qp_gguf_set_u32(w, "general.quantization_version", 2, err)) ||
 	    (rc = qp_gguf_set_str(w, "qpipe.version", QP_VERSION, err)) ||
