@@ -81,22 +81,19 @@ static int check_params(const struct qp_stage_ctx *ctx, struct override *ov, str
 {
 	const char *type = qp_ctx_param(ctx, "type")->s, *preset = qp_ctx_param(ctx, "preset")->s;
 	if (!type[0] && !preset[0])
-		return qp_err_set(err, QP_EINVAL, "stage '%s': quantize needs 'type' or 'preset'",
-		                  qp_ctx_instance(ctx));
+		return qp_err_set(err, QP_EINVAL, "quantize needs 'type' or 'preset'");
 	if (type[0] && preset[0])
-		return qp_err_set(err, QP_EINVAL, "stage '%s': give 'type' or 'preset', not both (type %s, preset %s)",
-		                  qp_ctx_instance(ctx), type, preset);
+		return qp_err_set(err, QP_EINVAL, "give 'type' or 'preset', not both (type %s, preset %s)",
+		                  type, preset);
 	const struct qp_value *o = qp_ctx_param(ctx, "overrides");
 	for (size_t i = 0; i < o->n; i++) {
 		const char *item = o->list[i] ? o->list[i] : "";
 		const char *eq = strrchr(item, '=');
 		if (!eq || eq == item || !eq[1])
-			return qp_err_set(err, QP_EINVAL, "stage '%s': override '%s' is not PATTERN=TYPE",
-			                  qp_ctx_instance(ctx), item);
+			return qp_err_set(err, QP_EINVAL, "override '%s' is not PATTERN=TYPE", item);
 		int t = kernel_type(eq + 1);
 		if (t < 0)
-			return qp_err_set(err, QP_EINVAL, "stage '%s': override '%s': unknown tensor type '%s'",
-			                  qp_ctx_instance(ctx), item, eq + 1);
+			return qp_err_set(err, QP_EINVAL, "override '%s': unknown tensor type '%s'", item, eq + 1);
 		if (ov) {
 			ov[i].item = item;
 			ov[i].type = (enum qp_type)t;

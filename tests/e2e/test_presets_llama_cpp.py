@@ -74,16 +74,17 @@ class PresetsMatchLlamaCpp(unittest.TestCase):
     def tearDown(self):
         self.w.cleanup()
 
-    def test_presets__types_and_bytes_equal_llama_model_quantize_on_llama_docs_27m(self):
-        model = qptest.model_dir("llama-docs-27m")
-        r = self.w.write("r.yaml", RECIPE.format(model=model, presets=", ".join(PRESETS)))
+    def check(self, model_name, presets):
+        model = qptest.model_dir(model_name)
+        r = self.w.write("r.yaml", RECIPE.format(model=model, presets=", ".join(presets)))
         t0 = time.monotonic()
         _, ev = self.w.run(r)
         st = qptest.stage_events(ev)
         src = st["f32gguf"]["outputs"]["model.gguf"]
-        print(f"qpipe: f32 and {len(PRESETS)} presets in {time.monotonic() - t0:.1f} s", flush=True)
-        for preset, ftype in PRESETS.items():
-            with self.subTest(preset=preset):
+        print(f"{model_name}: qpipe made f32 and {len(presets)} presets in {time.monotonic() - t0:.1f} s",
+              flush=True)
+        for preset in presets:
+            with self.subTest(model=model_name, preset=preset):
                 ours_path = st["gguf[preset=%s]" % preset]["outputs"]["model.gguf"]
                 want_path = os.path.join(self.w.dir, preset + ".gguf")
                 t0 = time.monotonic()
@@ -102,13 +103,20 @@ class PresetsMatchLlamaCpp(unittest.TestCase):
                     elif not np.array_equal(np.asarray(o.data).reshape(-1).view(np.uint8),
                                             np.asarray(w.data).reshape(-1).view(np.uint8)):
                         bad.append(f"{name}: {w.tensor_type.name} bytes differ")
-                print(f"{preset}: {len(want) - len(bad)} of {len(want)} tensors match llama.cpp "
+                print(f"{model_name} {preset}: {len(want) - len(bad)} of {len(want)} tensors match llama.cpp "
                       f"({json.dumps(counts, sort_keys=True)}); llama.cpp took {t_llama:.1f} s", flush=True)
                 self.assertEqual(bad, [])
-                self.assertEqual(file_type(ours_path), ftype)
-                self.assertEqual(file_type(want_path), ftype)
+                self.assertEqual(file_type(ours_path), PRESETS[preset])
+                self.assertEqual(file_type(want_path), PRESETS[preset])
                 os.unlink(want_path)
 
+    def test_presets__types_and_bytes_equal_llama_model_quantize_on_llama_docs_27m(self):
+        self.check("llama-docs-27m", ["Q4_K_M", "Q6_K", "Q2_K", "Q3_K_M"])
+
+    def test_presets__fallbacks_and_tied_embeddings_equal_llama_cpp_on_stories260K(self):
+        # 64- and 172-wide rows: llama.cpp's fallback types, and F16 where
+        # even those do not fit; no lm_head, so the embedding is the output
+        self.check("stories260K", ["Q4_K_M", "Q2_K", "Q3_K_M"])
 
 if __name__ == "__main__":
     qptest.main()
