@@ -37,35 +37,49 @@ void qp_ppl_finish(struct qp_ppl_result *out, const struct qp_nll_sums *s)
 	out->ppl_err = var > 0.0 && s->n > 1 ? out->ppl * sqrt(var / (double)(s->n - 1)) : 0.0;
 }
 
-int qp_ppl_run(struct qp_ppl_result *out, struct qp_llama *m, const int32_t *tokens,
-               int64_t n_tokens, int32_t bos, const struct qp_ppl_params *p,
-               qp_ppl_progress_fn progress, void *arg, struct qp_err *err)
+int qp_ppl_plan(int64_t *n_chunks, int64_t *first, int64_t n_tokens, const struct qp_ppl_params *p,
+                struct qp_err *err)
 {
-	memset(out, 0, sizeof(*out));
 	int64_t n_ctx = p->n_ctx;
-	int64_t first = p->first < 0 ? n_ctx / 2 : p->first;
-	if (n_ctx < 2 || first >= n_ctx - 1)
+	*first = p->first < 0 ? n_ctx / 2 : p->first;
+	if (n_ctx < 2 || *first >= n_ctx - 1)
 		return qp_err_set(err, QP_EINVAL, "n_ctx %lld leaves no token to score", (long long)n_ctx);
 	if (n_tokens < n_ctx)
 		return qp_err_set(err, QP_EINVAL,
 		                  "the text is %lld tokens long, shorter than one chunk of n_ctx %lld tokens",
 		                  (long long)n_tokens, (long long)n_ctx);
-	int64_t n_chunks = n_tokens / n_ctx;
-	if (p->chunks > 0 && p->chunks < n_chunks)
-		n_chunks = p->chunks;
+	*n_chunks = n_tokens / n_ctx;
+	if (p->chunks > 0 && p->chunks < *n_chunks)
+		*n_chunks = p->chunks;
+	return 0;
+}
+
+void qp_ppl_chunk(int32_t *chunk, const int32_t *tokens, int64_t c, int64_t n_ctx, int32_t bos)
+{
+	memcpy(chunk, tokens + c * n_ctx, (size_t)n_ctx * sizeof(int32_t));
+	if (bos >= 0)
+		chunk[0] = bos;
+}
+
+int qp_ppl_run(struct qp_ppl_result *out, struct qp_llama *m, const int32_t *tokens,
+               int64_t n_tokens, int32_t bos, const struct qp_ppl_params *p,
+               qp_ppl_progress_fn progress, void *arg, struct qp_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	int64_t n_ctx = p->n_ctx, n_chunks, first;
+	int rc = qp_ppl_plan(&n_chunks, &first, n_tokens, p, err);
+	if (rc)
+		return rc;
 	int64_t nv = qp_llama_hparams(m)->n_vocab;
 	float *logits = malloc((size_t)n_ctx * (size_t)nv * sizeof(float));
 	int32_t *chunk = malloc((size_t)n_ctx * sizeof(int32_t));
-	int rc = 0;
 	if (!logits || !chunk) {
 		rc = qp_err_nomem(err);
 		goto out;
 	}
 	struct qp_nll_sums sums = {0};
 	for (int64_t c = 0; c < n_chunks && !rc; c++) {
-		memcpy(chunk, tokens + c * n_ctx, (size_t)n_ctx * sizeof(int32_t));
-		if (bos >= 0)
-			chunk[0] = bos;
+		qp_ppl_chunk(chunk, tokens, c, n_ctx, bos);
 		rc = qp_ppl_window(&sums, m, chunk, n_ctx, first, logits, err);
 		if (!rc && progress)
 			rc = progress(arg, c + 1, n_chunks, err);

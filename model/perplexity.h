@@ -50,6 +50,16 @@ int qp_ppl_run(struct qp_ppl_result *out, struct qp_llama *m, const int32_t *tok
                int64_t n_tokens, int32_t bos, const struct qp_ppl_params *p,
                qp_ppl_progress_fn progress, void *arg, struct qp_err *err);
 
+/* The chunks the method runs over n_tokens: how many (p->chunks or all
+ * that fit) and the first scored position; fails with a clear message
+ * when the text holds fewer than n_ctx tokens. */
+int qp_ppl_plan(int64_t *n_chunks, int64_t *first, int64_t n_tokens, const struct qp_ppl_params *p,
+                struct qp_err *err);
+
+/* Chunk c of tokens (n_ctx tokens) into chunk, its first token replaced
+ * by bos when bos >= 0. */
+void qp_ppl_chunk(int32_t *chunk, const int32_t *tokens, int64_t c, int64_t n_ctx, int32_t bos);
+
 /* PPL and its uncertainty from sums, as above. */
 void qp_ppl_finish(struct qp_ppl_result *out, const struct qp_nll_sums *sums);
 

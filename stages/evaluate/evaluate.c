@@ -12,18 +12,52 @@
  *                 export.gguf stage) on `text`, by llama.cpp's
  *                 llama-perplexity method (model/perplexity.h): n_ctx
  *                 tokens per chunk, the first `chunks` chunks (0: all),
- *                 with the GGUF's own tokenizer */
+ *                 with the GGUF's own tokenizer
+ *   kld           KL divergence of `gguf` from `base` (the export.gguf
+ *                 stage of the unquantized model, e.g. a quantize of type
+ *                 f32 or f16 and its export) on the very tokens ppl scores
+ *                 (the second half of each chunk), as llama-perplexity
+ *                 --kl-divergence reports it (model/kld.h): with p the
+ *                 base's and q this model's next-token softmax,
+ *                   kld        mean over tokens of sum_i p_i (log p_i - log q_i)
+ *                              (nats; kld_err its standard error)
+ *                   kld_median, kld_p99, kld_max: of the per-token values,
+ *                              percentiles interpolated as llama.cpp does
+ *                   rms_dp     100 * sqrt(mean (q[next] - p[next])^2), percent,
+ *                              next the text's next token (mean_dp: the mean)
+ *                   top1_pct   percent of tokens where argmax p == argmax q
+ *                 The base model runs in this stage process, chunk by
+ *                 chunk beside the quantized one, so each evaluation pays
+ *                 for its forward passes again; caching the base logits
+ *                 across evaluations is a later optimization. Wiring: give
+ *                 the base its own stages without the matrix coordinate,
+ *                   base_q:    { uses: quantize, with: { model: model, type: f32 } }
+ *                   base_gguf: { uses: export.gguf, with: { model: base_q } }
+ *                 and `base: base_gguf` in evaluate's with; having no
+ *                 coordinate in common, it pairs with every instance.
+ *   speed         on `gguf`, after one untimed warm-up each: prefill_tok_s,
+ *                 n_ctx tokens in one batch from an empty cache (the first
+ *                 chunk of `text`, or fixed stand-in tokens without text),
+ *                 and decode_tok_s, decode_tokens single-token steps over
+ *                 the KV cache; threads (the stage's thread count) and
+ *                 load_s (opening the GGUF and building the model)
+ *   memory        peak_rss_mb: the stage process's peak resident set
+ *                 (getrusage ru_maxrss, MB = 10^6 bytes) at its end, so it
+ *                 includes whatever the other metrics loaded (the base
+ *                 model too, with kld) */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "common/os.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "kernels/convert.h"
 #include "kernels/vec.h"
+#include "model/kld.h"
 #include "model/llama.h"
 #include "model/perplexity.h"
 #include "model/tokenizer.h"
@@ -36,69 +70,213 @@ static const struct qp_param_decl params[] = {
 	 .doc = "the unquantized model (model.local); needed for weight_error"},
 	{.name = "gguf", .type = QP_P_INPUT, .def = "",
 	 .doc = "the export.gguf stage of the same model; needed for ppl"},
+	{.name = "base", .type = QP_P_INPUT, .def = "",
+	 .doc = "the export.gguf stage of the unquantized model; needed for kld"},
 	{.name = "metrics", .type = QP_P_LIST, .def = "size,weight_error",
-	 .doc = "what to measure: size, weight_error, ppl"},
+	 .doc = "what to measure: size, weight_error, ppl, kld, speed, memory"},
 	{.name = "text", .type = QP_P_PATH, .def = "", .doc = "text file for ppl"},
 	{.name = "n_ctx", .type = QP_P_INT, .def = "512", .min = 8, .max = 1048576,
 	 .doc = "ppl: tokens per chunk"},
 	{.name = "chunks", .type = QP_P_INT, .def = "0", .min = 0, .max = 1e9,
 	 .doc = "ppl: chunks to score, 0 for all the text holds"},
+	{.name = "decode_tokens", .type = QP_P_INT, .def = "64", .min = 1, .max = 1048576,
+	 .doc = "speed: single-token decode steps timed (at most n_ctx - 1)"},
 	{0},
 };
 
-static const char *const known_metrics[] = {"size", "weight_error", "ppl", NULL};
+static const char *const known_metrics[] = {"size", "weight_error", "ppl", "kld", "speed", "memory", NULL};
 
-static int ppl_progress(void *arg, int64_t done, int64_t total, struct qp_err *err)
+static int text_progress(void *arg, const char *what, int64_t done, int64_t total, struct qp_err *err)
 {
-	return qp_ctx_progress(arg, "ppl chunks", done, total, err);
+	return qp_ctx_progress(arg, what, done, total, err);
 }
 
-static int run_ppl(struct qp_stage_ctx *ctx, struct qp_err *err)
+static double peak_rss_mb(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0.0;
+	return (double)ru.ru_maxrss * 1024.0 / 1e6; /* Linux: KiB */
+}
+
+/* Deterministic stand-in tokens for speed when there is no text. */
+static void synth_tokens(int32_t *t, int64_t n, int64_t n_vocab, int32_t bos)
+{
+	for (int64_t i = 0; i < n; i++)
+		t[i] = (int32_t)((i * 7919 + 13) % n_vocab);
+	if (bos >= 0 && n > 0)
+		t[0] = bos;
+}
+
+static int run_speed(struct qp_stage_ctx *ctx, struct qp_llama *m, const int32_t *ids, size_t n_ids,
+                     int32_t bos, int64_t n_ctx, float *logits, struct qp_err *err)
+{
+	int64_t nv = qp_llama_hparams(m)->n_vocab;
+	int64_t n_dec = qp_ctx_param(ctx, "decode_tokens")->i;
+	if (n_dec > n_ctx - 1)
+		n_dec = n_ctx - 1;
+	int32_t *t = malloc((size_t)n_ctx * sizeof(int32_t));
+	if (!t)
+		return qp_err_nomem(err);
+	if (ids && (int64_t)n_ids >= n_ctx)
+		qp_ppl_chunk(t, ids, 0, n_ctx, bos);
+	else
+		synth_tokens(t, n_ctx, nv, bos);
+	int rc;
+	double t0, prefill = 0, decode = 0;
+	/* prefill: one warm-up batch, then one timed batch of n_ctx tokens */
+	if ((rc = qp_llama_eval(m, t, n_ctx, 0, logits, err)))
+		goto out;
+	t0 = qp_os_now();
+	if ((rc = qp_llama_eval(m, t, n_ctx, 0, logits, err)))
+		goto out;
+	prefill = qp_os_now() - t0;
+	/* decode: the token at position 0 is the warm-up step, then n_dec
+	 * single-token steps at positions 1 .. n_dec over the KV cache */
+	if ((rc = qp_llama_eval(m, t, 1, 0, logits, err)))
+		goto out;
+	t0 = qp_os_now();
+	for (int64_t i = 1; i <= n_dec && !rc; i++)
+		rc = qp_llama_eval(m, t + i, 1, i, logits, err);
+	decode = qp_os_now() - t0;
+	if (rc)
+		goto out;
+	json_t *met = qp_ctx_metrics(ctx);
+	json_object_set_new(met, "prefill_tok_s", json_real(prefill > 0 ? (double)n_ctx / prefill : 0.0));
+	json_object_set_new(met, "decode_tok_s", json_real(decode > 0 ? (double)n_dec / decode : 0.0));
+	json_object_set_new(met, "prefill_tokens", json_integer(n_ctx));
+	json_object_set_new(met, "decode_tokens", json_integer(n_dec));
+out:
+	free(t);
+	return rc;
+}
+
+/* ppl, kld and speed: the metrics that run the model over text. */
+static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool want_speed,
+                    struct qp_err *err)
 {
 	const struct qp_artifact *ga = qp_ctx_input(ctx, "gguf");
+	const struct qp_artifact *ba = qp_ctx_input(ctx, "base");
 	const char *text_path = qp_ctx_param(ctx, "text")->s;
+	const char *first_metric = want_ppl ? "ppl" : want_kld ? "kld" : "speed";
 	if (!ga)
-		return qp_err_set(err, QP_EINVAL, "metric 'ppl' needs parameter 'gguf' (the export.gguf stage)");
-	if (!text_path[0])
-		return qp_err_set(err, QP_EINVAL, "metric 'ppl' needs parameter 'text' (a text file)");
-	const char *gpath;
+		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'gguf' (the export.gguf stage)",
+		                  first_metric);
+	if (want_kld && !ba)
+		return qp_err_set(err, QP_EINVAL,
+		                  "metric 'kld' needs parameter 'base' (the export.gguf stage of the unquantized model)");
+	bool need_text = want_ppl || want_kld;
+	if (need_text && !text_path[0])
+		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'text' (a text file)",
+		                  want_ppl ? "ppl" : "kld");
+	const char *gpath, *bpath = NULL;
 	int rc = qp_stage_need_file(ga, "model.gguf", &gpath, err);
-	if (rc)
+	if (rc || (want_kld && (rc = qp_stage_need_file(ba, "model.gguf", &bpath, err))))
 		return rc;
 	struct qp_ppl_params p = {.n_ctx = qp_ctx_param(ctx, "n_ctx")->i,
 	                          .chunks = qp_ctx_param(ctx, "chunks")->i, .first = -1};
-	struct qp_llama *m = NULL;
+	int threads = qp_ctx_threads(ctx);
+	struct qp_llama *m = NULL, *base = NULL;
 	struct qp_tokenizer *tok = NULL;
+	struct qp_kld_acc kacc = {0};
 	char *text = NULL;
 	size_t len, n = 0;
-	int32_t *ids = NULL;
-	if ((rc = qp_llama_open(&m, gpath, p.n_ctx, qp_ctx_threads(ctx), err)) ||
-	    (rc = qp_tokenizer_from_gguf(&tok, qp_llama_gguf(m), err)) ||
-	    (rc = qp_os_read_file(&text, &len, text_path, (size_t)1 << 31, err)) ||
-	    (rc = qp_tokenizer_encode(tok, text, len, true, &ids, &n, err)))
+	int32_t *ids = NULL, *chunk = NULL;
+	float *logits = NULL, *blogits = NULL;
+	json_t *met = qp_ctx_metrics(ctx);
+	double t0 = qp_os_now();
+	if ((rc = qp_llama_open(&m, gpath, p.n_ctx, threads, err)))
 		goto out;
-	struct qp_ppl_result r;
-	if ((rc = qp_ppl_run(&r, m, ids, (int64_t)n, qp_tokenizer_bos(tok), &p, ppl_progress, ctx, err))) {
-		if (rc != QP_EINTR)
-			qp_err_prefix(err, "%s", text_path);
+	double load_s = qp_os_now() - t0;
+	if ((rc = qp_tokenizer_from_gguf(&tok, qp_llama_gguf(m), err)))
+		goto out;
+	if (text_path[0] && ((rc = qp_os_read_file(&text, &len, text_path, (size_t)1 << 31, err)) ||
+	                     (rc = qp_tokenizer_encode(tok, text, len, true, &ids, &n, err))))
+		goto out;
+	int64_t nv = qp_llama_hparams(m)->n_vocab, n_ctx = p.n_ctx;
+	if (want_kld) {
+		if ((rc = qp_llama_open(&base, bpath, n_ctx, threads, err)))
+			goto out;
+		if (qp_llama_hparams(base)->n_vocab != nv) {
+			rc = qp_err_set(err, QP_EINVAL, "kld: base %s has %lld tokens in its vocabulary, %s has %lld",
+			                bpath, (long long)qp_llama_hparams(base)->n_vocab, gpath, (long long)nv);
+			goto out;
+		}
+	}
+	logits = malloc((size_t)n_ctx * (size_t)nv * sizeof(float));
+	if (!logits || (want_kld && !(blogits = malloc((size_t)n_ctx * (size_t)nv * sizeof(float))))) {
+		rc = qp_err_nomem(err);
 		goto out;
 	}
-	json_t *met = qp_ctx_metrics(ctx);
-	json_object_set_new(met, "ppl", json_real(r.ppl));
-	json_object_set_new(met, "ppl_err", json_real(r.ppl_err));
-	json_object_set_new(met, "ppl_nll", json_real(r.nll));
-	json_object_set_new(met, "ppl_method", json_string("llama.cpp: chunks of n_ctx, BOS first, second half scored"));
-	json_object_set_new(met, "n_ctx", json_integer(p.n_ctx));
-	json_object_set_new(met, "chunks", json_integer(r.n_chunks));
-	json_object_set_new(met, "tokens_scored", json_integer(r.n_scored));
-	json_object_set_new(met, "text_tokens", json_integer(r.n_tokens));
-	json_object_set_new(met, "tokenizer", json_string(qp_tokenizer_describe(tok)));
+	if (need_text) {
+		int32_t bos = qp_tokenizer_bos(tok);
+		int64_t n_chunks, first;
+		if ((rc = qp_ppl_plan(&n_chunks, &first, (int64_t)n, &p, err))) {
+			qp_err_prefix(err, "%s", text_path);
+			goto out;
+		}
+		if (!(chunk = malloc((size_t)n_ctx * sizeof(int32_t)))) {
+			rc = qp_err_nomem(err);
+			goto out;
+		}
+		struct qp_nll_sums sums = {0};
+		const char *what = want_kld ? "kld chunks" : "ppl chunks";
+		for (int64_t c = 0; c < n_chunks; c++) {
+			qp_ppl_chunk(chunk, ids, c, n_ctx, bos);
+			if ((rc = qp_ppl_window(&sums, m, chunk, n_ctx, first, logits, err)) ||
+			    (want_kld && ((rc = qp_llama_eval(base, chunk, n_ctx, 0, blogits, err)) ||
+			                  (rc = qp_kld_add(&kacc, blogits, logits, nv, chunk, n_ctx, first, err)))) ||
+			    (rc = text_progress(ctx, what, c + 1, n_chunks, err))) {
+				if (rc != QP_EINTR)
+					qp_err_prefix(err, "%s", text_path);
+				goto out;
+			}
+		}
+		if (want_ppl) {
+			struct qp_ppl_result r;
+			qp_ppl_finish(&r, &sums);
+			json_object_set_new(met, "ppl", json_real(r.ppl));
+			json_object_set_new(met, "ppl_err", json_real(r.ppl_err));
+			json_object_set_new(met, "ppl_nll", json_real(r.nll));
+			json_object_set_new(met, "ppl_method",
+			                    json_string("llama.cpp: chunks of n_ctx, BOS first, second half scored"));
+		}
+		if (want_kld) {
+			struct qp_kld_result k;
+			qp_kld_finish(&k, &kacc);
+			json_object_set_new(met, "kld", json_real(k.kld));
+			json_object_set_new(met, "kld_err", json_real(k.kld_err));
+			json_object_set_new(met, "kld_median", json_real(k.kld_median));
+			json_object_set_new(met, "kld_p99", json_real(k.kld_p99));
+			json_object_set_new(met, "kld_max", json_real(k.kld_max));
+			json_object_set_new(met, "rms_dp", json_real(k.rms_dp));
+			json_object_set_new(met, "mean_dp", json_real(k.mean_dp));
+			json_object_set_new(met, "top1_pct", json_real(k.top1_pct));
+			json_object_set_new(met, "base", json_string(ba->instance));
+		}
+		json_object_set_new(met, "n_ctx", json_integer(n_ctx));
+		json_object_set_new(met, "chunks", json_integer(n_chunks));
+		json_object_set_new(met, "tokens_scored", json_integer(sums.n));
+		json_object_set_new(met, "text_tokens", json_integer((int64_t)n));
+		json_object_set_new(met, "tokenizer", json_string(qp_tokenizer_describe(tok)));
+		json_object_set_new(met, "text", json_string(text_path));
+	}
 	json_object_set_new(met, "gguf", json_string(ga->instance));
-	json_object_set_new(met, "text", json_string(text_path));
+	if (want_speed) {
+		if ((rc = run_speed(ctx, m, ids, n, qp_tokenizer_bos(tok), n_ctx, logits, err)))
+			goto out;
+		json_object_set_new(met, "load_s", json_real(load_s));
+		json_object_set_new(met, "threads", json_integer(threads));
+	}
 out:
+	qp_kld_acc_free(&kacc);
+	free(chunk);
+	free(logits);
+	free(blogits);
 	free(ids);
 	free(text);
 	qp_tokenizer_free(tok);
+	qp_llama_free(base);
 	qp_llama_free(m);
 	return rc;
 }
@@ -128,7 +306,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		for (size_t j = 0; known_metrics[j]; j++)
 			ok |= !strcmp(metrics->list[i], known_metrics[j]);
 		if (!ok)
-			return qp_err_set(err, QP_EINVAL, "unknown metric '%s' (known: size, weight_error, ppl)",
+			return qp_err_set(err, QP_EINVAL, "unknown metric '%s' (known: size, weight_error, ppl, kld, speed, memory)",
 			                  metrics->list[i]);
 	}
 	bool weight_error = want_metric(metrics, "weight_error");
@@ -210,11 +388,15 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		json_object_set(met, "fallback", json_object_get(qm, "fallback"));
 		json_object_set(met, "fallback_type", json_object_get(qm, "fallback_type"));
 	}
-	if (want_metric(metrics, "ppl")) {
+	bool want_ppl = want_metric(metrics, "ppl"), want_kld = want_metric(metrics, "kld"),
+	     want_speed = want_metric(metrics, "speed");
+	if (want_ppl || want_kld || want_speed) {
 		qp_gguf_close(q);
 		q = NULL;
-		rc = run_ppl(ctx, err);
+		rc = run_text(ctx, want_ppl, want_kld, want_speed, err);
 	}
+	if (!rc && want_metric(metrics, "memory"))
+		json_object_set_new(met, "peak_rss_mb", json_real(peak_rss_mb()));
 out:
 	qp_st_close(ref);
 	qp_gguf_close(q);
@@ -223,8 +405,8 @@ out:
 
 const struct qp_stage_kind qp_kind_evaluate = {
 	.name = "evaluate",
-	.version = 3,
-	.summary = "size, bits per weight, weight error against the source, perplexity",
+	.version = 4,
+	.summary = "size, bits per weight, weight error against the source, perplexity, KL divergence, speed, memory",
 	.params = params,
 	.run = run,
 	.mem_inputs = 2.5, /* source + converted copy (+ row buffers) */
