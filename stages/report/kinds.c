@@ -54,7 +54,7 @@ static int run_csv(struct qp_stage_ctx *ctx, struct qp_err *err)
 
 const struct qp_stage_kind qp_kind_report_csv = {
 	.name = "report.csv",
-	.version = 1,
+	.version = 2,
 	.summary = "the report table as CSV (values in each column's format; reference columns "
 	           "METRIC_theirs, METRIC_delta, METRIC_delta_pct)",
 	.params = csv_params,
@@ -95,7 +95,7 @@ static int run_json(struct qp_stage_ctx *ctx, struct qp_err *err)
 
 const struct qp_stage_kind qp_kind_report_json = {
 	.name = "report.json",
-	.version = 1,
+	.version = 2,
 	.summary = "the report table as JSON, full precision: a baseline for 'qpipe run --check' "
 	           "and 'qpipe report diff'",
 	.params = json_params,
@@ -129,7 +129,7 @@ static int run_svg(struct qp_stage_ctx *ctx, struct qp_err *err)
 
 const struct qp_stage_kind qp_kind_report_svg = {
 	.name = "report.svg",
-	.version = 1,
+	.version = 2,
 	.summary = "a chart of the report table as SVG: size against perplexity, bits per weight "
 	           "against a metric, bars of any metric; published points hollow",
 	.params = svg_params,

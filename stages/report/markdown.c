@@ -32,7 +32,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 
 const struct qp_stage_kind qp_kind_report_markdown = {
 	.name = "report.markdown",
-	.version = 3,
+	.version = 4,
 	.summary = "a markdown table of the metrics of a stage's instances",
 	.params = params,
 	.run = run,
