@@ -134,6 +134,12 @@ class RecipeErrors(unittest.TestCase):
               m: { uses: model.local, with: { path: MODEL } }
             """, "base.yaml:2:3: stage 'm' is defined again (first at FILE:3:3)")
 
+    def test_control_characters_in_values_stay_on_one_line(self):
+        p = self.check('stages:\n  m: { uses: model.local, with: { path: MODEL } }\n'
+                       '  q: { uses: quantize, with: { model: m, type: "q4\\n0" } }\n',
+                       "FILE:3:48: parameter 'type' of stage 'q': unknown value 'q4\\n0' (did you mean 'q4_0'?)")
+        self.assertEqual(len(p.stderr.splitlines()), 2)
+
     def test_unknown_variable(self):
         self.check("""\
             stages:
