@@ -90,7 +90,7 @@ int cmd_cache(const struct qp_cmd *cmd, int argc, char **argv)
 		struct qp_gc_stats g;
 		if (qp_store_gc(s, max_size, grace, &g, &err)) {
 			qp_cli_error("%s", err.msg);
-			ex = err.code == QP_ELOCKED ? QP_EXIT_ENV : QP_EXIT_ENV;
+			ex = QP_EXIT_ENV; /* locked by another gc, or I/O */
 		} else {
 			printf("removed %zu action record(s), %zu object(s) (%.1f MB), %zu temporary file(s); "
 			       "objects: %.1f MB before, %.1f MB in use now\n",

@@ -1,6 +1,5 @@
 """qpipe cache gc and rm: the store shrinks to a budget, least recently
 used first, stays valid, and a rerun restores exactly what was dropped."""
-import os
 import re
 import unittest
 
