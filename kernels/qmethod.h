@@ -1,0 +1,180 @@
+/* Quantization methods outside GGUF's block types: round-to-nearest
+ * integers (RTN), binary, ternary, NF4, FP8 and k-means look-up tables.
+ *
+ * A weight tensor is a row-major matrix of rows x cols f32 values (row =
+ * output channel, as Hugging Face stores nn.Linear weights). Quantizing it
+ * fills a struct qp_qtensor: packed integer codes plus the arrays that turn
+ * them back into values (scales, zero points, look-up tables). Dequantizing
+ * gives f32 values; qpipe evaluates a method by exactly these values.
+ *
+ * Codes: each row is packed on its own, code j of a row at bit j * bits,
+ * least significant bit first within each byte, a row padded up to a whole
+ * byte (row_bytes = ceil(cols * bits / 8)); codes_bytes = rows * row_bytes.
+ *
+ * Scales and zeros form a [scale_rows x scale_cols] matrix:
+ *   tensor   1 x 1
+ *   channel  rows x 1              (one per row)
+ *   group    rows x (cols / group) (group consecutive elements of a row;
+ *                                   cols must be a multiple of group)
+ * Element (r, c) uses scale [r * scale_cols + c * scale_cols / cols], i.e.
+ * its group's.
+ *
+ * Rounding is to nearest, ties to even (rintf in the default rounding mode),
+ * as torch.round and numpy.round do.
+ *
+ * The methods, value = what dequantize returns:
+ *
+ *   RTN, bits 2..8, maxq = 2^bits - 1, codes q in [0, maxq], GPTQ's
+ *   quantizer (so a GPTQ/AWQ export maps onto it exactly):
+ *     asym: lo = min(min w, 0), hi = max(max w, 0) over the scale unit;
+ *           lo == hi == 0 -> lo = -1, hi = 1; s = (hi - lo) / maxq;
+ *           z = clamp(round(-lo / s), 0, maxq)
+ *     sym:  a = max |w|; a == 0 -> a = 1; s = 2a / maxq; z = (maxq + 1) / 2
+ *     s is rounded to f16 first when spec.scale_f16 (and stored as F16);
+ *     q = clamp(round(w / s) + z, 0, maxq); value = s * (q - z).
+ *     zeros holds z for every scale (also for sym, where all are equal).
+ *   BINARY, bits 1: s = mean |w| over the unit; q = (w >= 0);
+ *     value = q ? s : -s. Units: tensor, channel or group.
+ *   TERNARY, bits 2 (stored), q in {0, 1, 2} meaning -1, 0, +1:
+ *     threshold rule: d = threshold * mean |w| over the unit;
+ *       t = |w| > d ? sign(w) : 0; s = mean |w| over {|w| > d} (0 if none)
+ *       (Ternary Weight Networks' rule; threshold 0.45 by default, as in
+ *       the t81 suite)
+ *     absmean rule (BitNet b1.58): g = mean |w| over the unit;
+ *       t = clamp(round(w / (g + 1e-5)), -1, 1); s = g
+ *     q = t + 1; value = s * t. s rounded to f16 when spec.scale_f16.
+ *   NF4, bits 4, blocks of `group` (64) consecutive elements of the
+ *     flattened tensor (rows * cols must be a multiple of group): absmax a
+ *     per block; q = index of the NF4 code value nearest to w / a (lowest
+ *     index on a tie; a == 0 -> q = index of 0.0); value = a' * NF4[q],
+ *     a' = a, or with double_quant QLoRA's second level: c = mean of all a;
+ *     blocks of 256 absmax values, each with m = max |a - c|; the 8-bit
+ *     code of (a - c) / m is the nearest entry of bitsandbytes' signed
+ *     dynamic map (qp_qmethod_dynamic_map); a' = map[code] * m + c.
+ *     scales holds a (f32) without double quantization; with it,
+ *     absmax_codes, absmax_scales (one per 256) and absmax_offset (c).
+ *   FP8, bits 8, E4M3 (OCP "fn": bias 7, max 448, no infinities, NaN =
+ *     S.1111.111) or E5M2 (bias 15, max 57344, IEEE infinities and NaNs):
+ *     s = max |w| / fmax over the unit (tensor or channel; s = 1 when max
+ *     |w| is 0); q = fp8(w / s) rounded to nearest even with subnormals,
+ *     saturating finite overflow to +-fmax, NaN to NaN; value = s * f(q).
+ *   KMEANS, bits 2..8, k = 2^bits centroids (coremltools' post-training
+ *     palettizer): one LUT per tensor, or per group of `group` consecutive
+ *     rows (rows must be a multiple of group); with channel_scale every row
+ *     is first divided by its max |w| (stored in scales, rows x 1; 0 rows
+ *     keep scale 1). Centroids start by k-means++ (first pick and each D^2
+ *     draw from qp_qmethod_rng with `seed`), then Lloyd iterations
+ *     (at most `iters`, stopping when no assignment changes); a point goes
+ *     to the nearest centroid, the lower one on a tie; an empty cluster
+ *     keeps its centroid. LUT rows are sorted ascending. value = lut[g][q]
+ *     (* scale of its row). */
+#ifndef QP_QMETHOD_H
+#define QP_QMETHOD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+enum qp_qmethod {
+	QP_QM_RTN,
+	QP_QM_BINARY,
+	QP_QM_TERNARY,
+	QP_QM_NF4,
+	QP_QM_FP8,
+	QP_QM_KMEANS,
+};
+
+enum qp_qgran {
+	QP_QG_TENSOR,
+	QP_QG_CHANNEL,
+	QP_QG_GROUP,
+};
+
+enum qp_tern_rule {
+	QP_TERN_THRESHOLD,
+	QP_TERN_ABSMEAN,
+};
+
+enum qp_fp8_format {
+	QP_FP8_E4M3,
+	QP_FP8_E5M2,
+};
+
+struct qp_qspec {
+	enum qp_qmethod method;
+	int bits;                /* RTN, KMEANS: 2..8; others: fixed (1, 2, 4, 8), set by qp_qspec_default */
+	enum qp_qgran gran;      /* scale unit (RTN, BINARY, TERNARY, FP8); KMEANS: TENSOR or GROUP (of rows) */
+	int64_t group;           /* GROUP: elements per group in a row; NF4: block (64); KMEANS: rows per LUT */
+	bool sym;                /* RTN */
+	bool scale_f16;          /* RTN, BINARY, TERNARY: round scales to f16 and store them as F16 */
+	enum qp_tern_rule rule;  /* TERNARY */
+	float threshold;         /* TERNARY threshold rule: fraction of mean |w| (0.45) */
+	enum qp_fp8_format fp8;  /* FP8 */
+	bool double_quant;       /* NF4 */
+	bool channel_scale;      /* KMEANS */
+	uint64_t seed;           /* KMEANS */
+	int iters;               /* KMEANS: Lloyd iterations at most (default 50) */
+};
+
+/* A quantized tensor. qp_qmethod_quantize allocates every array (NULL
+ * where the method has none); qp_qtensor_free frees them. */
+struct qp_qtensor {
+	int64_t rows, cols;
+	uint8_t *codes;          /* rows x row_bytes, packed as above */
+	size_t row_bytes, codes_bytes;
+	float *scales;           /* scale_rows x scale_cols (NF4 without double quant: one per block) */
+	int64_t scale_rows, scale_cols;
+	uint8_t *zeros;          /* RTN: one per scale; else NULL */
+	float *lut;              /* KMEANS: lut_rows x 2^bits; else NULL */
+	int64_t lut_rows;
+	uint8_t *absmax_codes;   /* NF4 double quant: one per block */
+	float *absmax_scales;    /* NF4 double quant: one per 256 blocks */
+	int64_t n_blocks, n_absmax_scales;
+	float absmax_offset;     /* NF4 double quant */
+};
+
+/* The spec's defaults for a method: RTN 4 bits asym per group of 128 with
+ * f16 scales, BINARY per channel, TERNARY threshold 0.45 per channel,
+ * NF4 block 64 with double quantization, FP8 E4M3 per channel, KMEANS 4
+ * bits per tensor, seed 0, 50 iterations. */
+void qp_qspec_default(struct qp_qspec *s, enum qp_qmethod m);
+
+/* Check a spec against a tensor shape: bits in range for the method,
+ * granularity allowed, group dividing the shape as the method needs.
+ * Fails with a message naming the parameter. */
+int qp_qspec_check(const struct qp_qspec *s, int64_t rows, int64_t cols, struct qp_err *err);
+
+/* Method names ("rtn", "binary", "ternary", "nf4", "fp8", "kmeans"),
+ * and back (-1 if unknown). */
+const char *qp_qmethod_name(enum qp_qmethod m);
+int qp_qmethod_from_name(const char *name);
+
+/* Quantize w (rows x cols f32) by spec into out, using up to threads
+ * threads. out is overwritten (not freed first). */
+int qp_qmethod_quantize(const struct qp_qspec *spec, const float *w, int64_t rows, int64_t cols,
+                        struct qp_qtensor *out, int threads, struct qp_err *err);
+
+/* The values of q (rows x cols f32) into out. */
+int qp_qmethod_dequantize(const struct qp_qspec *spec, const struct qp_qtensor *q, float *out,
+                          struct qp_err *err);
+
+void qp_qtensor_free(struct qp_qtensor *q);
+
+/* Bits of stored data per weight: codes plus scales, zeros, LUTs and
+ * second-level constants, over rows * cols. */
+double qp_qtensor_bits_per_weight(const struct qp_qspec *spec, const struct qp_qtensor *q);
+
+/* Tables, exposed for tests and the layout reader. */
+extern const float qp_nf4_values[16];         /* QLoRA's NormalFloat4 code values, ascending */
+void qp_qmethod_dynamic_map(float map[256]);  /* bitsandbytes' signed dynamic 8-bit map, ascending */
+float qp_fp8_to_f32(uint8_t v, enum qp_fp8_format f);
+uint8_t qp_fp8_from_f32(float x, enum qp_fp8_format f);
+
+/* The generator behind k-means++: splitmix64 over the state, and a double
+ * in [0, 1) from its top 53 bits. */
+uint64_t qp_qmethod_rng(uint64_t *state);
+double qp_qmethod_rng_unit(uint64_t *state);
+
+#endif
