@@ -17,7 +17,8 @@
  *   group    rows x (cols / group) (group consecutive elements of a row;
  *                                   cols must be a multiple of group)
  * Element (r, c) uses scale [r * scale_cols + c * scale_cols / cols], i.e.
- * its group's.
+ * its group's, unless g_idx is set (GPTQ's act-order): then
+ * [r * scale_cols + g_idx[c]].
  *
  * Rounding is to nearest, ties to even (rintf in the default rounding mode),
  * as torch.round and numpy.round do.
@@ -127,6 +128,8 @@ struct qp_qtensor {
 	float *scales;           /* scale_rows x scale_cols (NF4 without double quant: one per block) */
 	int64_t scale_rows, scale_cols;
 	uint8_t *zeros;          /* RTN: one per scale; else NULL */
+	int32_t *g_idx;          /* RTN by GPTQ with act-order: the group of each column (cols entries),
+	                          * overriding column / group; else NULL */
 	float *lut;              /* KMEANS: lut_rows x 2^bits; else NULL */
 	int64_t lut_rows;
 	uint8_t *absmax_codes;   /* NF4 double quant: one per block */
@@ -161,6 +164,13 @@ int qp_qmethod_dequantize(const struct qp_qspec *spec, const struct qp_qtensor *
                           struct qp_err *err);
 
 void qp_qtensor_free(struct qp_qtensor *q);
+
+/* RTN's scale and zero point for one unit of n values (the formulas
+ * above, scale_f16 included); GPTQ and AWQ quantize through these too. */
+void qp_rtn_scale_zero(const float *w, int64_t n, int bits, bool sym, bool scale_f16, float *s,
+                       uint8_t *z);
+/* RTN's code of one value: clamp(round(w / s) + z, 0, 2^bits - 1). */
+uint8_t qp_rtn_code(float w, float s, uint8_t z, int bits);
 
 /* Bits of stored data per weight: codes plus scales, zeros, LUTs and
  * second-level constants, over rows * cols. */
