@@ -3,7 +3,10 @@
  * metrics (a list) picks what is measured:
  *   size          size (MB = 10^6 bytes of tensor data), bits per weight
  *                 (tensor data bits over all elements, 1-D tensors
- *                 included, as llama.cpp counts BPW); always computed
+ *                 included, as llama.cpp counts BPW); always computed.
+ *                 For qpipe's safetensors layout (a quantize method) the
+ *                 bytes are every stored part: codes, scales, zero points,
+ *                 LUTs, second-level constants
  *   weight_error  per tensor and overall, against `reference`:
  *                 rmse = sqrt(sum (w - q)^2 / n), max_abs = max |w - q|,
  *                 rel_err = sqrt(sum (w - q)^2 / sum w^2), w the source
@@ -54,6 +57,8 @@
 
 #include "common/os.h"
 #include "formats/gguf.h"
+#include "formats/qlayout.h"
+#include "formats/qspec.h"
 #include "formats/safetensors.h"
 #include "kernels/convert.h"
 #include "kernels/vec.h"
@@ -312,54 +317,78 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	bool weight_error = want_metric(metrics, "weight_error");
 	if (weight_error && !ra)
 		return qp_err_set(err, QP_EINVAL, "metric 'weight_error' needs parameter 'reference' (the source model)");
-	const char *gpath, *wpath = NULL;
+	const char *gpath = qp_artifact_file(qa, "model.gguf"), *lpath = qp_artifact_file(qa, "model.safetensors");
+	const char *wpath = NULL, *mpath = gpath ? gpath : lpath;
 	int rc;
-	if ((rc = qp_stage_need_file(qa, "model.gguf", &gpath, err)) ||
-	    (weight_error && (rc = qp_stage_weights_path(ra, &wpath, err))))
+	if (!mpath)
+		return qp_err_set(err, QP_EINVAL, "input '%s' has neither model.gguf nor model.safetensors: is it a quantize stage?",
+		                  qa->instance);
+	if (weight_error && (rc = qp_stage_weights_path(ra, &wpath, err)))
 		return rc;
 	struct qp_gguf_file *q = NULL;
+	struct qp_ql_model *ql = NULL;
 	struct qp_st_model *ref = NULL;
-	if ((rc = qp_gguf_open(&q, gpath, err)) || (weight_error && (rc = qp_st_open(&ref, wpath, err))))
+	float *deq = NULL;
+	if ((rc = gpath ? qp_gguf_open(&q, gpath, err) : qp_ql_open(&ql, lpath, err)) ||
+	    (weight_error && (rc = qp_st_open(&ref, wpath, err))))
 		goto out;
 	struct qp_err_stats all = {0};
 	uint64_t bytes = 0;
 	int64_t elems = 0;
 	json_t *tensors = json_array();
 	json_object_set_new(qp_ctx_metrics(ctx), "tensors", tensors);
-	size_t nt = qp_gguf_tensor_count(q);
+	size_t nt = q ? qp_gguf_tensor_count(q) : qp_ql_count(ql);
 	for (size_t i = 0; i < nt; i++) {
-		const struct qp_gguf_tensor *t = qp_gguf_tensor_at(q, i);
-		bytes += t->nbytes;
-		elems += t->nelem;
+		/* one view of a tensor of either format */
+		const struct qp_gguf_tensor *gt = q ? qp_gguf_tensor_at(q, i) : NULL;
+		const struct qp_ql_entry *le = ql ? qp_ql_at(ql, i) : NULL;
+		const char *name = gt ? gt->name : le->name;
+		int64_t nelem = gt ? gt->nelem : le->nelem;
+		int ndim = gt ? gt->ndim : le->ndim;
+		int64_t cols = gt ? gt->ne[0] : le->ndim ? le->shape[le->ndim - 1] : 1, rows = cols ? nelem / cols : 0;
+		char tname[256];
+		if (gt || le->kind != QP_QL_METHOD)
+			snprintf(tname, sizeof(tname), "%s", qp_type_traits(gt ? gt->type : le->type)->name);
+		else
+			qp_qspec_format(&le->spec, tname, sizeof(tname));
+		bytes += gt ? gt->nbytes : le->nbytes;
+		elems += nelem;
 		if (!weight_error)
 			continue;
-		const struct qp_st_tensor *r = qp_st_find(ref, t->name);
+		const struct qp_st_tensor *r = qp_st_find(ref, name);
 		if (!r) {
-			rc = qp_err_set(err, QP_EINVAL, "%s: tensor '%s' is not in the reference model %s",
-			                gpath, t->name, wpath);
+			rc = qp_err_set(err, QP_EINVAL, "%s: tensor '%s' is not in the reference model %s", mpath, name, wpath);
 			goto out;
 		}
 		int rt = qp_type_of_st_dtype(r->dtype);
-		if (rt < 0 || r->nelem != t->nelem) {
-			rc = qp_err_set(err, QP_EINVAL, "tensor '%s': reference has %lld %s elements, model %lld",
-			                t->name, (long long)r->nelem, qp_st_dtype_name(r->dtype),
-			                (long long)t->nelem);
+		if (rt < 0 || r->nelem != nelem) {
+			rc = qp_err_set(err, QP_EINVAL, "tensor '%s': reference has %lld %s elements, model %lld", name,
+			                (long long)r->nelem, qp_st_dtype_name(r->dtype), (long long)nelem);
 			goto out;
 		}
-		int64_t cols = t->ne[0], rows = cols ? t->nelem / cols : 0;
 		struct qp_err_stats s = {0};
-		if ((rc = qp_compare_rows(&s, (enum qp_type)rt, r->data, t->type, t->data, rows, cols, err))) {
-			qp_err_prefix(err, "tensor '%s'", t->name);
+		if (le) {
+			free(deq);
+			if (!(deq = malloc((size_t)(nelem ? nelem : 1) * sizeof(float)))) {
+				rc = qp_err_nomem(err);
+				goto out;
+			}
+			if ((rc = qp_ql_dequantize(ql, le, deq, qp_ctx_threads(ctx), err)))
+				goto out;
+		}
+		if ((rc = qp_compare_rows(&s, (enum qp_type)rt, r->data, gt ? gt->type : QP_TYPE_F32, gt ? gt->data : deq,
+		                          rows, cols, err))) {
+			qp_err_prefix(err, "tensor '%s'", name);
 			goto out;
 		}
 		json_t *tj = stats_json(&s);
-		json_object_set_new(tj, "name", json_string(t->name));
-		json_object_set_new(tj, "type", json_string(qp_type_traits(t->type)->name));
-		json_object_set_new(tj, "n", json_integer(t->nelem));
+		json_object_set_new(tj, "name", json_string(name));
+		json_object_set_new(tj, "type", json_string(tname));
+		json_object_set_new(tj, "n", json_integer(nelem));
 		json_array_append_new(tensors, tj);
 		/* Overall error covers the weights that were quantized; 1-D
 		 * tensors stay f32 and would only dilute it. */
-		if (t->ndim >= 2) {
+		if (ndim >= 2) {
 			all.sum_sq_err += s.sum_sq_err;
 			all.sum_sq_ref += s.sum_sq_ref;
 			all.n += s.n;
@@ -393,13 +422,17 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	if (want_ppl || want_kld || want_speed) {
 		qp_gguf_close(q);
 		q = NULL;
+		qp_ql_close(ql);
+		ql = NULL;
 		rc = run_text(ctx, want_ppl, want_kld, want_speed, err);
 	}
 	if (!rc && want_metric(metrics, "memory"))
 		json_object_set_new(met, "peak_rss_mb", json_real(peak_rss_mb()));
 out:
+	free(deq);
 	qp_st_close(ref);
 	qp_gguf_close(q);
+	qp_ql_close(ql);
 	return rc;
 }
 

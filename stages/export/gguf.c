@@ -1,7 +1,12 @@
 /* export.gguf: a quantized model as a GGUF file that llama.cpp loads.
  *
- * Input is quantize's model.gguf (Hugging Face names and row order) and its
- * side files. Output renames tensors to llama.cpp's names, permutes the
+ * Input is quantize's model.gguf (Hugging Face names and row order) or its
+ * model.safetensors in qpipe's quantized layout (formats/qlayout.h), and
+ * its side files. A layout's methods are written as the GGUF type with the
+ * same values where one exists (qp_ql_to_gguf); otherwise the export is
+ * refused, unless `dequantize` is set: then such tensors are written as F32
+ * holding exactly the method's values, a file for evaluating the method,
+ * not for deploying it. Output renames tensors to llama.cpp's names, permutes the
  * rows of q_proj and k_proj from Hugging Face's rotate-half RoPE layout to
  * llama.cpp's interleaved one (the same permutation its convert script
  * applies; rows move whole, so quantized blocks are untouched), and adds the
@@ -14,6 +19,7 @@
 
 #include "formats/gguf.h"
 #include "formats/hfconfig.h"
+#include "formats/qlayout.h"
 #include "formats/spm.h"
 #include "stages/common.h"
 #include "stages/quantize/preset.h"
@@ -24,6 +30,8 @@ static const struct qp_param_decl params[] = {
 	{.name = "model", .type = QP_P_INPUT, .doc = "the quantize stage"},
 	{.name = "name", .type = QP_P_STRING, .def = "",
 	 .doc = "general.name of the file (default: the quantize stage's instance)"},
+	{.name = "dequantize", .type = QP_P_BOOL, .def = "false",
+	 .doc = "write methods that have no GGUF type as F32 of their exact values (for evaluation)"},
 	{0},
 };
 
@@ -157,13 +165,102 @@ static int set_arch(struct qp_gguf_writer *w, const struct qp_hf_config *c, cons
 	return 0;
 }
 
+/* One tensor to write, from either input format, Hugging Face named. */
+struct src_tensor {
+	const char *name;
+	enum qp_type type;
+	int ndim;
+	int64_t ne[QP_GGUF_MAX_DIMS];
+	const void *data;
+	size_t nbytes;
+	void *owned;       /* data when converted here */
+};
+
+struct source {
+	struct qp_gguf_file *gguf;
+	struct qp_ql_model *layout;
+	struct src_tensor *t;
+	size_t n;
+	size_t n_unpacked;  /* method tensors written as F32 values */
+};
+
+static void source_free(struct source *s)
+{
+	for (size_t i = 0; s->t && i < s->n; i++)
+		free(s->t[i].owned);
+	free(s->t);
+	qp_gguf_close(s->gguf);
+	qp_ql_close(s->layout);
+}
+
+static int source_gguf(struct source *s, const char *path, struct qp_err *err)
+{
+	int rc = qp_gguf_open(&s->gguf, path, err);
+	if (rc)
+		return rc;
+	s->n = qp_gguf_tensor_count(s->gguf);
+	if (!(s->t = calloc(s->n ? s->n : 1, sizeof(*s->t))))
+		return qp_err_nomem(err);
+	for (size_t i = 0; i < s->n; i++) {
+		const struct qp_gguf_tensor *t = qp_gguf_tensor_at(s->gguf, i);
+		s->t[i] = (struct src_tensor){.name = t->name, .type = t->type, .ndim = t->ndim, .data = t->data,
+		                              .nbytes = t->nbytes};
+		memcpy(s->t[i].ne, t->ne, sizeof(s->t[i].ne));
+	}
+	return 0;
+}
+
+static int source_layout(struct source *s, const char *path, bool dequantize, int threads, struct qp_err *err)
+{
+	int rc = qp_ql_open(&s->layout, path, err);
+	if (rc)
+		return rc;
+	s->n = qp_ql_count(s->layout);
+	if (!(s->t = calloc(s->n ? s->n : 1, sizeof(*s->t))))
+		return qp_err_nomem(err);
+	for (size_t i = 0; i < s->n; i++) {
+		const struct qp_ql_entry *e = qp_ql_at(s->layout, i);
+		struct src_tensor *t = &s->t[i];
+		t->name = e->name;
+		t->ndim = e->ndim ? e->ndim : 1;
+		if (t->ndim > QP_GGUF_MAX_DIMS)
+			return qp_err_set(err, QP_EINVAL, "tensor '%s': %d dimensions (GGUF holds %d)", e->name, t->ndim,
+			                  QP_GGUF_MAX_DIMS);
+		for (int d = 0; d < t->ndim; d++)
+			t->ne[d] = e->ndim ? e->shape[e->ndim - 1 - d] : 1;
+		rc = qp_ql_to_gguf(s->layout, e, &t->type, &t->owned, &t->nbytes, threads, err);
+		if (rc == QP_ENOTFOUND && dequantize) {
+			t->type = QP_TYPE_F32;
+			t->nbytes = (size_t)e->nelem * sizeof(float);
+			if (!(t->owned = malloc(t->nbytes ? t->nbytes : 1)))
+				return qp_err_nomem(err);
+			rc = qp_ql_dequantize(s->layout, e, t->owned, threads, err);
+			s->n_unpacked++;
+		} else if (rc == QP_ENOTFOUND) {
+			char why[QP_ERR_MSG_MAX];
+			snprintf(why, sizeof(why), "%s", err->msg);
+			return qp_err_set(err, QP_EINVAL,
+			                  "%s: %s; set 'dequantize: true' to write its exact values as F32 (for evaluation)", path,
+			                  why);
+		}
+		if (rc)
+			return rc;
+		t->data = t->owned;
+	}
+	return 0;
+}
+
 static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 {
 	const struct qp_artifact *in = qp_ctx_input(ctx, "model");
 	const char *gpath, *cpath, *tpath, *tcpath;
 	int rc;
-	if ((rc = qp_stage_need_file(in, "model.gguf", &gpath, err)) ||
-	    (rc = qp_stage_need_file(in, "config.json", &cpath, err)))
+	const char *lpath = qp_artifact_file(in, "model.safetensors");
+	gpath = qp_artifact_file(in, "model.gguf");
+	if (!gpath && !lpath)
+		return qp_err_set(err, QP_EINVAL, "input '%s' has neither model.gguf nor model.safetensors: is it a quantize stage?",
+		                  in->instance);
+	if ((rc = qp_stage_need_file(in, "config.json", &cpath, err)))
 		return rc;
 	tpath = qp_artifact_file(in, "tokenizer.model");
 	if (!tpath)
@@ -181,25 +278,29 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	if (tcpath && (rc = qp_hf_tokenizer_config_read(&tc, tcpath, err)))
 		return rc;
 
-	struct qp_gguf_file *src = NULL;
+	struct source src = {0};
 	struct qp_spm *spm = NULL;
 	struct qp_gguf_writer *w = NULL;
 	size_t nt = 0;
 	void **owned = NULL;
-	if ((rc = qp_gguf_open(&src, gpath, err)) || (rc = qp_spm_read(&spm, tpath, err)) ||
-	    (rc = qp_gguf_writer_new(&w, err)))
+	bool dequantize = qp_ctx_param(ctx, "dequantize")->i != 0;
+	rc = gpath ? source_gguf(&src, gpath, err) : source_layout(&src, lpath, dequantize, qp_ctx_threads(ctx), err);
+	if (rc || (rc = qp_spm_read(&spm, tpath, err)) || (rc = qp_gguf_writer_new(&w, err)))
 		goto out;
-	const struct qp_gguf_kv *method = qp_gguf_find_kv(src, "qpipe.method");
-	const char *mname = method && method->type == QP_GGUF_STRING ? method->v.str.data : NULL;
-	char method_s[32] = "";
-	if (mname)
-		snprintf(method_s, sizeof(method_s), "%.*s", (int)method->v.str.len, mname);
+	char method_s[256] = "", preset_s[32] = "";
+	if (src.gguf) {
+		const struct qp_gguf_kv *method = qp_gguf_find_kv(src.gguf, "qpipe.method");
+		if (method && method->type == QP_GGUF_STRING)
+			snprintf(method_s, sizeof(method_s), "%.*s", (int)method->v.str.len, method->v.str.data);
+		/* a preset's mixture has llama.cpp's number for that preset */
+		const struct qp_gguf_kv *preset = qp_gguf_find_kv(src.gguf, "qpipe.preset");
+		if (preset && preset->type == QP_GGUF_STRING)
+			snprintf(preset_s, sizeof(preset_s), "%.*s", (int)preset->v.str.len, preset->v.str.data);
+	} else {
+		const char *mv = qp_ql_metadata(src.layout, "qpipe.method");
+		snprintf(method_s, sizeof(method_s), "%s", mv ? mv : "");
+	}
 	int mtype = qp_type_from_name(method_s);
-	/* a preset's mixture has llama.cpp's number for that preset */
-	const struct qp_gguf_kv *preset = qp_gguf_find_kv(src, "qpipe.preset");
-	char preset_s[32] = "";
-	if (preset && preset->type == QP_GGUF_STRING)
-		snprintf(preset_s, sizeof(preset_s), "%.*s", (int)preset->v.str.len, preset->v.str.data);
 	int ftype = preset_s[0] ? qp_preset_ftype(preset_s) : mtype >= 0 ? file_type((enum qp_type)mtype) : -1;
 	const char *name = qp_ctx_param(ctx, "name")->s;
 	if ((rc = set_arch(w, &cfg, name[0] ? name : in->instance, err)) ||
@@ -214,8 +315,21 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	    (rc = qp_gguf_set_str(w, "qpipe.source", in->instance, err)))
 		goto out;
 	/* quantize's own provenance travels on unchanged */
-	for (size_t i = 0; i < qp_gguf_kv_count(src); i++) {
-		const struct qp_gguf_kv *kv = qp_gguf_kv_at(src, i);
+	if (src.layout) {
+		static const char *const keys[] = {"qpipe.method", "qpipe.overrides", "qpipe.fallback_type",
+		                                   "qpipe.fallback_tensors", "qpipe.quantize_key", NULL};
+		for (size_t i = 0; keys[i] && !rc; i++) {
+			const char *v = qp_ql_metadata(src.layout, keys[i]);
+			if (v)
+				rc = qp_gguf_set_str(w, keys[i], v, err);
+		}
+		if (!rc && src.n_unpacked)
+			rc = qp_gguf_set_u32(w, "qpipe.dequantized_tensors", (uint32_t)src.n_unpacked, err);
+		if (rc)
+			goto out;
+	}
+	for (size_t i = 0; src.gguf && i < qp_gguf_kv_count(src.gguf); i++) {
+		const struct qp_gguf_kv *kv = qp_gguf_kv_at(src.gguf, i);
 		if (strncmp(kv->key, "qpipe.", 6) != 0)
 			continue;
 		if (kv->type == QP_GGUF_STRING) {
@@ -243,18 +357,18 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 			goto out;
 	}
 
-	nt = qp_gguf_tensor_count(src);
+	nt = src.n;
 	owned = calloc(nt ? nt : 1, sizeof(void *));
 	if (!owned) {
 		rc = qp_err_nomem(err);
 		goto out;
 	}
 	for (size_t i = 0; i < nt; i++) {
-		const struct qp_gguf_tensor *t = qp_gguf_tensor_at(src, i);
+		const struct src_tensor *t = &src.t[i];
 		char gname[256];
 		enum permute perm;
 		if (gguf_name(t->name, gname, sizeof(gname), &perm) != 0) {
-			rc = qp_err_set(err, QP_EINVAL, "%s: tensor '%s' has no llama.cpp name", gpath, t->name);
+			rc = qp_err_set(err, QP_EINVAL, "%s: tensor '%s' has no llama.cpp name", gpath ? gpath : lpath, t->name);
 			goto out;
 		}
 		const void *data = t->data;
@@ -282,20 +396,21 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	if ((rc = qp_gguf_writer_write(w, path, err)) || (rc = qp_ctx_add_output(ctx, "model.gguf", err)))
 		goto out;
 	json_object_set_new(qp_ctx_metrics(ctx), "n_tensors", json_integer((json_int_t)nt));
+	json_object_set_new(qp_ctx_metrics(ctx), "dequantized_tensors", json_integer((json_int_t)src.n_unpacked));
 out:
 	for (size_t i = 0; owned && i < nt; i++)
 		free(owned[i]);
 	free(owned);
 	qp_gguf_writer_free(w);
 	qp_spm_free(spm);
-	qp_gguf_close(src);
+	source_free(&src);
 	return rc;
 }
 
 const struct qp_stage_kind qp_kind_export_gguf = {
 	.name = "export.gguf",
 	.version = 1,
-	.summary = "write a quantized Llama as a GGUF file that llama.cpp loads and runs",
+	.summary = "write a quantized Llama as a GGUF file that llama.cpp loads and runs (methods: where a GGUF type holds their values)",
 	.params = params,
 	.run = run,
 	.mem_inputs = 2.0, /* source + converted copy (+ row buffers) */

@@ -74,8 +74,10 @@ class Overrides(unittest.TestCase):
                 self.assertNotIn("quant", qptest.stage_events(ev))
 
     def test_quantize__needs_exactly_one_of_type_and_preset(self):
-        for quant, msg in (("fallback: f16", "quantize needs 'type' or 'preset'"),
-                           ("type: q8_0, preset: Q4_K_M", "give 'type' or 'preset', not both")):
+        for quant, msg in (("fallback: f16", "quantize needs 'type', 'preset' or 'method'"),
+                           ("type: q8_0, preset: Q4_K_M", "give one of 'type', 'preset' and 'method'"),
+                           ("type: q8_0, method: nf4", "give one of 'type', 'preset' and 'method'"),
+                           ("method: nf5", "method 'nf5' is not one of rtn, binary, ternary, nf4, fp8, kmeans")):
             with self.subTest(quant=quant):
                 p, _ = self.run_quant(quant, check=None)
                 self.assertNotEqual(p.returncode, 0)

@@ -117,6 +117,53 @@ out("safetensors", "metadata-only.safetensors", safetensors([], {"a": "b", "c": 
 bad = safetensors([("a", "F32", [2], 8), ("b", "F32", [2], 8)])
 out("safetensors", "overlap.safetensors", bad.replace(b"[8,16]", b"[4,12]"))
 
+# ---- qpipe's quantized layout (formats/qlayout.h) ----
+
+def layout(entries, tensors):
+    """entries: {name: metadata dict}; tensors: (name, dtype, shape, bytes)."""
+    meta = {"qpipe.layout": "1"}
+    for name, m in entries.items():
+        meta["qpipe.tensor." + name] = json.dumps(m, separators=(",", ":"))
+    hdr, off, data = {"__metadata__": meta}, 0, b""
+    for name, dt, shape, b in tensors:
+        hdr[name] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        data += b
+    h = json.dumps(hdr, separators=(",", ":")).encode()
+    h += b" " * ((-len(h)) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+F16_ONE = struct.pack("<e", 0.5)
+QL = {
+    "rtn": ({"r": {"shape": [2, 16], "method": "rtn:bits=4:group=8:asym:scale=f16"}},
+            [("r.qcodes", "U8", [2, 8], bytes(range(16))), ("r.qscales", "F16", [2, 2], F16_ONE * 4),
+             ("r.qzeros", "U8", [2, 2], bytes([1, 7, 8, 15]))]),
+    "rtn-gidx": ({"g": {"shape": [1, 8], "method": "rtn:bits=8:group=4:sym:scale=f32"}},
+                 [("g.qcodes", "U8", [1, 8], bytes(range(120, 128))), ("g.qscales", "F32", [1, 2], struct.pack("<2f", 1, 2)),
+                  ("g.qzeros", "U8", [1, 2], bytes([128, 128])), ("g.qg_idx", "I32", [8], struct.pack("<8i", 0, 1, 0, 1, 1, 0, 1, 0))]),
+    "nf4-dq": ({"n": {"shape": [1, 128], "method": "nf4:group=64:dq=true"}},
+               [("n.qcodes", "U8", [1, 64], bytes(range(64))), ("n.qabsmax_codes", "U8", [2], bytes([3, 250])),
+                ("n.qabsmax_scales", "F32", [1], struct.pack("<f", 0.25)),
+                ("n.qabsmax_offset", "F32", [1], struct.pack("<f", 0.5))]),
+    "kmeans": ({"k": {"shape": [4, 8], "method": "kmeans:bits=2:gran=tensor:channel_scale=true:seed=0:iters=5"}},
+               [("k.qcodes", "U8", [4, 2], bytes(range(0, 256, 33))), ("k.qscales", "F32", [4, 1], struct.pack("<4f", 1, 2, 0, 3)),
+                ("k.qlut", "F32", [1, 4], struct.pack("<4f", -1, -0.5, 0.5, 1))]),
+    "ternary": ({"t": {"shape": [2, 8], "method": "ternary:gran=channel:rule=absmean:scale=f16"}},
+                [("t.qcodes", "U8", [2, 2], bytes([0x55, 0x24, 0x12, 0x00])), ("t.qscales", "F16", [2, 1], F16_ONE * 2)]),
+    "fp8": ({"f": {"shape": [2, 4], "method": "fp8:format=e5m2:gran=tensor"}},
+            [("f.qcodes", "U8", [2, 4], bytes([0, 1, 0x7b, 0x7c, 0x7f, 0x80, 0xfc, 0x3c])),
+             ("f.qscales", "F32", [1, 1], struct.pack("<f", 2))]),
+    "binary-gguf-float": ({"b": {"shape": [2, 16], "method": "binary:group=8:scale=f16"},
+                           "q": {"shape": [2, 32], "type": "q8_0"}},
+                          [("b.qcodes", "U8", [2, 2], bytes([0xa5, 0x0f, 0xf0, 0x5a])), ("b.qscales", "F16", [2, 2], F16_ONE * 4),
+                           ("q.qblocks", "U8", [2, 34], (F16_ONE + bytes(range(32))) * 2),
+                           ("norm", "F32", [4], struct.pack("<4f", 1, 2, 3, 4))]),
+}
+for name, (entries, tensors) in QL.items():
+    out("qlayout", name + ".safetensors", layout(entries, tensors))
+
+
 # ---- SentencePiece ----
 
 def varint(v):
