@@ -41,41 +41,67 @@
  *     finite (65504, FLT_MAX), so that w / s is always defined;
  *     q = clamp(round(w / s) + z, 0, maxq); value = s * (q - z).
  *     zeros holds z for every scale (also for sym, where all are equal).
- *   BINARY, bits 1: s = mean |w| over the unit; q = (w >= 0);
+ *   BINARY, bits 1: s = mean |w| over the unit; q = (w >= 0, so -0 -> 1);
  *     value = q ? s : -s. Units: tensor, channel or group.
  *   TERNARY, bits 2 (stored), q in {0, 1, 2} meaning -1, 0, +1:
- *     threshold rule: d = threshold * mean |w| over the unit;
+ *     threshold rule: d = threshold * mean |w| over the unit (f32);
  *       t = |w| > d ? sign(w) : 0; s = mean |w| over {|w| > d} (0 if none)
  *       (Ternary Weight Networks' rule; threshold 0.45 by default, as in
  *       the t81 suite)
  *     absmean rule (BitNet b1.58): g = mean |w| over the unit;
- *       t = clamp(round(w / (g + 1e-5)), -1, 1); s = g
- *     q = t + 1; value = s * t. s rounded to f16 when spec.scale_f16.
+ *       t = clamp(round(w / (g + 1e-5)), -1, 1) (f32); s = g
+ *     q = t + 1; value = s * t. Codes use the unrounded mean; s is then
+ *     rounded to f16 when spec.scale_f16 (BINARY too).
+ *   Means (BINARY, TERNARY, NF4's c) sum in double and round once to f32.
+ *   An f16 scale of BINARY or TERNARY past 65504 saturates to it.
  *   NF4, bits 4, blocks of `group` (64) consecutive elements of the
- *     flattened tensor (rows * cols must be a multiple of group): absmax a
- *     per block; q = index of the NF4 code value nearest to w / a (lowest
- *     index on a tie; a == 0 -> q = index of 0.0); value = a' * NF4[q],
- *     a' = a, or with double_quant QLoRA's second level: c = mean of all a;
- *     blocks of 256 absmax values, each with m = max |a - c|; the 8-bit
- *     code of (a - c) / m is the nearest entry of bitsandbytes' signed
- *     dynamic map (qp_qmethod_dynamic_map); a' = map[code] * m + c.
- *     scales holds a (f32) without double quantization; with it,
- *     absmax_codes, absmax_scales (one per 256) and absmax_offset (c).
+ *     flattened tensor (rows * cols must be a multiple of group; gran
+ *     must be GROUP): absmax a per block; q = index of the NF4 code value
+ *     nearest to w / a (f32 quotient; lowest index on a tie; a == 0 ->
+ *     q = index of 0.0, 7); value = a' * NF4[q], a' = a, or with
+ *     double_quant QLoRA's second level: c = mean of all a;
+ *     blocks of 256 absmax values (the last may be shorter), each with
+ *     m = max |a - c| (f32 differences); the 8-bit code of (a - c) / m is
+ *     the nearest entry of bitsandbytes' signed dynamic map
+ *     (qp_qmethod_dynamic_map), lowest on a tie, and the map's 0 (code
+ *     127) when m is 0; a' = map[code] * m + c (f32 multiply, then add).
+ *     n_blocks is set either way. Without double quantization scales
+ *     holds a (f32), n_blocks x 1 (scale_rows = n_blocks, scale_cols = 1);
+ *     with it scales is NULL and absmax_codes (n_blocks), absmax_scales
+ *     (n_absmax_scales = ceil(n_blocks / 256)) and absmax_offset (c) hold it.
  *   FP8, bits 8, E4M3 (OCP "fn": bias 7, max 448, no infinities, NaN =
  *     S.1111.111) or E5M2 (bias 15, max 57344, IEEE infinities and NaNs):
- *     s = max |w| / fmax over the unit (tensor or channel; s = 1 when max
- *     |w| is 0); q = fp8(w / s) rounded to nearest even with subnormals,
- *     saturating finite overflow to +-fmax, NaN to NaN; value = s * f(q).
+ *     s = max |w| / fmax over the finite weights of the unit (tensor or
+ *     channel; s = 1 when that is 0, the least positive float if the
+ *     quotient underflows); q = fp8(w / s) rounded to nearest even with
+ *     subnormals, saturating finite overflow to +-fmax, NaN to the NaN
+ *     code (sign kept; E4M3 S.1111.111, E5M2 S.11111.10), infinity to
+ *     E5M2's infinity or E4M3's +-448; -0 stays -0; value = s * f(q).
+ *     One code a byte; scales f32.
  *   KMEANS, bits 2..8, k = 2^bits centroids (coremltools' post-training
  *     palettizer): one LUT per tensor, or per group of `group` consecutive
  *     rows (rows must be a multiple of group); with channel_scale every row
  *     is first divided by its max |w| (stored in scales, rows x 1; 0 rows
- *     keep scale 1). Centroids start by k-means++ (first pick and each D^2
- *     draw from qp_qmethod_rng with `seed`), then Lloyd iterations
- *     (at most `iters`, stopping when no assignment changes); a point goes
- *     to the nearest centroid, the lower one on a tie; an empty cluster
- *     keeps its centroid. LUT rows are sorted ascending. value = lut[g][q]
- *     (* scale of its row). */
+ *     keep scale 1; x = w / scale in f32). Per LUT group g, on its n
+ *     values x sorted ascending, with state = seed + g *
+ *     0xd1b54a32d192ed03 (mod 2^64):
+ *       k-means++: the first centroid is x[floor(u * n)], u =
+ *       qp_qmethod_rng_unit(&state); each next one: D2[i] = min over the
+ *       centroids so far of (x[i] - c)^2 (in double), T = sum D2; if T is
+ *       0 (fewer distinct values than k) the remaining centroids repeat
+ *       the largest; else target = u * T (next u) and the pick is the first
+ *       i whose running sum of D2 exceeds target (the last i with D2 > 0
+ *       if rounding leaves none). Running sums are sequential within
+ *       blocks of 4096 sorted values and add block totals across them.
+ *       Lloyd, at most `iters` rounds: the assignment is the boundaries
+ *       b[j] = #{x <= (c[j] + c[j+1]) / 2} (midpoints in double; a point
+ *       on a midpoint goes to the lower centroid); stop if they equal the
+ *       last round's; else each non-empty cluster's centroid becomes
+ *       (P[hi] - P[lo]) / (hi - lo), P the double prefix sums of sorted
+ *       x, clamped to [x[lo], x[hi - 1]], rounded to f32; an empty one
+ *       keeps its centroid. Centroids stay ascending, so LUT rows are
+ *       sorted; q = #{midpoints of the final LUT < x}, the nearest entry,
+ *       the lower on a tie. value = lut[g][q] (* scale of its row). */
 #ifndef QP_QMETHOD_H
 #define QP_QMETHOD_H
 
@@ -166,7 +192,9 @@ int qp_qmethod_from_name(const char *name);
 int qp_qmethod_quantize(const struct qp_qspec *spec, const float *w, int64_t rows, int64_t cols,
                         struct qp_qtensor *out, int threads, struct qp_err *err);
 
-/* The values of q (rows x cols f32) into out. */
+/* The values of q (rows x cols f32) into out. q may come from a file:
+ * its arrays are checked against spec and the shape first, and a code
+ * no value has (ternary's 3) is an error; out is then unspecified. */
 int qp_qmethod_dequantize(const struct qp_qspec *spec, const struct qp_qtensor *q, float *out,
                           struct qp_err *err);
 

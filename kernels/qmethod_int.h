@@ -34,6 +34,23 @@ static inline unsigned qm_get(const uint8_t *row, int64_t j, int bits)
 	return v & ((1u << bits) - 1u);
 }
 
+/* The number of mids[0..n) below x: with mids the midpoints of an
+ * ascending table, the index of x's nearest entry, the lower one on a tie
+ * (x exactly on a midpoint). Midpoints of two floats are exact in double,
+ * so the tie is the true tie. */
+static inline int qm_count_below(const double *mids, int n, double x)
+{
+	int lo = 0, hi = n;
+	while (lo < hi) {
+		const int m = (lo + hi) / 2;
+		if (mids[m] < x)
+			lo = m + 1;
+		else
+			hi = m;
+	}
+	return lo;
+}
+
 /* Work on items [lo, hi); returns 0 or QP_ENOMEM. */
 typedef int (*qm_range_fn)(void *ctx, int64_t lo, int64_t hi);
 
