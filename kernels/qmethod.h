@@ -16,9 +16,11 @@
  *   channel  rows x 1              (one per row)
  *   group    rows x (cols / group) (group consecutive elements of a row;
  *                                   cols must be a multiple of group)
- * Element (r, c) uses scale [r * scale_cols + c * scale_cols / cols], i.e.
- * its group's, unless g_idx is set (GPTQ's act-order): then
- * [r * scale_cols + g_idx[c]].
+ * Element (r, c) uses scale [(r * scale_rows / rows) * scale_cols +
+ * c * scale_cols / cols], i.e. its group's, unless g_idx is set (GPTQ's
+ * act-order, RTN by channel or group only): then [r * scale_cols +
+ * g_idx[c]], and scale_cols may be any number of groups. In all three
+ * cases a scale unit is a contiguous span of the flattened tensor.
  *
  * Rounding is to nearest, ties to even (rintf in the default rounding mode),
  * as torch.round and numpy.round do.
@@ -30,8 +32,13 @@
  *     asym: lo = min(min w, 0), hi = max(max w, 0) over the scale unit;
  *           lo == hi == 0 -> lo = -1, hi = 1; s = (hi - lo) / maxq;
  *           z = clamp(round(-lo / s), 0, maxq)
- *     sym:  a = max |w|; a == 0 -> a = 1; s = 2a / maxq; z = (maxq + 1) / 2
+ *     sym:  a = max |w|; a == 0 -> a = 1; s = (a + a) / maxq; z = (maxq + 1) / 2
+ *     all in f32, as GPTQ's torch code (so an all-zero asym unit at 4 bits
+ *     gets z = round(1 / (2/15)) = round(7.4999995) = 7).
  *     s is rounded to f16 first when spec.scale_f16 (and stored as F16);
+ *     a scale that would be 0 becomes the least positive value (f16:
+ *     2^-24, f32: FLT_TRUE_MIN) and one that would overflow the largest
+ *     finite (65504, FLT_MAX), so that w / s is always defined;
  *     q = clamp(round(w / s) + z, 0, maxq); value = s * (q - z).
  *     zeros holds z for every scale (also for sym, where all are equal).
  *   BINARY, bits 1: s = mean |w| over the unit; q = (w >= 0);
