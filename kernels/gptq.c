@@ -89,8 +89,27 @@ static int64_t group_of(const struct run *r, int64_t j)
 	return (p->static_groups ? r->perm[j] : j) / p->group;
 }
 
-/* Rows [r0, r1) through every block: within a block each row is on its
- * own, so a slice of rows runs start to end without waiting for others. */
+/* Columns quantized between two GEMM updates inside a block. The paper's
+ * lazy batches (block) keep W's trailing columns out of cache traffic;
+ * inside a block the same trick again turns most of the rank-1 updates
+ * into one small GEMM per SUB columns. Only the order of additions
+ * changes: test_gptq checks that block sizes give the same codes. */
+enum { SUB = 16 };
+
+/* W[r0:r1, c0:c0+n] -= E[r0:r1, e0:e0+k] U[j0:j0+k, c0:c0+n], E's rows
+ * block apart. */
+static void update(struct run *r, int64_t r0, int64_t r1, int64_t e0, int64_t j0, int64_t k, int64_t c0,
+                   int64_t n)
+{
+	const int64_t cols = r->cols, blk = r->p->block;
+	if (r1 > r0 && n > 0 && k > 0)
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)n, (int)k, -1.0,
+		            r->err1 + r0 * blk + e0, (int)blk, r->u + j0 * cols + c0, (int)cols, 1.0,
+		            r->w + r0 * cols + c0, (int)cols);
+}
+
+/* Rows [r0, r1) through every block: rows never interact, so a slice of
+ * rows runs start to end without waiting for the others. */
 static void run_slice(struct run *r, int64_t slice)
 {
 	const struct qp_gptq_params *p = r->p;
@@ -101,41 +120,43 @@ static void run_slice(struct run *r, int64_t slice)
 	struct qp_qtensor *out = r->out;
 
 	for (int64_t i1 = 0; i1 < cols; i1 += blk) {
-		const int64_t i2 = i1 + blk < cols ? i1 + blk : cols, count = i2 - i1;
-		for (int64_t row = r0; row < r1; row++) {
-			double *w = r->w + row * cols;
-			float *scales = out->scales + row * r->n_groups;
-			uint8_t *zeros = out->zeros + row * r->n_groups;
-			/* convention 7 of gptq.h: every group starting in this block
-			 * takes its scale from the block-start weights */
-			if (dynamic)
+		const int64_t i2 = i1 + blk < cols ? i1 + blk : cols;
+		/* convention 7 of gptq.h: every group starting in this block takes
+		 * its scale from the weights as they stand at the block's start */
+		if (dynamic)
+			for (int64_t row = r0; row < r1; row++)
 				for (int64_t g0 = (i1 + p->group - 1) / p->group * p->group; g0 < i2; g0 += p->group) {
 					for (int64_t k = 0; k < p->group; k++)
-						tmp[k] = (float)w[g0 + k];
+						tmp[k] = (float)r->w[row * cols + g0 + k];
 					qp_rtn_scale_zero(tmp, p->group, p->bits, p->sym, p->scale_f16,
-					                  &scales[g0 / p->group], &zeros[g0 / p->group]);
+					                  &out->scales[row * r->n_groups + g0 / p->group],
+					                  &out->zeros[row * r->n_groups + g0 / p->group]);
 				}
-			double *e1 = r->err1 + row * blk;
-			uint8_t *codes = out->codes + (size_t)row * out->row_bytes;
-			for (int64_t i = 0; i < count; i++) {
-				const int64_t j = i1 + i, g = group_of(r, j);
-				const float s = scales[g];
-				const uint8_t z = zeros[g];
-				const uint8_t q = qp_rtn_code((float)w[j], s, z, p->bits);
-				const float qv = s * (float)((int)q - (int)z);
-				const double e = (w[j] - (double)qv) / r->u[j * cols + j];
-				const double *uj = r->u + j * cols;
-				for (int64_t k = j + 1; k < i2; k++)
-					w[k] -= e * uj[k];
-				e1[i] = e;
-				put_code(codes, r->perm[j], p->bits, q);
+		for (int64_t s1 = i1; s1 < i2; s1 += SUB) {
+			const int64_t s2 = s1 + SUB < i2 ? s1 + SUB : i2;
+			for (int64_t row = r0; row < r1; row++) {
+				double *w = r->w + row * cols, *e1 = r->err1 + row * blk - i1;
+				const float *scales = out->scales + row * r->n_groups;
+				const uint8_t *zeros = out->zeros + row * r->n_groups;
+				uint8_t *codes = out->codes + (size_t)row * out->row_bytes;
+				for (int64_t j = s1; j < s2; j++) {
+					const int64_t g = group_of(r, j);
+					const float s = scales[g];
+					const uint8_t z = zeros[g];
+					const uint8_t q = qp_rtn_code((float)w[j], s, z, p->bits);
+					const float qv = s * (float)((int)q - (int)z);
+					const double *uj = r->u + j * cols;
+					const double e = (w[j] - (double)qv) / uj[j];
+					for (int64_t k = j + 1; k < s2; k++)
+						w[k] -= e * uj[k];
+					e1[j] = e;
+					put_code(codes, r->perm[j], p->bits, q);
+				}
 			}
+			update(r, r0, r1, s1 - i1, s1, s2 - s1, s2, i2 - s2);
 		}
-		/* the lazy batch update, W[:, i2:] -= E U[i1:i2, i2:], for these rows */
-		if (i2 < cols && r1 > r0)
-			cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)(cols - i2),
-			            (int)count, -1.0, r->err1 + r0 * blk, (int)blk, r->u + i1 * cols + i2, (int)cols,
-			            1.0, r->w + r0 * cols + i2, (int)cols);
+		/* the lazy batch update, W[:, i2:] -= E U[i1:i2, i2:] */
+		update(r, r0, r1, 0, i1, i2 - i1, i2, cols - i2);
 	}
 }
 
@@ -159,34 +180,49 @@ static int by_diag_desc(const void *a, const void *b)
 	return (x->c > y->c) - (x->c < y->c);
 }
 
-/* H (cols x cols, symmetric, row-major) -> the upper Cholesky factor of
- * H^-1 in its upper triangle. A symmetric row-major matrix is its own
- * column-major transpose, so LAPACK's column-major 'U' here is our lower
- * triangle; passing column-major avoids LAPACKE's transposing copies. */
-static int inverse_factor(double *h, int64_t n, double damp_percent, struct qp_err *err)
+/* Reverse the n x n row-major matrix a: a[i][k] <-> a[n-1-i][n-1-k], which
+ * is reversing it as a flat array. */
+static void reverse(double *a, int64_t n)
+{
+	for (int64_t i = 0, j = n * n - 1; i < j; i++, j--) {
+		const double t = a[i];
+		a[i] = a[j];
+		a[j] = t;
+	}
+}
+
+/* H (n x n, symmetric, row-major) -> U, the upper Cholesky factor of H^-1
+ * (H^-1 = U^T U), in H's upper triangle. The reference forms H^-1 and
+ * factors it; the same U is the inverse of the upper factor V of H = V V^T,
+ * and V is J L J for J H J = L L^T (J reverses the order). So: reverse,
+ * potrf, trtri, reverse back: half the flops of potrf + potri + potrf.
+ * On the storage: a symmetric row-major matrix reads the same column-major,
+ * and LAPACK's column-major lower triangle is our upper one; passing
+ * column-major avoids LAPACKE's transposing copies, and the _work entry
+ * points skip its NaN scans (qp_gptq_quantize checked H). Fails naming the
+ * original input (perm maps positions to columns) where H stops being
+ * positive definite. */
+static int inverse_factor(double *h, int64_t n, const int64_t *perm, double damp_percent,
+                          struct qp_err *err)
 {
 	const lapack_int ln = (lapack_int)n;
-	lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', ln, h, ln);
+	reverse(h, n);
+	lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', ln, h, ln);
 	if (info > 0)
 		return qp_err_set(err, QP_EINVAL,
-		                  "gptq: hessian is not positive definite after damping %g (leading minor %d of %lld)",
-		                  damp_percent, (int)info, (long long)n);
+		                  "gptq: hessian is not positive definite after damping %g (found at input %lld of %lld)",
+		                  damp_percent, (long long)perm[n - info], (long long)n);
 	if (info == 0)
-		info = LAPACKE_dpotri(LAPACK_COL_MAJOR, 'U', ln, h, ln);
-	if (info == 0) {
-		/* dpotri filled our lower triangle; the next factorization reads the upper */
-		for (int64_t i = 0; i < n; i++)
-			for (int64_t k = i + 1; k < n; k++)
-				h[i * n + k] = h[k * n + i];
-		info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', ln, h, ln);
-	}
-	/* a positive definite H has a positive definite inverse: only rounding gets here */
-	if (info > 0)
-		return qp_err_set(err, QP_EINVAL,
-		                  "gptq: hessian is too ill-conditioned to invert after damping %g (pivot %d of %lld)",
-		                  damp_percent, (int)info, (long long)n);
+		info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'L', 'N', ln, h, ln);
+	if (info > 0) /* potrf left a positive diagonal: only underflow gets here */
+		return qp_err_set(err, QP_EINVAL, "gptq: hessian is singular after damping %g", damp_percent);
 	if (info < 0)
 		return qp_err_set(err, QP_EINVAL, "gptq: lapack rejected argument %d", (int)-info);
+	/* (L^-1)^T sat in our upper triangle; reversed, U^T is in the lower */
+	reverse(h, n);
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t k = i + 1; k < n; k++)
+			h[i * n + k] = h[k * n + i];
 	return 0;
 }
 
@@ -320,7 +356,7 @@ int qp_gptq_quantize(const struct qp_gptq_params *p, const float *w, const float
 	 * put back. */
 	const int blas_threads = openblas_get_num_threads();
 	openblas_set_num_threads(threads);
-	rc = inverse_factor(hd, cols, p->damp_percent, err);
+	rc = inverse_factor(hd, cols, perm, p->damp_percent, err);
 	if (rc == 0) {
 		/* 6, 7: the blocks */
 		openblas_set_num_threads(1);

@@ -11,8 +11,10 @@
  *   4. act_order: columns (of W, rows and columns of H) permuted by
  *      descending diag(H), ties kept in column order (a stable sort; the
  *      reference's torch.argsort leaves ties unspecified);
- *   5. H[i,i] += damp_percent * mean(diag H); H = L L^T (Cholesky);
- *      H^-1 from L; U = the upper Cholesky factor of H^-1 (H^-1 = U^T U);
+ *   5. H[i,i] += damp_percent * mean(diag H); U = the upper Cholesky
+ *      factor of H^-1 (H^-1 = U^T U). The reference factors H, inverts
+ *      and factors again; U is also the inverse of V in H = V V^T (V
+ *      upper), which LAPACK gets in half the flops (gptq.c, inverse_factor);
  *   6. columns in blocks of `block`: within a block, column j is quantized
  *      (q = Q(w_j)), e = (w_j - q) / U[j,j], and the block's later columns
  *      get w_k -= e U[j,k]; after the block, the lazy batch update
@@ -41,8 +43,11 @@
  * rounded to float, as qmethod's functions take it, and dequantized
  * values are float.
  *
- * Dense linear algebra goes through LAPACK (dpotrf, dpotri) and CBLAS
- * (dgemm) from OpenBLAS. */
+ * Dense linear algebra goes through LAPACK (dpotrf, dtrtri) and CBLAS
+ * (dgemm) from OpenBLAS. OpenBLAS's thread count is process-wide:
+ * qp_gptq_quantize sets it for its own calls and puts the caller's back,
+ * so two threads must not run it (or other OpenBLAS work) at once; a
+ * stage runs in its own process. */
 #ifndef QP_GPTQ_H
 #define QP_GPTQ_H
 

@@ -431,7 +431,7 @@ static void gptq__bad_input_is_refused_with_a_message(void)
 	/* an indefinite H (no X^T X is one) that damping does not rescue */
 	h[10 * cols + 10] = -50;
 	CHECK_ERR(qp_gptq_quantize(&p, w, h, rows, cols, &q, 1, &err), QP_EINVAL,
-	          "gptq: hessian is not positive definite after damping 0.01 (leading minor 11 of 128)");
+	          "gptq: hessian is not positive definite after damping 0.01 (found at input 10 of 128)");
 	CHECK(q.codes == NULL && q.g_idx == NULL);
 	free(w);
 	free(h);
