@@ -164,7 +164,7 @@ static void gptq__diagonal_hessian_gives_rtn_exactly(void)
 
 static void gptq__beats_rtn_on_output_error_with_correlated_inputs(void)
 {
-	const int64_t rows = 32, cols = 128, n_tok = 512;
+	const int64_t rows = 32, cols = 256, n_tok = 512;
 	float *w = weights(rows, cols), *x = correlated_inputs(n_tok, cols), *h = hessian_of(x, n_tok, cols);
 	static const int bits[] = {2, 3, 4, 8};
 	for (int b = 0; b < 4; b++)
@@ -181,8 +181,9 @@ static void gptq__beats_rtn_on_output_error_with_correlated_inputs(void)
 			const double eg = output_error(x, n_tok, w, gv, rows, cols);
 			const double er = output_error(x, n_tok, w, rv, rows, cols);
 			/* GPTQ minimizes exactly this; on inputs this correlated it
-			 * should win clearly, not by rounding luck */
-			if (!(eg < 0.8 * er)) {
+			 * cuts RTN's error to 0.16-0.25 (measured); without its
+			 * lazy batch update or its in-block one, 0.59 and 0.71 */
+			if (!(eg < 0.5 * er)) {
 				tf_fail(__FILE__, __LINE__, "bits %d act_order %d: gptq error %g, rtn %g", p.bits, ao, eg, er);
 				return;
 			}
