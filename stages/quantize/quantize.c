@@ -38,6 +38,7 @@
 #include "formats/safetensors.h"
 #include "kernels/convert.h"
 #include "stages/common.h"
+#include "stages/quantize/calibrated.h"
 #include "stages/quantize/preset.h"
 #include "stages/stage.h"
 
@@ -52,7 +53,9 @@ static const struct qp_param_decl params[] = {
 	{.name = "preset", .type = QP_P_ENUM, .def = "", .choices = qp_preset_names,
 	 .doc = "llama.cpp's per-tensor mixture of that name (or type, or method)"},
 	{.name = "method", .type = QP_P_STRING, .def = "",
-	 .doc = "a method spec: rtn|binary|ternary|nf4|fp8|kmeans[:KEY=VALUE...] (see qpipe docs)"},
+	 .doc = "a method spec: rtn|binary|ternary|nf4|fp8|kmeans|gptq|awq[:KEY=VALUE...] (see qpipe docs)"},
+	{.name = "calib", .type = QP_P_INPUT, .def = "",
+	 .doc = "a calibrate stage: the input statistics gptq and awq need"},
 	{.name = "overrides", .type = QP_P_LIST, .def = "",
 	 .doc = "PATTERN=TYPE items (TYPE: GGUF type or method spec): fnmatch on Hugging Face names, first match wins"},
 	{.name = "fallback", .type = QP_P_ENUM, .def = "f16", .choices = fallbacks,
@@ -63,14 +66,18 @@ static const struct qp_param_decl params[] = {
 /* What a tensor becomes: a GGUF type, or a method. */
 struct target {
 	bool is_method;
+	bool calibrated;          /* GPTQ or AWQ (cal), stored under spec */
 	enum qp_type type;
 	struct qp_qspec spec;
+	struct qp_calibrated cal;
 };
 
 struct plan_tensor {
 	const struct qp_st_tensor *t;
 	enum qp_type src;
 	struct target dst;
+	float *f32;       /* AWQ: the weights after its scales were folded in (owned) */
+	float *awq_s;     /* AWQ: the input scales this tensor's input was divided by (owned) */
 	int64_t rows, cols;
 	size_t nbytes;
 	void *data;
@@ -129,9 +136,17 @@ static int check_params(const struct qp_stage_ctx *ctx, struct target *main_to, 
 	if (!main_to)
 		main_to = &scratch;
 	memset(main_to, 0, sizeof(*main_to));
-	if (method[0]) {
+	if (method[0] && qp_calibrated_is(method)) {
+		int rc = qp_calibrated_parse(&main_to->cal, method, err);
+		if (rc)
+			return rc;
+		if (qp_ctx_param(ctx, "calib")->s[0] == '\0')
+			return qp_err_set(err, QP_EINVAL, "method '%s' needs 'calib' (a calibrate stage)", method);
+		main_to->is_method = main_to->calibrated = true;
+		qp_calibrated_spec(&main_to->cal, &main_to->spec);
+	} else if (method[0]) {
 		if (!qp_qspec_is_method(method))
-			return qp_err_set(err, QP_EINVAL, "method '%s' is not one of rtn, binary, ternary, nf4, fp8, kmeans",
+			return qp_err_set(err, QP_EINVAL, "method '%s' is not one of rtn, binary, ternary, nf4, fp8, kmeans, gptq, awq",
 			                  method);
 		int rc = parse_target(main_to, method, err);
 		if (rc)
@@ -206,7 +221,9 @@ static bool fits(const struct target *to, int64_t rows, int64_t cols)
 
 static void target_name(const struct target *to, char *buf, size_t n)
 {
-	if (to->is_method)
+	if (to->calibrated)
+		qp_calibrated_format(&to->cal, buf, n);
+	else if (to->is_method)
 		qp_qspec_format(&to->spec, buf, n);
 	else
 		snprintf(buf, n, "%s", qp_type_traits(to->type)->name);
@@ -275,25 +292,136 @@ static int plan_types(struct qp_stage_ctx *ctx, const struct qp_artifact *in, co
 }
 
 /* One tensor converted into pt->data (GGUF type) or q (method). */
-static int quantize_one(struct qp_stage_ctx *ctx, struct plan_tensor *pt, struct qp_qtensor *q,
-                        struct qp_err *err)
+static int quantize_one(struct qp_stage_ctx *ctx, struct plan_tensor *pt, const struct qp_calib_stats *stats,
+                        struct qp_qtensor *q, struct qp_err *err)
 {
 	const struct qp_st_tensor *t = pt->t;
 	int threads = qp_ctx_threads(ctx), rc;
+	/* the source, or AWQ's rescaled copy of it */
+	enum qp_type st = pt->f32 ? QP_TYPE_F32 : pt->src;
+	const void *sd = pt->f32 ? (const void *)pt->f32 : t->data;
 	if (!pt->dst.is_method) {
 		if (!(pt->data = malloc(pt->nbytes ? pt->nbytes : 1)))
 			return qp_err_nomem(err);
-		rc = qp_convert_rows(pt->dst.type, pt->data, pt->src, t->data, pt->rows, pt->cols, threads, err);
+		rc = qp_convert_rows(pt->dst.type, pt->data, st, sd, pt->rows, pt->cols, threads, err);
 	} else {
-		float *w = malloc((size_t)(t->nelem ? t->nelem : 1) * sizeof(float));
+		float *w = malloc((size_t)(t->nelem ? t->nelem : 1) * sizeof(float)), *h = NULL;
 		if (!w)
 			return qp_err_nomem(err);
-		rc = qp_convert_rows(QP_TYPE_F32, w, pt->src, t->data, pt->rows, pt->cols, threads, err);
-		if (!rc)
+		rc = qp_convert_rows(QP_TYPE_F32, w, st, sd, pt->rows, pt->cols, threads, err);
+		if (!rc && pt->dst.calibrated)
+			rc = qp_calib_stats_input(stats, t->name, pt->cols, &h, NULL, err);
+		if (!rc && pt->dst.calibrated && pt->dst.cal.awq)
+			rc = qp_awq_quantize(&pt->dst.cal.awq_p, w, pt->rows, pt->cols, h, pt->awq_s, q, threads, err);
+		else if (!rc && pt->dst.calibrated)
+			rc = qp_gptq_quantize(&pt->dst.cal.gptq, w, h, pt->rows, pt->cols, q, threads, err);
+		else if (!rc)
 			rc = qp_qmethod_quantize(&pt->dst.spec, w, pt->rows, pt->cols, q, threads, err);
+		free(h);
 		free(w);
 	}
 	return rc ? qp_err_prefix(err, "tensor '%s'", t->name), rc : 0;
+}
+
+/* Index of the tensor named prefix + suffix, or -1. */
+static ptrdiff_t find_pt(const struct plan_tensor *pt, size_t n, const char *prefix, const char *suffix)
+{
+	char name[512];
+	snprintf(name, sizeof(name), "%s%s", prefix, suffix);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(pt[i].t->name, name))
+			return (ptrdiff_t)i;
+	return -1;
+}
+
+/* f32 copy of a tensor's current values into pt->f32 (once). */
+static int ensure_f32(struct plan_tensor *pt, int threads, struct qp_err *err)
+{
+	if (pt->f32)
+		return 0;
+	if (!(pt->f32 = malloc((size_t)(pt->t->nelem ? pt->t->nelem : 1) * sizeof(float))))
+		return qp_err_nomem(err);
+	return qp_convert_rows(QP_TYPE_F32, pt->f32, pt->src, pt->t->data, pt->rows, pt->cols, threads, err);
+}
+
+/* AWQ, before anything is quantized: per layer and per shared input, the
+ * scales s that minimise the output error, folded into the model (linears'
+ * columns times s, the producer of the input divided by s), as llm-awq
+ * applies them. Producers: the two RMSNorms, and the rows of up_proj (for
+ * down_proj) and of v_proj (for o_proj, only when their shapes agree, as
+ * llm-awq requires; with grouped-query attention o_proj keeps s = 1). */
+static int awq_fold(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, const struct qp_calib_stats *stats,
+                    json_t *report, struct qp_err *err)
+{
+	static const struct {
+		const char *lin[3];
+		const char *producer;
+		bool producer_rows;
+	} groups[] = {
+		{{"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"}, "input_layernorm.weight", false},
+		{{"mlp.gate_proj.weight", "mlp.up_proj.weight", NULL}, "post_attention_layernorm.weight", false},
+		{{"mlp.down_proj.weight", NULL, NULL}, "mlp.up_proj.weight", true},
+		{{"self_attn.o_proj.weight", NULL, NULL}, "self_attn.v_proj.weight", true},
+	};
+	int threads = qp_ctx_threads(ctx), rc = 0;
+	for (int layer = 0;; layer++) {
+		char prefix[64];
+		snprintf(prefix, sizeof(prefix), "model.layers.%d.", layer);
+		if (find_pt(pt, n, prefix, groups[0].lin[0]) < 0)
+			return 0;
+		for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]) && !rc; g++) {
+			ptrdiff_t li[3] = {-1, -1, -1}, pi = find_pt(pt, n, prefix, groups[g].producer);
+			const float *w[3];
+			int64_t rows[3];
+			int nl = 0;
+			for (int k = 0; k < 3 && groups[g].lin[k]; k++) {
+				ptrdiff_t i = find_pt(pt, n, prefix, groups[g].lin[k]);
+				if (i < 0 || !pt[i].dst.calibrated)
+					continue;
+				li[nl] = i;
+				if ((rc = ensure_f32(&pt[i], threads, err)))
+					return rc;
+				w[nl] = pt[i].f32;
+				rows[nl++] = pt[i].rows;
+			}
+			if (!nl || pi < 0)
+				continue;
+			int64_t cols = pt[li[0]].cols;
+			if (groups[g].producer_rows && pt[pi].rows != cols)
+				continue; /* the shapes do not let s be folded */
+			float *h = NULL, *m = NULL, *sc = malloc((size_t)cols * sizeof(float)), alpha = 0;
+			double l_rtn = 0, l_best = 0;
+			rc = sc ? qp_calib_stats_input(stats, pt[li[0]].t->name, cols, &h, &m, err) : qp_err_nomem(err);
+			if (!rc)
+				rc = qp_awq_search(&pt[li[0]].dst.cal.awq_p, w, rows, nl, cols, h, m, sc, &alpha, &l_rtn, &l_best,
+				                   threads, err);
+			if (!rc)
+				rc = ensure_f32(&pt[pi], threads, err);
+			if (!rc) {
+				qp_awq_unscale_rows(pt[pi].f32, groups[g].producer_rows ? pt[pi].rows : pt[pi].t->nelem,
+				                    groups[g].producer_rows ? pt[pi].cols : 1, sc);
+				for (int k = 0; k < nl && !rc; k++) {
+					qp_awq_scale_cols(pt[li[k]].f32, pt[li[k]].rows, cols, sc);
+					if (!(pt[li[k]].awq_s = malloc((size_t)cols * sizeof(float))))
+						rc = qp_err_nomem(err);
+					else
+						memcpy(pt[li[k]].awq_s, sc, (size_t)cols * sizeof(float));
+				}
+				json_t *e = json_object();
+				json_object_set_new(e, "alpha", json_real(alpha));
+				json_object_set_new(e, "loss_rtn", json_real(l_rtn));
+				json_object_set_new(e, "loss_awq", json_real(l_best));
+				json_object_set_new(report, pt[li[0]].t->name, e);
+			}
+			free(h);
+			free(m);
+			free(sc);
+			if (!rc)
+				rc = qp_ctx_progress(ctx, "awq search", layer * 4 + (int64_t)g + 1, layer * 4 + 4, err);
+		}
+		if (rc)
+			return rc;
+	}
 }
 
 static bool st_float(enum qp_type t, enum qp_st_dtype *dt)
@@ -394,6 +522,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	if (!ov)
 		return qp_err_nomem(err);
 	struct qp_st_model *m = NULL;
+	struct qp_calib_stats *stats = NULL;
 	size_t n = 0, n_fb = 0;
 	struct plan_tensor *pt = NULL;
 	struct qp_qtensor *qt = NULL;
@@ -412,13 +541,38 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	}
 	if ((rc = plan_types(ctx, in, m, &main_to, ov, ovp->n, fallback, pt, fb_names, &n_fb, err)))
 		goto out;
+	json_t *awq_report = json_object();
+	json_object_set_new(qp_ctx_metrics(ctx), "awq", awq_report);
+	if (main_to.calibrated) {
+		const struct qp_artifact *ca = qp_ctx_input(ctx, "calib");
+		const char *spath;
+		if ((rc = qp_stage_need_file(ca, "stats.safetensors", &spath, err)) ||
+		    (rc = qp_calib_stats_open(&stats, spath, err)))
+			goto out;
+		/* weights calibrate saw no input of (embeddings, lm_head) keep the fallback type */
+		for (size_t i = 0; i < n; i++) {
+			if (!pt[i].dst.calibrated)
+				continue;
+			char key[512];
+			snprintf(key, sizeof(key), "%s.input", pt[i].t->name);
+			if (!qp_calib_stats_meta(stats, key)) {
+				pt[i].dst = (struct target){.type = fallback};
+				size_t row;
+				qp_type_row_size(fallback, pt[i].cols, &row);
+				pt[i].nbytes = row * (size_t)pt[i].rows;
+				fb_names[n_fb++] = pt[i].t->name;
+			}
+		}
+		if (main_to.cal.awq && (rc = awq_fold(ctx, pt, n, stats, awq_report, err)))
+			goto out;
+	}
 	bool layout = false;
 	for (size_t i = 0; i < n; i++) {
 		layout |= pt[i].dst.is_method;
 		total_elems += pt[i].t->nelem;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if ((rc = quantize_one(ctx, &pt[i], &qt[i], err)))
+		if ((rc = quantize_one(ctx, &pt[i], stats, &qt[i], err)))
 			goto out;
 		done_elems += pt[i].t->nelem;
 		if ((rc = qp_ctx_progress(ctx, "tensors", done_elems, total_elems, err)))
@@ -468,8 +622,11 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 out:
 	for (size_t i = 0; pt && i < n; i++) {
 		free(pt[i].data);
+		free(pt[i].f32);
+		free(pt[i].awq_s);
 		qp_qtensor_free(&qt[i]);
 	}
+	qp_calib_stats_close(stats);
 	free(pt);
 	free(qt);
 	free(fb_names);
