@@ -7,6 +7,7 @@ extern const struct qp_stage_kind qp_kind_hf_download;
 extern const struct qp_stage_kind qp_kind_url_download;
 extern const struct qp_stage_kind qp_kind_quantize;
 extern const struct qp_stage_kind qp_kind_export_gguf;
+extern const struct qp_stage_kind qp_kind_export_hf;
 extern const struct qp_stage_kind qp_kind_evaluate;
 extern const struct qp_stage_kind qp_kind_report_markdown;
 extern const struct qp_stage_kind qp_kind_report_csv;
@@ -21,6 +22,7 @@ const struct qp_stage_kind *const qp_stage_kinds[] = {
 	&qp_kind_url_download,
 	&qp_kind_quantize,
 	&qp_kind_export_gguf,
+	&qp_kind_export_hf,
 	&qp_kind_evaluate,
 	&qp_kind_report_markdown,
 	&qp_kind_report_csv,
