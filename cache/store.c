@@ -8,6 +8,8 @@
  *                                (hash.c); mode 0444, never written again
  *   D/actions/<k0k1>/<k2..k31>   the action record of stage key k (below)
  *   D/tmp/<random>/              scratch directories lent to stages
+ *   D/partial/<key>/             finished pieces of a stage that has not
+ *                                completed yet (qp_store_partial_dir)
  *   .tmp-XXXXXX                  in objects/, objects/<h0h1>/ or actions/<k0k1>/:
  *                                a writer's temporary, still being written
  *                                or left by a crash; never read, only gc'd
@@ -350,6 +352,23 @@ int qp_store_scratch_dir(struct qp_store *s, char *buf, size_t n, struct qp_err 
 void qp_store_scratch_remove(const char *dir)
 {
 	qp_os_remove_tree(dir);
+}
+
+int qp_store_partial_dir(struct qp_store *s, const struct qp_hash *key, char *buf, size_t n, struct qp_err *err)
+{
+	char hex[QP_HASH_HEX_LEN + 1];
+	qp_hash_hex(key, hex);
+	if ((size_t)snprintf(buf, n, "%s/partial/%s", s->dir, hex) >= n)
+		return qp_err_set(err, QP_EINVAL, "%s/partial: path too long", s->dir);
+	return qp_os_mkdir_p(buf, err);
+}
+
+void qp_store_partial_remove(const struct qp_store *s, const struct qp_hash *key)
+{
+	char hex[QP_HASH_HEX_LEN + 1], path[PATH_BUF];
+	qp_hash_hex(key, hex);
+	snprintf(path, sizeof(path), "%s/partial/%s", s->dir, hex);
+	qp_os_remove_tree(path);
 }
 
 /* The canonical spelling of a hash: 32 lowercase hex digits and nothing more. */
@@ -791,10 +810,10 @@ static double file_mtime(const char *path, long long *size)
 	return (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9;
 }
 
-/* Remove .tmp-* files and scratch folders older than the cutoff. */
+/* Remove .tmp-* files, scratch folders and partial results older than the cutoff. */
 static void gc_temporaries(struct qp_store *s, double cutoff, struct qp_gc_stats *st)
 {
-	static const char *const areas[] = {"objects", "actions", "tmp", "meta", NULL};
+	static const char *const areas[] = {"objects", "actions", "tmp", "meta", "partial", NULL};
 	for (size_t a = 0; areas[a]; a++) {
 		char dir[PATH_BUF];
 		snprintf(dir, sizeof(dir), "%s/%s", s->dir, areas[a]);
@@ -810,7 +829,7 @@ static void gc_temporaries(struct qp_store *s, double cutoff, struct qp_gc_stats
 				continue;
 			double mt = file_mtime(p, NULL);
 			int is_tmp = !strncmp(e->d_name, ".tmp-", 5);
-			int is_scratch = !strcmp(areas[a], "tmp");
+			int is_scratch = !strcmp(areas[a], "tmp") || !strcmp(areas[a], "partial");
 			if (mt < 0 || mt >= cutoff || (!is_tmp && !is_scratch)) {
 				/* fan-out folders hold temporaries too */
 				if (!is_scratch && strlen(e->d_name) == 2) {

@@ -44,6 +44,14 @@ int qp_store_scratch_dir(struct qp_store *s, char *buf, size_t n, struct qp_err 
 /* Remove a scratch directory and everything in it. */
 void qp_store_scratch_remove(const char *dir);
 
+/* partial/<key>/: where a long stage keeps finished pieces of its work
+ * (GPTQ's layers) so a killed run resumes where it stopped. Created on
+ * demand into buf; its content is only valid for that key, which covers
+ * everything the stage depends on. Removed when the stage's result is
+ * stored (qp_store_partial_remove); gc removes stale ones. */
+int qp_store_partial_dir(struct qp_store *s, const struct qp_hash *key, char *buf, size_t n, struct qp_err *err);
+void qp_store_partial_remove(const struct qp_store *s, const struct qp_hash *key);
+
 /* Action records. The record is a JSON object; the store adds "format" and
  * "version" fields on write and checks them on read. */
 int qp_store_put_action(struct qp_store *s, const struct qp_hash *key, json_t *record,

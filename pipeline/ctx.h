@@ -21,6 +21,7 @@ struct qp_stage_ctx {
 	struct qp_arena *arena;              /* plan time only: for pinned strings */
 	const struct qp_artifact ***inputs;  /* per parameter */
 	char out_dir[PATH_MAX];
+	char partial_dir[PATH_MAX];          /* "" until the stage asks for it */
 	json_t *outputs;     /* array of names declared in out_dir */
 	json_t *external;    /* object name -> absolute path */
 	json_t *metrics;

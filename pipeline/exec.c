@@ -366,6 +366,19 @@ const char *qp_ctx_recipe_dir(const struct qp_stage_ctx *ctx)
 	return ctx->r->g->recipe->dir;
 }
 
+int qp_ctx_partial_dir(struct qp_stage_ctx *ctx, const char **out, struct qp_err *err)
+{
+	if (!ctx->partial_dir[0]) {
+		int rc = qp_store_partial_dir(ctx->r->store, &ctx->in->key, ctx->partial_dir, sizeof(ctx->partial_dir), err);
+		if (rc) {
+			ctx->partial_dir[0] = '\0';
+			return rc;
+		}
+	}
+	*out = ctx->partial_dir;
+	return 0;
+}
+
 const char *qp_ctx_out_dir(const struct qp_stage_ctx *ctx)
 {
 	return ctx->out_dir;
@@ -639,6 +652,8 @@ static int run_stage(struct qp_runner *r, size_t idx, struct qp_err *err)
 	json_t *rec = NULL;
 	if (!rc)
 		rc = commit(r, in, &ctx, wall, &rec, err);
+	if (!rc && ctx.partial_dir[0])
+		qp_store_partial_remove(r->store, &in->key);
 	json_decref(rec);
 	qp_store_scratch_remove(ctx.out_dir);
 	json_decref(ctx.outputs);

@@ -109,6 +109,11 @@ size_t qp_ctx_inputs(const struct qp_stage_ctx *ctx, const char *name,
                      const struct qp_artifact *const **out);
 /* The recipe's folder (absolute): where relative paths of the recipe point. */
 const char *qp_ctx_recipe_dir(const struct qp_stage_ctx *ctx);
+/* A folder that survives a failed or killed run of this instance (same
+ * key): a long stage saves finished pieces there, each written atomically,
+ * and a rerun picks them up instead of redoing them. Removed once the
+ * stage's result is stored. */
+int qp_ctx_partial_dir(struct qp_stage_ctx *ctx, const char **out, struct qp_err *err);
 /* Scratch folder the stage writes its outputs into. */
 const char *qp_ctx_out_dir(const struct qp_stage_ctx *ctx);
 /* Declare out_dir/name as an output, to be moved into the store. name is a

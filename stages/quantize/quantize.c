@@ -26,6 +26,8 @@
  * the model's side files (config.json, tokenizer ...) either way.
  * export.gguf turns either into a file llama.cpp runs. */
 #include <fnmatch.h>
+#include <signal.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -509,6 +511,59 @@ static int write_gguf(struct plan_tensor *pt, size_t n, const struct provenance 
 	return rc;
 }
 
+/* GPTQ and AWQ take long: each finished tensor is saved in the instance's
+ * partial folder (a one-entry layout file, written atomically), and a
+ * rerun of the same key after a crash loads it instead of recomputing.
+ * The key covers the weights, the statistics and every parameter, and
+ * the computation is deterministic, so the result is the same bytes. */
+static void piece_path(char *buf, size_t n, const char *dir, const char *name)
+{
+	snprintf(buf, n, "%s/%s.safetensors", dir, name);
+}
+
+static int save_piece(const char *dir, const struct plan_tensor *pt, const struct qp_qtensor *q, struct qp_err *err)
+{
+	char path[PATH_MAX];
+	piece_path(path, sizeof(path), dir, pt->t->name);
+	struct qp_ql_writer *w;
+	int rc = qp_ql_writer_new(&w, err);
+	if (!rc && !(rc = qp_ql_add_method(w, pt->t->name, &pt->dst.spec, q, err)))
+		rc = qp_ql_write(w, path, err);
+	qp_ql_writer_free(w);
+	return rc;
+}
+
+static int load_piece(const char *dir, const struct plan_tensor *pt, struct qp_qtensor *q, bool *found,
+                      struct qp_err *err)
+{
+	char path[PATH_MAX];
+	piece_path(path, sizeof(path), dir, pt->t->name);
+	*found = false;
+	if (access(path, F_OK) != 0)
+		return 0;
+	struct qp_ql_model *m;
+	int rc = qp_ql_open(&m, path, err);
+	if (rc)
+		return qp_err_prefix(err, "partial result (remove it to recompute)"), rc;
+	const struct qp_ql_entry *e = qp_ql_find(m, pt->t->name);
+	if (!e || e->kind != QP_QL_METHOD || e->shape[0] != pt->rows || e->shape[1] != pt->cols)
+		rc = qp_err_set(err, QP_ECORRUPT, "%s: not the partial result of tensor '%s'", path, pt->t->name);
+	else
+		rc = qp_ql_qtensor(m, e, q, err);
+	qp_ql_close(m);
+	*found = rc == 0;
+	return rc;
+}
+
+/* Tests of resuming kill the stage after QPIPE_TEST_KILL_AFTER_TENSORS
+ * tensors were saved, as a crash or an out-of-memory kill would. */
+static void crash_hook(int64_t saved)
+{
+	const char *v = getenv("QPIPE_TEST_KILL_AFTER_TENSORS");
+	if (v && atoll(v) == saved)
+		raise(SIGKILL);
+}
+
 static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 {
 	const struct qp_artifact *in = qp_ctx_input(ctx, "model");
@@ -571,9 +626,24 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		layout |= pt[i].dst.is_method;
 		total_elems += pt[i].t->nelem;
 	}
+	const char *partial = NULL;
+	int64_t resumed = 0, saved = 0;
+	if (main_to.calibrated && (rc = qp_ctx_partial_dir(ctx, &partial, err)))
+		goto out;
 	for (size_t i = 0; i < n; i++) {
-		if ((rc = quantize_one(ctx, &pt[i], stats, &qt[i], err)))
+		bool was_saved = false;
+		if (pt[i].dst.calibrated && (rc = load_piece(partial, &pt[i], &qt[i], &was_saved, err)))
 			goto out;
+		if (was_saved) {
+			resumed++;
+		} else {
+			if ((rc = quantize_one(ctx, &pt[i], stats, &qt[i], err)))
+				goto out;
+			if (pt[i].dst.calibrated && (rc = save_piece(partial, &pt[i], &qt[i], err)))
+				goto out;
+			saved++;
+			crash_hook(saved);
+		}
 		done_elems += pt[i].t->nelem;
 		if ((rc = qp_ctx_progress(ctx, "tensors", done_elems, total_elems, err)))
 			goto out;
@@ -612,6 +682,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		json_object_set_new(each, pt[i].t->name, json_string(tn));
 	}
 	json_object_set_new(met, "type", json_string(method));
+	if (main_to.calibrated)
+		json_object_set_new(met, "resumed_tensors", json_integer(resumed));
 	if (preset[0])
 		json_object_set_new(met, "preset", json_string(preset));
 	json_object_set_new(met, "format", json_string(layout ? "qpipe-safetensors" : "gguf"));
