@@ -28,6 +28,7 @@
 #include "formats/safetensors.h"
 #include "kernels/convert.h"
 #include "stages/common.h"
+#include "stages/quantize/imatrix.h"
 #include "stages/quantize/preset.h"
 #include "stages/stage.h"
 
@@ -45,6 +46,8 @@ static const struct qp_param_decl params[] = {
 	 .doc = "PATTERN=TYPE items: fnmatch on Hugging Face names, first match wins"},
 	{.name = "fallback", .type = QP_P_ENUM, .def = "f16", .choices = fallbacks,
 	 .doc = "type for tensors whose rows do not divide into the type's blocks"},
+	{.name = "imatrix", .type = QP_P_INPUT, .def = "",
+	 .doc = "a calibrate stage: fit each tensor by its importances, as llama-quantize --imatrix"},
 	{0},
 };
 
@@ -160,10 +163,12 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	size_t n = 0;
 	struct plan_tensor *pt = NULL;
 	struct qp_gguf_writer *w = NULL;
+	struct qp_quant_imatrix *im = NULL;
 	const char **fb_names = NULL;
 	size_t n_fb = 0;
 	int64_t total_elems = 0, done_elems = 0;
-	if ((rc = qp_st_open(&m, wpath, err)))
+	if ((rc = qp_st_open(&m, wpath, err)) ||
+	    (rc = qp_quant_imatrix_open(&im, qp_ctx_input(ctx, "imatrix"), err)))
 		goto out;
 	if (preset[0] && (rc = preset_model(&pm, in, m, err)))
 		goto out;
@@ -238,8 +243,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 			rc = qp_err_nomem(err);
 			goto out;
 		}
-		rc = qp_convert_rows(pt[i].dst, pt[i].data, pt[i].src, t->data, pt[i].rows, pt[i].cols,
-		                     qp_ctx_threads(ctx), err);
+		rc = qp_quant_imatrix_convert(im, t->name, pt[i].dst, pt[i].data, pt[i].src, t->data,
+		                              pt[i].rows, pt[i].cols, qp_ctx_threads(ctx), err);
 		if (rc) {
 			qp_err_prefix(err, "tensor '%s'", t->name);
 			goto out;
@@ -265,7 +270,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	    (ovp->n && (rc = qp_gguf_set_arr_str(w, "qpipe.overrides", ovp->list, ovp->n, err))) ||
 	    (rc = qp_gguf_set_str(w, "qpipe.fallback_type", qp_ctx_param(ctx, "fallback")->s, err)) ||
 	    (rc = qp_gguf_set_arr_str(w, "qpipe.fallback_tensors", fb_names, n_fb, err)) ||
-	    (rc = qp_gguf_set_str(w, "qpipe.quantize_key", qp_ctx_key_hex(ctx), err)))
+	    (rc = qp_gguf_set_str(w, "qpipe.quantize_key", qp_ctx_key_hex(ctx), err)) ||
+	    (rc = qp_quant_imatrix_record(im, w, qp_ctx_metrics(ctx), err)))
 		goto out;
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/model.gguf", qp_ctx_out_dir(ctx));
@@ -295,6 +301,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	json_object_set_new(met, "fallback_type", json_string(qp_ctx_param(ctx, "fallback")->s));
 	json_object_set_new(met, "fallback", fb);
 out:
+	qp_quant_imatrix_free(im);
 	qp_gguf_writer_free(w);
 	for (size_t i = 0; pt && i < n; i++)
 		free(pt[i].data);
