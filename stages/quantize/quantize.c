@@ -12,6 +12,8 @@
  * precision); rows that do not divide take the fallback type as above.
  * 1-D tensors (norms, biases) stay F32, as llama.cpp keeps them. The
  * metrics count the tensors of each type and list every tensor's type.
+ * With imatrix (a calibrate stage) each tensor is fitted by its
+ * importances, as llama-quantize --imatrix does (imatrix.h).
  *
  * Output: model.gguf holding the tensors under their Hugging Face names and
  * shapes (ne reversed: ne[0] is the row length), plus the model's side
