@@ -102,8 +102,9 @@ int qp_calib_observe(void *user, const char *const *names, int n_names, const fl
 	for (int i = 0; same && i < n_names; i++)
 		same = !strcmp(r->weights[i], names[i]);
 	if (!same)
-		return qp_err_set(err, QP_EINVAL, "weight '%s': input seen with %lld channels, then %lld",
-		                  names[0], (long long)r->k, (long long)k);
+		return qp_err_set(err, QP_EINVAL,
+		                  "weight '%s': its input came with %lld channels and %d weights, now %lld and %d",
+		                  names[0], (long long)r->k, r->n_weights, (long long)k, n_names);
 	qp_actstats_cols(r->sum, r->sum_sq, r->sum_abs, r->max_abs, x, n, k);
 	if (r->hessian && (rc = qp_actstats_gram(r->hessian, x, n, k, c->threads, err)))
 		return rc;
