@@ -12,6 +12,7 @@ struct job {
 	const uint8_t *src;
 	size_t drow, srow;     /* bytes per row */
 	int64_t ncols;
+	const float *imat;     /* ncols importances, or NULL: unweighted */
 	int64_t r0, r1;        /* rows [r0, r1) */
 	int failed;
 };
@@ -26,7 +27,10 @@ static void *work(void *arg)
 	}
 	for (int64_t r = j->r0; r < j->r1; r++) {
 		j->sops->dequantize_row(j->src + (size_t)r * j->srow, tmp, j->ncols);
-		j->dops->quantize_row(tmp, j->dst + (size_t)r * j->drow, j->ncols);
+		if (j->imat)
+			j->dops->quantize_row_imat(tmp, j->dst + (size_t)r * j->drow, j->ncols, j->imat);
+		else
+			j->dops->quantize_row(tmp, j->dst + (size_t)r * j->drow, j->ncols);
 	}
 	free(tmp);
 	return NULL;
@@ -44,8 +48,8 @@ static int row_sizes(enum qp_type dt, enum qp_type st, int64_t ncols, size_t *dr
 	return 0;
 }
 
-int qp_convert_rows(enum qp_type dt, void *dst, enum qp_type st, const void *src, int64_t nrows,
-                    int64_t ncols, int threads, struct qp_err *err)
+static int convert(enum qp_type dt, void *dst, enum qp_type st, const void *src, int64_t nrows,
+                   int64_t ncols, const float *imat, int threads, struct qp_err *err)
 {
 	size_t drow, srow;
 	int rc = row_sizes(dt, st, ncols, &drow, &srow, err);
@@ -56,6 +60,9 @@ int qp_convert_rows(enum qp_type dt, void *dst, enum qp_type st, const void *src
 		return qp_err_set(err, QP_EINVAL, "no kernels to write type %s", qp_type_traits(dt)->name);
 	if (!sops || !sops->dequantize_row)
 		return qp_err_set(err, QP_EINVAL, "no kernels to read type %s", qp_type_traits(st)->name);
+	if (imat && !dops->quantize_row_imat)
+		return qp_err_set(err, QP_EINVAL, "type %s has no importance-weighted quantizer",
+		                  qp_type_traits(dt)->name);
 	if (threads < 1)
 		threads = 1;
 	if (threads > 64)
@@ -66,7 +73,7 @@ int qp_convert_rows(enum qp_type dt, void *dst, enum qp_type st, const void *src
 	pthread_t tids[64];
 	int started[64] = {0};
 	for (int t = 0; t < threads; t++) {
-		jobs[t] = (struct job){dops, sops, dst, src, drow, srow, ncols, nrows * t / threads,
+		jobs[t] = (struct job){dops, sops, dst, src, drow, srow, ncols, imat, nrows * t / threads,
 		                       nrows * (t + 1) / threads, 0};
 		/* a thread that cannot be started is done inline: slower, same bytes */
 		if (t > 0 && pthread_create(&tids[t], NULL, work, &jobs[t]) == 0)
@@ -82,6 +89,19 @@ int qp_convert_rows(enum qp_type dt, void *dst, enum qp_type st, const void *src
 		failed |= jobs[t].failed;
 	}
 	return failed ? qp_err_nomem(err) : 0;
+}
+
+int qp_convert_rows(enum qp_type dt, void *dst, enum qp_type st, const void *src, int64_t nrows,
+                    int64_t ncols, int threads, struct qp_err *err)
+{
+	return convert(dt, dst, st, src, nrows, ncols, NULL, threads, err);
+}
+
+int qp_convert_rows_imat(enum qp_type dt, void *dst, enum qp_type st, const void *src,
+                         int64_t nrows, int64_t ncols, const float *imatrix, int threads,
+                         struct qp_err *err)
+{
+	return convert(dt, dst, st, src, nrows, ncols, imatrix, threads, err);
 }
 
 int qp_compare_rows(struct qp_err_stats *acc, enum qp_type rt, const void *ref, enum qp_type xt,

@@ -45,6 +45,8 @@ struct qp_llama {
 	struct layer *layers;
 	/* activations for a batch of up to n_ctx tokens */
 	float *x, *h, *q, *k, *v, *a, *g, *u;
+	qp_llama_observer observe;  /* NULL: none */
+	void *observe_user;
 };
 
 static int kv_int(const struct qp_llama *m, const char *key, int64_t *out, bool required,
@@ -281,6 +283,25 @@ fail:
 }
 
 const struct qp_llama_hparams *qp_llama_hparams(const struct qp_llama *m) { return &m->hp; }
+
+void qp_llama_set_observer(struct qp_llama *m, qp_llama_observer fn, void *user)
+{
+	m->observe = fn;
+	m->observe_user = user;
+}
+
+/* Hand x, the input of the weights w[0 .. n_w), to the observer if one is
+ * set; the check is all an unobserved pass pays. */
+static int observe(const struct qp_llama *m, const struct qp_gguf_tensor *const *w, int n_w,
+                   const float *x, int64_t n, struct qp_err *err)
+{
+	if (!m->observe)
+		return 0;
+	const char *names[3];
+	for (int i = 0; i < n_w; i++)
+		names[i] = w[i]->name;
+	return m->observe(m->observe_user, names, n_w, x, n, w[0]->ne[0], err);
+}
 const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m) { return m->f; }
 
 static int matmul(const struct qp_llama *m, float *y, const struct qp_gguf_tensor *w,
@@ -344,7 +365,8 @@ int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t 
 		struct layer *l = &m->layers[li];
 		for (int64_t t = 0; t < n; t++)
 			qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->attn_norm, d, hp->eps);
-		if ((rc = matmul(m, m->q, l->wq, m->h, n, err)) || (rc = matmul(m, m->k, l->wk, m->h, n, err)) ||
+		const struct qp_gguf_tensor *qkv[3] = {l->wq, l->wk, l->wv}, *gu[2] = {l->wg, l->wu};
+		if ((rc = observe(m, qkv, 3, m->h, n, err)) || (rc = matmul(m, m->q, l->wq, m->h, n, err)) || (rc = matmul(m, m->k, l->wk, m->h, n, err)) ||
 		    (rc = matmul(m, m->v, l->wv, m->h, n, err)))
 			return rc;
 		for (int64_t t = 0; t < n; t++) {
@@ -358,19 +380,24 @@ int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t 
 		if (job.failed)
 			return qp_err_nomem(err);
 		/* x += a Wo: the product lands in h, then is added */
-		if ((rc = matmul(m, m->h, l->wo, m->a, n, err)))
+		if ((rc = observe(m, &l->wo, 1, m->a, n, err)) || (rc = matmul(m, m->h, l->wo, m->a, n, err)))
 			return rc;
 		qp_ops_axpy(m->x, 1.0f, m->h, n * d);
 		for (int64_t t = 0; t < n; t++)
 			qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->ffn_norm, d, hp->eps);
-		if ((rc = matmul(m, m->g, l->wg, m->h, n, err)) || (rc = matmul(m, m->u, l->wu, m->h, n, err)))
+		if ((rc = observe(m, gu, 2, m->h, n, err)) || (rc = matmul(m, m->g, l->wg, m->h, n, err)) ||
+		    (rc = matmul(m, m->u, l->wu, m->h, n, err)))
 			return rc;
 		qp_ops_silu_mul(m->g, m->u, n * hp->n_ff);
-		if ((rc = matmul(m, m->h, l->wd, m->g, n, err)))
+		if ((rc = observe(m, &l->wd, 1, m->g, n, err)) || (rc = matmul(m, m->h, l->wd, m->g, n, err)))
 			return rc;
 		qp_ops_axpy(m->x, 1.0f, m->h, n * d);
 	}
+	if (!logits)
+		return 0;
 	for (int64_t t = 0; t < n; t++)
 		qp_ops_rmsnorm(m->h + t * d, m->x + t * d, m->out_norm, d, hp->eps);
+	if ((rc = observe(m, &m->output, 1, m->h, n, err)))
+		return rc;
 	return matmul(m, logits, m->output, m->h, n, err);
 }

@@ -39,8 +39,24 @@ const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m);
 
 /* Run n tokens at positions pos .. pos + n - 1 in one batch, after the
  * pos positions already in the KV cache, and write logits for every one
- * of them to logits[n][n_vocab]. pos + n must not exceed n_ctx. */
+ * of them to logits[n][n_vocab]. pos + n must not exceed n_ctx. logits
+ * may be NULL: the output projection is then skipped (calibration needs
+ * only the layers' activations). */
 int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t pos, float *logits,
                   struct qp_err *err);
+
+/* Sees the input of a product with 2-D weights before it is computed:
+ * x holds n rows (one per token of the batch) of k floats, borrowed for
+ * the call. names[0 .. n_names) are the llama.cpp names of the weights
+ * that multiply this same input (blk.N.attn_q/attn_k/attn_v.weight in
+ * one call, ffn_gate/ffn_up in one), so shared statistics are computed
+ * once. A non-zero return (a QP_E* code, err filled) stops qp_llama_eval
+ * with that code. */
+typedef int (*qp_llama_observer)(void *user, const char *const *names, int n_names, const float *x,
+                                 int64_t n, int64_t k, struct qp_err *err);
+
+/* Install fn (NULL: none, the default) to be called by every later
+ * qp_llama_eval, with user passed through. */
+void qp_llama_set_observer(struct qp_llama *m, qp_llama_observer fn, void *user);
 
 #endif

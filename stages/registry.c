@@ -6,6 +6,7 @@ extern const struct qp_stage_kind qp_kind_model_local;
 extern const struct qp_stage_kind qp_kind_hf_download;
 extern const struct qp_stage_kind qp_kind_url_download;
 extern const struct qp_stage_kind qp_kind_quantize;
+extern const struct qp_stage_kind qp_kind_calibrate;
 extern const struct qp_stage_kind qp_kind_export_gguf;
 extern const struct qp_stage_kind qp_kind_export_hf;
 extern const struct qp_stage_kind qp_kind_evaluate;
@@ -20,6 +21,7 @@ const struct qp_stage_kind *const qp_stage_kinds[] = {
 	&qp_kind_model_local,
 	&qp_kind_hf_download,
 	&qp_kind_url_download,
+	&qp_kind_calibrate,
 	&qp_kind_quantize,
 	&qp_kind_export_gguf,
 	&qp_kind_export_hf,

@@ -19,6 +19,7 @@
 
 #include "formats/gguf.h"
 #include "formats/hfconfig.h"
+#include "formats/llamanames.h"
 #include "formats/qlayout.h"
 #include "formats/spm.h"
 #include "stages/common.h"
@@ -61,38 +62,18 @@ static int file_type(enum qp_type t)
 
 enum permute { NO_PERMUTE, PERMUTE_Q, PERMUTE_K };
 
-/* llama.cpp's name for a Hugging Face Llama tensor into out; -1 if none. */
+/* llama.cpp's name for a Hugging Face Llama tensor into out; -1 if none.
+ * q_proj and k_proj rows need permuting to llama.cpp's RoPE layout. */
 static int gguf_name(const char *hf, char *out, size_t n, enum permute *perm)
 {
-	static const struct { const char *hf, *gg; enum permute p; } layer[] = {
-		{"input_layernorm.weight", "attn_norm.weight", NO_PERMUTE},
-		{"self_attn.q_proj.weight", "attn_q.weight", PERMUTE_Q},
-		{"self_attn.k_proj.weight", "attn_k.weight", PERMUTE_K},
-		{"self_attn.v_proj.weight", "attn_v.weight", NO_PERMUTE},
-		{"self_attn.o_proj.weight", "attn_output.weight", NO_PERMUTE},
-		{"post_attention_layernorm.weight", "ffn_norm.weight", NO_PERMUTE},
-		{"mlp.gate_proj.weight", "ffn_gate.weight", NO_PERMUTE},
-		{"mlp.up_proj.weight", "ffn_up.weight", NO_PERMUTE},
-		{"mlp.down_proj.weight", "ffn_down.weight", NO_PERMUTE},
-	};
+	static const char q[] = ".self_attn.q_proj.weight", k[] = ".self_attn.k_proj.weight";
+	size_t len = strlen(hf);
 	*perm = NO_PERMUTE;
-	if (!strcmp(hf, "model.embed_tokens.weight"))
-		return snprintf(out, n, "token_embd.weight") < 0 ? -1 : 0;
-	if (!strcmp(hf, "model.norm.weight"))
-		return snprintf(out, n, "output_norm.weight") < 0 ? -1 : 0;
-	if (!strcmp(hf, "lm_head.weight"))
-		return snprintf(out, n, "output.weight") < 0 ? -1 : 0;
-	unsigned layer_no;
-	int used = 0;
-	if (sscanf(hf, "model.layers.%u.%n", &layer_no, &used) == 1 && used > 0) {
-		for (size_t i = 0; i < sizeof(layer) / sizeof(layer[0]); i++)
-			if (!strcmp(hf + used, layer[i].hf)) {
-				*perm = layer[i].p;
-				snprintf(out, n, "blk.%u.%s", layer_no, layer[i].gg);
-				return 0;
-			}
-	}
-	return -1;
+	if (len >= sizeof(q) - 1 && !strcmp(hf + len - (sizeof(q) - 1), q))
+		*perm = PERMUTE_Q;
+	if (len >= sizeof(k) - 1 && !strcmp(hf + len - (sizeof(k) - 1), k))
+		*perm = PERMUTE_K;
+	return qp_llamanames_to_gguf(hf, out, n);
 }
 
 /* Reorder whole rows: within each head of hd rows, the row at (pair p,

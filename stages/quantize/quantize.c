@@ -17,7 +17,11 @@
  * Hugging Face name, first match wins, set single tensors' types (mixed
  * precision); TYPE is a GGUF type or a method spec. 1-D tensors (norms,
  * biases) stay F32, as llama.cpp keeps them. The metrics count the tensors
- * of each type and list every tensor's type.
+ * of each type and list every tensor's type. With imatrix (a calibrate
+ * stage) each GGUF-typed tensor is fitted by its importances, as
+ * llama-quantize --imatrix does (imatrix.h); with calib (a calibrate
+ * stage), the gptq and awq methods read its input statistics
+ * (calibrated.h).
  *
  * Output, when every tensor has a GGUF type: model.gguf holding the tensors
  * under their Hugging Face names and shapes (ne reversed: ne[0] is the row
@@ -41,6 +45,7 @@
 #include "kernels/convert.h"
 #include "stages/common.h"
 #include "stages/quantize/calibrated.h"
+#include "stages/quantize/imatrix.h"
 #include "stages/quantize/preset.h"
 #include "stages/stage.h"
 
@@ -62,6 +67,8 @@ static const struct qp_param_decl params[] = {
 	 .doc = "PATTERN=TYPE items (TYPE: GGUF type or method spec): fnmatch on Hugging Face names, first match wins"},
 	{.name = "fallback", .type = QP_P_ENUM, .def = "f16", .choices = fallbacks,
 	 .doc = "type for tensors whose rows do not divide into the type's blocks"},
+	{.name = "imatrix", .type = QP_P_INPUT, .def = "",
+	 .doc = "a calibrate stage: fit each tensor by its importances, as llama-quantize --imatrix"},
 	{0},
 };
 
@@ -295,7 +302,7 @@ static int plan_types(struct qp_stage_ctx *ctx, const struct qp_artifact *in, co
 
 /* One tensor converted into pt->data (GGUF type) or q (method). */
 static int quantize_one(struct qp_stage_ctx *ctx, struct plan_tensor *pt, const struct qp_calib_stats *stats,
-                        struct qp_qtensor *q, struct qp_err *err)
+                        struct qp_quant_imatrix *im, struct qp_qtensor *q, struct qp_err *err)
 {
 	const struct qp_st_tensor *t = pt->t;
 	int threads = qp_ctx_threads(ctx), rc;
@@ -305,7 +312,7 @@ static int quantize_one(struct qp_stage_ctx *ctx, struct plan_tensor *pt, const 
 	if (!pt->dst.is_method) {
 		if (!(pt->data = malloc(pt->nbytes ? pt->nbytes : 1)))
 			return qp_err_nomem(err);
-		rc = qp_convert_rows(pt->dst.type, pt->data, st, sd, pt->rows, pt->cols, threads, err);
+		rc = qp_quant_imatrix_convert(im, t->name, pt->dst.type, pt->data, st, sd, pt->rows, pt->cols, threads, err);
 	} else {
 		float *w = malloc((size_t)(t->nelem ? t->nelem : 1) * sizeof(float)), *h = NULL;
 		if (!w)
@@ -481,8 +488,8 @@ static int write_layout(struct qp_stage_ctx *ctx, struct plan_tensor *pt, struct
 	return rc;
 }
 
-static int write_gguf(struct plan_tensor *pt, size_t n, const struct provenance *pv, const char *path,
-                      struct qp_err *err)
+static int write_gguf(struct plan_tensor *pt, size_t n, const struct provenance *pv,
+                      const struct qp_quant_imatrix *im, json_t *met, const char *path, struct qp_err *err)
 {
 	struct qp_gguf_writer *w;
 	int rc = qp_gguf_writer_new(&w, err);
@@ -505,7 +512,8 @@ static int write_gguf(struct plan_tensor *pt, size_t n, const struct provenance 
 	              (rc = qp_gguf_set_arr_str(w, "qpipe.overrides", pv->overrides->list, pv->overrides->n, err))) ||
 	             (rc = qp_gguf_set_str(w, "qpipe.fallback_type", pv->fallback, err)) ||
 	             (rc = qp_gguf_set_arr_str(w, "qpipe.fallback_tensors", pv->fb_names, pv->n_fb, err)) ||
-	             (rc = qp_gguf_set_str(w, "qpipe.quantize_key", pv->key, err))))
+	             (rc = qp_gguf_set_str(w, "qpipe.quantize_key", pv->key, err)) ||
+	             (rc = qp_quant_imatrix_record(im, w, met, err))))
 		rc = qp_gguf_writer_write(w, path, err);
 	qp_gguf_writer_free(w);
 	return rc;
@@ -581,10 +589,12 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	size_t n = 0, n_fb = 0;
 	struct plan_tensor *pt = NULL;
 	struct qp_qtensor *qt = NULL;
+	struct qp_quant_imatrix *im = NULL;
 	const char **fb_names = NULL;
 	int64_t total_elems = 0, done_elems = 0;
 	if ((rc = check_params(ctx, &main_to, ov, err)) || (rc = qp_stage_weights_path(in, &wpath, err)) ||
-	    (rc = qp_st_open(&m, wpath, err)))
+	    (rc = qp_st_open(&m, wpath, err)) ||
+	    (rc = qp_quant_imatrix_open(&im, qp_ctx_input(ctx, "imatrix"), err)))
 		goto out;
 	n = qp_st_count(m);
 	pt = calloc(n ? n : 1, sizeof(*pt));
@@ -637,7 +647,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		if (was_saved) {
 			resumed++;
 		} else {
-			if ((rc = quantize_one(ctx, &pt[i], stats, &qt[i], err)))
+			if ((rc = quantize_one(ctx, &pt[i], stats, im, &qt[i], err)))
 				goto out;
 			if (pt[i].dst.calibrated && (rc = save_piece(partial, &pt[i], &qt[i], err)))
 				goto out;
@@ -661,7 +671,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	const char *out_name = layout ? "model.safetensors" : "model.gguf";
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/%s", qp_ctx_out_dir(ctx), out_name);
-	rc = layout ? write_layout(ctx, pt, qt, n, &pv, path, err) : write_gguf(pt, n, &pv, path, err);
+	rc = layout ? write_layout(ctx, pt, qt, n, &pv, path, err) : write_gguf(pt, n, &pv, im, qp_ctx_metrics(ctx), path, err);
 	if (rc || (rc = qp_ctx_add_output(ctx, out_name, err)))
 		goto out;
 	for (size_t i = 0; qp_model_side_files[i] && !rc; i++) {
@@ -691,7 +701,10 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	json_object_set_new(met, "tensor_types", each);
 	json_object_set_new(met, "fallback_type", json_string(qp_ctx_param(ctx, "fallback")->s));
 	json_object_set_new(met, "fallback", fb);
+	if (layout)
+		rc = qp_quant_imatrix_record(im, NULL, met, err);
 out:
+	qp_quant_imatrix_free(im);
 	for (size_t i = 0; pt && i < n; i++) {
 		free(pt[i].data);
 		free(pt[i].f32);

@@ -36,8 +36,15 @@ class LlamaRef:
         rot = np.concatenate([-x[..., h:], x[..., :h]], -1)
         return x * cos + rot * sin
 
-    def logits(self, ids):
+    def logits(self, ids, tap=None):
+        """Logits [T, vocab]; tap(weight_name, x), if given, sees the input
+        x [T, in] of every product with a 2-D weight (calibration)."""
         w = self.w
+        tap = tap or (lambda name, x: None)
+
+        def mm(x, name):
+            tap(name, x)
+            return x @ w[name].T
         T = len(ids)
         pos = np.arange(T, dtype=np.float64)
         x = w["model.embed_tokens.weight"][ids]
@@ -45,9 +52,9 @@ class LlamaRef:
         for i in range(self.cfg["num_hidden_layers"]):
             p = "model.layers.%d." % i
             h = self.rms(x, w[p + "input_layernorm.weight"])
-            q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, self.n_head, self.hd)
-            k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, self.n_kv, self.hd)
-            v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, self.n_kv, self.hd)
+            q = mm(h, p + "self_attn.q_proj.weight").reshape(T, self.n_head, self.hd)
+            k = mm(h, p + "self_attn.k_proj.weight").reshape(T, self.n_kv, self.hd)
+            v = mm(h, p + "self_attn.v_proj.weight").reshape(T, self.n_kv, self.hd)
             q, k = self.rope(q, pos), self.rope(k, pos)
             g = self.n_head // self.n_kv
             k = np.repeat(k, g, axis=1)
@@ -56,11 +63,10 @@ class LlamaRef:
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
             a = np.einsum("hts,shd->thd", s, v).reshape(T, -1)
-            x = x + a @ w[p + "self_attn.o_proj.weight"].T
+            x = x + mm(a, p + "self_attn.o_proj.weight")
             h = self.rms(x, w[p + "post_attention_layernorm.weight"])
-            gt = h @ w[p + "mlp.gate_proj.weight"].T
-            up = h @ w[p + "mlp.up_proj.weight"].T
-            x = x + (gt / (1 + np.exp(-gt)) * up) @ w[p + "mlp.down_proj.weight"].T
+            gt = mm(h, p + "mlp.gate_proj.weight")
+            up = mm(h, p + "mlp.up_proj.weight")
+            x = x + mm(gt / (1 + np.exp(-gt)) * up, p + "mlp.down_proj.weight")
         x = self.rms(x, w["model.norm.weight"])
-        out = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-        return x @ out.T
+        return mm(x, "lm_head.weight" if "lm_head.weight" in w else "model.embed_tokens.weight")

@@ -1,7 +1,8 @@
 /* model/llama and model/perplexity on a tiny Llama written here (random
  * f32 weights, GQA, tied output): a batch equals the same tokens run one
  * at a time through the KV cache, results do not depend on the thread
- * count, and bad files and texts fail with messages that say why. */
+ * count, an observer sees every weight's input, and bad files and texts
+ * fail with messages that say why. */
 #include <math.h>
 
 #include "formats/gguf.h"
@@ -124,6 +125,65 @@ static void llama__missing_tensor_is_named(void)
 	CHECK_ERR(qp_llama_open(&m, path, 16, 1, &err), QP_EINVAL, want);
 }
 
+/* What an observer saw: one line per call. */
+static char seen[64][96];
+static int n_seen, fail_at = -1;
+static float first_x;
+
+static int record(void *user, const char *const *names, int n_names, const float *x, int64_t n,
+                  int64_t k, struct qp_err *e)
+{
+	(void)user;
+	if (n_seen == fail_at)
+		return qp_err_set(e, QP_EINTR, "observer stops at call %d", n_seen);
+	if (n_seen == 0)
+		first_x = x[0];
+	int len = snprintf(seen[n_seen], sizeof(seen[0]), "%lld x %lld:", (long long)n, (long long)k);
+	for (int i = 0; i < n_names; i++)
+		len += snprintf(seen[n_seen] + len, sizeof(seen[0]) - (size_t)len, " %s", names[i]);
+	n_seen++;
+	return 0;
+}
+
+static void llama__observer_sees_every_weight_input_once_per_input(void)
+{
+	char path[4096];
+	tf_path(path, sizeof(path), "tiny.gguf");
+	CHECK_OK(write_model(path, "llama", false));
+	int32_t toks[5] = {1, 7, 3, 9, 2};
+	struct qp_llama *m;
+	CHECK_OK(qp_llama_open(&m, path, 8, 2, &err));
+	static float plain[5 * VOCAB], watched[5 * VOCAB];
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, plain, &err));
+	qp_llama_set_observer(m, record, NULL);
+	n_seen = 0;
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, watched, &err));
+	CHECK(memcmp(plain, watched, sizeof(plain)) == 0);
+	CHECK_EQ_INT(n_seen, 4 * LAYERS + 1);
+	CHECK_EQ_STR(seen[0], "5 x 32: blk.0.attn_q.weight blk.0.attn_k.weight blk.0.attn_v.weight");
+	CHECK_EQ_STR(seen[1], "5 x 32: blk.0.attn_output.weight");
+	CHECK_EQ_STR(seen[2], "5 x 32: blk.0.ffn_gate.weight blk.0.ffn_up.weight");
+	CHECK_EQ_STR(seen[3], "5 x 64: blk.0.ffn_down.weight");
+	CHECK_EQ_STR(seen[4], "5 x 32: blk.1.attn_q.weight blk.1.attn_k.weight blk.1.attn_v.weight");
+	/* the tiny model is tied: its output projection is token_embd */
+	CHECK_EQ_STR(seen[4 * LAYERS], "5 x 32: token_embd.weight");
+	/* without logits the output projection is skipped, and not observed */
+	n_seen = 0;
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, NULL, &err));
+	CHECK_EQ_INT(n_seen, 4 * LAYERS);
+	/* the first input is the normed embedding of the first token */
+	CHECK(isfinite(first_x) && first_x != 0.0f);
+	n_seen = 0;
+	fail_at = 2;
+	CHECK_ERR(qp_llama_eval(m, toks, 5, 0, watched, &err), QP_EINTR, "observer stops at call 2");
+	fail_at = -1;
+	qp_llama_set_observer(m, NULL, NULL);
+	n_seen = 0;
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, watched, &err));
+	CHECK_EQ_INT(n_seen, 0);
+	qp_llama_free(m);
+}
+
 static void perplexity__counts_chunks_and_refuses_short_text(void)
 {
 	char path[4096];
@@ -158,6 +218,7 @@ int main(int argc, char **argv)
 		TF_TEST(llama__batch_equals_one_token_at_a_time_through_the_cache),
 		TF_TEST(llama__unsupported_architecture_lists_the_supported),
 		TF_TEST(llama__missing_tensor_is_named),
+		TF_TEST(llama__observer_sees_every_weight_input_once_per_input),
 		TF_TEST(perplexity__counts_chunks_and_refuses_short_text),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
