@@ -81,6 +81,7 @@
 
 struct qp_store {
 	char *dir; /* absolute, so scratch paths stay valid after a stage's chdir */
+	int actions_fd; /* D/actions (O_PATH): a record's stat walks two names, not all of D's */
 	void (*step_fn)(void *arg, const char *step);
 	void *step_arg;
 };
@@ -171,6 +172,9 @@ int qp_store_open(struct qp_store **out, const char *dir, struct qp_err *err)
 		return qp_err_nomem(err);
 	}
 	s->dir = abs;
+	char actions[PATH_BUF];
+	snprintf(actions, sizeof(actions), "%s/actions", abs);
+	s->actions_fd = open(actions, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	*out = s;
 	return 0;
 }
@@ -179,6 +183,8 @@ void qp_store_free(struct qp_store *s)
 {
 	if (!s)
 		return;
+	if (s->actions_fd >= 0)
+		close(s->actions_fd);
 	free(s->dir);
 	free(s);
 }
@@ -200,6 +206,23 @@ void qp_store_object_path(const struct qp_store *s, const struct qp_hash *h, cha
 	char path[PATH_BUF];
 	hashed_path(s, "objects", h, path);
 	snprintf(buf, n, "%s", path);
+}
+
+int qp_store_stat_action(const struct qp_store *s, const struct qp_hash *key, struct stat *st)
+{
+	char hex[QP_HASH_HEX_LEN + 1], rel[QP_HASH_HEX_LEN + 2];
+	qp_hash_hex(key, hex);
+	snprintf(rel, sizeof(rel), "%.2s/%s", hex, hex + 2);
+	if (s->actions_fd >= 0)
+		return fstatat(s->actions_fd, rel, st, 0) == 0 ? 0 : -1;
+	char path[PATH_BUF];
+	hashed_path(s, "actions", key, path);
+	return stat(path, st) == 0 ? 0 : -1;
+}
+
+int qp_store_record_version(void)
+{
+	return RECORD_VERSION;
 }
 
 int qp_store_has_object(const struct qp_store *s, const struct qp_hash *h)
