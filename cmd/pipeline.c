@@ -166,6 +166,8 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 		else if (e->state == QP_INST_CACHED)
 			fprintf(stderr, "cached  %s\n", in->id);
 	}
+	if (!s->log)
+		return; /* the JSON event costs more than the line: build it only for a log */
 	json_t *outs = json_object();
 	for (size_t i = 0; i < e->art.n_files; i++)
 		json_object_set_new(outs, e->art.file_names[i], json_string(e->art.file_paths[i]));
@@ -200,11 +202,13 @@ static void io_event(struct session *s)
 		}
 		fclose(f);
 	}
-	json_event(s, json_pack("{s:s, s:I, s:I, s:I, s:I}", "event", "io", "rchar", (json_int_t)rchar,
-	                        "read_bytes", (json_int_t)read_bytes, "inputs_hashed",
+	json_event(s, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "event", "io", "rchar",
+	                        (json_int_t)rchar, "read_bytes", (json_int_t)read_bytes, "inputs_hashed",
 	                        (json_int_t)(s->statcache ? qp_statcache_misses(s->statcache) : 0),
 	                        "bytes_hashed",
-	                        (json_int_t)(s->statcache ? qp_statcache_bytes_hashed(s->statcache) : 0)));
+	                        (json_int_t)(s->statcache ? qp_statcache_bytes_hashed(s->statcache) : 0),
+	                        "records_read",
+	                        (json_int_t)(s->runner ? qp_runner_records_read(s->runner) : 0)));
 }
 
 static void print_diags(const struct qp_diags *d)

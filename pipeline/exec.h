@@ -30,8 +30,11 @@ enum qp_inst_state {
 struct qp_entry {
 	enum qp_inst_state state;
 	const char *why;              /* TO_RUN: "new", "record unusable: ..."; SKIPPED: why */
-	struct qp_artifact art;       /* CACHED and RAN: what it produced */
-	json_t *record;               /* CACHED and RAN: the action record (owned) */
+	struct qp_artifact art;       /* CACHED and RAN: what it produced; for a CACHED entry
+	                                 the action log vouched for, metrics stay NULL until a
+	                                 stage that reads it runs */
+	json_t *record;               /* CACHED and RAN: the action record (owned); NULL as
+	                                 long as the metrics are */
 	double wall_s;                /* RAN, FAILED: seconds */
 	long peak_rss_kb;             /* RAN, FAILED: the stage process's peak resident set */
 	long long mem_estimate;       /* bytes the scheduler reserved for it */
@@ -76,5 +79,8 @@ int qp_runner_execute_one(struct qp_runner *r, size_t idx, struct qp_err *err);
 int qp_runner_save_index(struct qp_runner *r, struct qp_err *err);
 /* Entry of instance i (valid until qp_runner_free). */
 const struct qp_entry *qp_runner_entry(const struct qp_runner *r, size_t i);
+/* Action records this plan and run read in full, to check or for their
+ * metrics: hits the action log vouches for need none. */
+size_t qp_runner_records_read(const struct qp_runner *r);
 
 #endif
