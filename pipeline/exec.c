@@ -971,6 +971,9 @@ static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_e
 		child_main(r, idx, fds[1]);
 	}
 	close(fds[1]);
+	/* drain() reads until EAGAIN: a blocking read would stall the whole
+	 * scheduler on one child until it next wrote or exited */
+	fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
 	long long mem = j->mem;
 	memset(j, 0, sizeof(*j));
 	j->mem = mem;
