@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -36,6 +37,8 @@ struct qp_runner {
 	size_t only;                  /* if non-zero, only instance only-1 may run */
 	size_t n_to_run, n_started, n_failed;
 	size_t records_read;          /* action records read and parsed in full */
+	int *gpu_lock;                /* per pool device: its lock while a stage of ours has it, or -1 */
+	uint64_t child_gpus;          /* in a stage's child: the pool devices it was given */
 };
 
 
@@ -52,9 +55,13 @@ int qp_runner_new(struct qp_runner **out, const struct qp_graph *g, struct qp_st
 	r->opts = *opts;
 	if (r->opts.threads < 1)
 		r->opts.threads = 1;
+	assert(r->opts.n_gpus <= QP_STAGE_MAX_GPUS);
 	r->arena = qp_arena_new();
 	r->entries = calloc(g->n ? g->n : 1, sizeof(*r->entries));
-	if (!r->arena || !r->entries) {
+	r->gpu_lock = malloc((r->opts.n_gpus + 1) * sizeof(*r->gpu_lock));
+	for (size_t i = 0; r->gpu_lock && i < r->opts.n_gpus; i++)
+		r->gpu_lock[i] = -1;
+	if (!r->arena || !r->entries || !r->gpu_lock) {
 		qp_runner_free(r);
 		return qp_err_nomem(err);
 	}
@@ -74,6 +81,7 @@ void qp_runner_free(struct qp_runner *r)
 	for (size_t i = 0; r->entries && i < r->g->n; i++)
 		json_decref(r->entries[i].record);
 	free(r->entries);
+	free(r->gpu_lock);
 	qp_actlog_free(r->log);
 	qp_arena_free(r->arena);
 	free(r);
@@ -472,6 +480,40 @@ static int plan_from_log(struct qp_runner *r, size_t i, char *why, size_t n, int
 	return 1;
 }
 
+/* GPUs instance idx needs (stage.h's gpus, gpus_param). */
+static int gpus_needed(const struct qp_runner *r, size_t idx)
+{
+	const struct qp_instance *in = &r->g->inst[idx];
+	const struct qp_stage_kind *k = in->kind;
+	if (k->gpus_param) {
+		int pi = qp_kind_param_index(k, k->gpus_param);
+		if (pi >= 0 && in->values[pi].type == QP_P_INT)
+			return (int)in->values[pi].i;
+	}
+	return k->gpus;
+}
+
+int qp_runner_gpus(const struct qp_runner *r, size_t i)
+{
+	return gpus_needed(r, i);
+}
+
+/* A stage that needs more GPUs than the pool holds could never start. */
+static int check_gpus(const struct qp_runner *r, size_t idx, struct qp_err *err)
+{
+	int need = gpus_needed(r, idx);
+	size_t have = r->opts.n_gpus;
+	if (need <= 0 || (size_t)need <= have)
+		return 0;
+	const char *id = r->g->inst[idx].id;
+	if (have == 0)
+		return qp_err_set(err, QP_EINVAL,
+		                  "stage '%s' needs %d GPU%s; this machine has none (--gpus to set the pool)",
+		                  id, need, need == 1 ? "" : "s");
+	return qp_err_set(err, QP_EINVAL, "stage '%s' needs %d GPUs; the pool has %zu (--gpus to set it)",
+	                  id, need, have);
+}
+
 int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 {
 	json_t *index = NULL; /* read only if something runs: a no-op needs no reasons */
@@ -511,6 +553,8 @@ int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 			continue;
 		}
 		e->state = QP_INST_TO_RUN;
+		if ((rc = check_gpus(r, i, err)))
+			break;
 		if (!index)
 			index = load_index(r);
 		const char *prev = json_string_value(json_object_get(index, in->id));
@@ -771,6 +815,15 @@ static int commit(struct qp_runner *r, const struct qp_instance *in, struct qp_s
 	                        "created", when, "host", host, "qpipe_version", QP_VERSION);
 	if (!rec || json_object_set_new(rec, "key_parts", parts_json(in)))
 		return qp_err_nomem(err);
+	if (r->child_gpus) {
+		/* which devices it ran on: not part of the key, but worth knowing */
+		json_t *g = json_array();
+		for (size_t d = 0; d < r->opts.n_gpus; d++)
+			if (r->child_gpus & (UINT64_C(1) << d))
+				json_array_append_new(g, json_string(r->opts.gpus[d]));
+		if (json_object_set_new(rec, "gpus", g))
+			return qp_err_nomem(err);
+	}
 	rc = qp_store_put_action(r->store, &in->key, rec, err);
 	if (rc) {
 		json_decref(rec);
@@ -855,11 +908,22 @@ static int run_stage(struct qp_runner *r, size_t idx, struct qp_err *err)
 	return rc;
 }
 
-static void child_main(struct qp_runner *r, size_t idx, int fd)
+static void child_main(struct qp_runner *r, size_t idx, int fd, uint64_t gpus)
 {
 	r->child_fd = fd;
+	r->child_gpus = gpus;
 	const struct qp_instance *in = &r->g->inst[idx];
 	struct qp_err err = {0};
+	/* Other stages' device locks came along with fork: holding them would
+	 * keep those devices locked after their stages end. */
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (!(gpus & (UINT64_C(1) << d)) && r->gpu_lock[d] >= 0)
+			close(r->gpu_lock[d]);
+	/* The stage sees exactly its own devices, none if it declared none; in
+	 * the pool's own ids, so a log names the physical device. */
+	const char *ids = r->entries[idx].gpus ? r->entries[idx].gpus : "";
+	setenv("CUDA_VISIBLE_DEVICES", ids, 1);
+	setenv("QPIPE_GPUS", ids, 1);
 	int lock = -1;
 	int rc = qp_lock_key(&lock, r->store, &in->key, &err);
 	if (!rc) {
@@ -887,6 +951,7 @@ static void child_main(struct qp_runner *r, size_t idx, int fd)
 
 struct job {
 	long long mem;      /* its estimate, held against the budget */
+	uint64_t gpus;      /* the pool devices it holds (bit d: opts.gpus[d]) */
 	pid_t pid;
 	int fd;             /* read end of the child's pipe */
 	size_t idx;
@@ -954,6 +1019,67 @@ static long long estimate(const struct qp_runner *r, size_t idx)
 	return (long long)(k->mem_inputs * bytes) + k->mem_fixed;
 }
 
+static void release_gpus(struct qp_runner *r, uint64_t gpus)
+{
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (gpus & (UINT64_C(1) << d)) {
+			qp_unlock(r->gpu_lock[d]);
+			r->gpu_lock[d] = -1;
+		}
+}
+
+/* Take need devices of the pool that no stage of ours holds and whose lock
+ * no other process holds (a `qpipe stage` of ninja's, another run on this
+ * store): 1 and *got, or 0 if there are not enough free now (or -1, err set,
+ * if a lock cannot be taken for another reason). */
+static int take_gpus(struct qp_runner *r, int need, uint64_t busy, uint64_t *got,
+                     struct qp_err *err)
+{
+	*got = 0;
+	int n = 0;
+	for (size_t d = 0; d < r->opts.n_gpus && n < need; d++) {
+		if (busy & (UINT64_C(1) << d))
+			continue;
+		int rc = qp_trylock_gpu(&r->gpu_lock[d], r->store, r->opts.gpus[d], err);
+		if (rc == QP_ELOCKED)
+			continue;
+		if (rc) {
+			release_gpus(r, *got);
+			*got = 0;
+			return -1;
+		}
+		*got |= UINT64_C(1) << d;
+		n++;
+	}
+	if (n < need) {
+		release_gpus(r, *got);
+		*got = 0;
+		return 0;
+	}
+	return 1;
+}
+
+/* "0,3": the ids of the devices in gpus, for CUDA_VISIBLE_DEVICES; NULL for none. */
+static const char *gpu_ids(struct qp_runner *r, uint64_t gpus)
+{
+	if (!gpus)
+		return NULL;
+	size_t len = 1;
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (gpus & (UINT64_C(1) << d))
+			len += strlen(r->opts.gpus[d]) + 1;
+	char *s = qp_arena_alloc(r->arena, len);
+	if (!s)
+		return NULL;
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (gpus & (UINT64_C(1) << d)) {
+			if (s[0])
+				strcat(s, ",");
+			strcat(s, r->opts.gpus[d]);
+		}
+	return s;
+}
+
 static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_err *err)
 {
 	int fds[2];
@@ -968,22 +1094,24 @@ static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_e
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		child_main(r, idx, fds[1]);
+		child_main(r, idx, fds[1], j->gpus);
 	}
 	close(fds[1]);
 	/* drain() reads until EAGAIN: a blocking read would stall the whole
 	 * scheduler on one child until it next wrote or exited */
 	fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
 	long long mem = j->mem;
+	uint64_t gpus = j->gpus;
 	memset(j, 0, sizeof(*j));
 	j->mem = mem;
+	j->gpus = gpus;
 	j->pid = pid;
 	j->fd = fds[0];
 	j->idx = idx;
 	j->t0 = qp_os_now();
 	const struct qp_exec_events *ev = &r->opts.events;
 	if (ev->stage_start)
-		ev->stage_start(ev->ud, &r->g->inst[idx], r->n_started, r->n_to_run);
+		ev->stage_start(ev->ud, &r->g->inst[idx], &r->entries[idx], r->n_started, r->n_to_run);
 	r->n_started++;
 	return 0;
 }
@@ -1036,6 +1164,7 @@ static void finish_job(struct qp_runner *r, struct job *j, int *first_rc, struct
 	while (wait4(j->pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;
 	close(j->fd);
+	release_gpus(r, j->gpus);
 	struct qp_entry *e = &r->entries[j->idx];
 	const struct qp_instance *in = &r->g->inst[j->idx];
 	e->wall_s = qp_os_now() - j->t0;
@@ -1115,6 +1244,8 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 	}
 	int first_rc = 0, nrun = 0, stop = 0, killed = 0;
 	long long in_use = 0; /* estimates of the running stages */
+	uint64_t gpus_busy = 0; /* pool devices the running stages hold */
+	int gpu_wait = 0;       /* a ready stage waits for devices another process holds */
 	size_t next = 0; /* entries before this are settled or started */
 	for (;;) {
 		if (!stop && interrupted(r)) {
@@ -1131,6 +1262,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 		if (first_rc && !r->opts.keep_going)
 			stop = 1;
 		/* start what is ready, in graph order */
+		gpu_wait = 0;
 		for (size_t i = next; i < n && !stop && nrun < jobs; i++) {
 			struct qp_entry *e = &r->entries[i];
 			if (e->state != QP_INST_TO_RUN || started[i] || (r->only && i != r->only - 1))
@@ -1162,10 +1294,29 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			long long mem = estimate(r, i);
 			if (r->opts.memory_budget > 0 && nrun > 0 && in_use + mem > r->opts.memory_budget)
 				continue;
+			/* the pool holds always: plan made sure each stage fits in it alone */
+			int need = gpus_needed(r, i);
+			uint64_t got = 0;
+			if (need > 0) {
+				int t = take_gpus(r, need, gpus_busy, &got, &lerr);
+				if (t < 0) {
+					if (!first_rc)
+						first_rc = qp_err_set(err, lerr.code, "%s", lerr.msg);
+					stop = 1;
+					break;
+				}
+				if (t == 0) {
+					gpu_wait |= need <= (int)r->opts.n_gpus - __builtin_popcountll(gpus_busy);
+					continue;
+				}
+			}
 			running[nrun].mem = mem;
+			running[nrun].gpus = got;
 			e->mem_estimate = mem;
-			int rc = start_job(r, i, &running[nrun], err);
+			e->gpus = gpu_ids(r, got);
+			int rc = got && !e->gpus ? qp_err_nomem(err) : start_job(r, i, &running[nrun], err);
 			if (rc) {
+				release_gpus(r, got);
 				if (!first_rc)
 					first_rc = rc;
 				stop = 1;
@@ -1173,11 +1324,19 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			}
 			started[i] = 1;
 			in_use += mem;
+			gpus_busy |= got;
 			nrun++;
 		}
 		while (next < n && (started[next] || r->entries[next].state != QP_INST_TO_RUN ||
 		                    (r->only && next != r->only - 1)))
 			next++;
+		if (nrun == 0 && gpu_wait && !stop) {
+			/* nothing of ours runs: only another process's stages hold the
+			 * devices this one waits for */
+			struct timespec nap = {0, 100 * 1000 * 1000};
+			nanosleep(&nap, NULL);
+			continue;
+		}
 		if (nrun == 0)
 			break;
 		for (int k = 0; k < nrun; k++) {
@@ -1197,6 +1356,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			}
 			finish_job(r, &running[k], &first_rc, err);
 			in_use -= running[k].mem;
+			gpus_busy &= ~running[k].gpus;
 			running[k] = running[nrun - 1];
 			pfd[k] = pfd[nrun - 1];
 			nrun--;
