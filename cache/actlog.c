@@ -57,6 +57,8 @@ struct qp_actlog {
 	size_t lines;             /* entry lines in the file, as read plus as appended */
 	size_t bad;               /* lines dropped at load */
 	int exists;               /* the file was there with our header */
+	char *text;               /* the file as read; entries' strings point into it */
+	char **fields;            /* scratch for parse_line: MAX_FIELDS + 1 */
 	char *pending;            /* lines to append */
 	size_t plen, pcap;
 	char path[PATH_MAX];
@@ -143,9 +145,11 @@ static int parse_ll(const char *s, long long *out)
 #define MAX_FILES 4096
 #define MAX_FIELDS (7 + 3 * MAX_FILES)
 
-/* Parse one line (modified in place) into the table; -1 if malformed. */
-static int parse_line(struct qp_actlog *l, char *line, size_t len, char **f)
+/* Parse one line into the table; -1 if malformed. The line is cut up in
+ * place, and the entry's strings point into it: it must live as long as l. */
+static int parse_line(struct qp_actlog *l, char *line, size_t len)
 {
+	char **f = l->fields;
 	char *tab = memrchr(line, '\t', len);
 	if (!tab || (size_t)(line + len - tab - 1) != CHECK_LEN)
 		return -1;
@@ -184,11 +188,9 @@ static int parse_line(struct qp_actlog *l, char *line, size_t len, char **f)
 		if (!g[1][0] || (ext ? g[2][0] != '/' : strlen(g[2]) != QP_HASH_HEX_LEN ||
 		                                         qp_hash_from_hex(&oh, g[2])))
 			return -1;
-		files[i].name = qp_arena_strdup(l->arena, g[1]);
-		files[i].value = qp_arena_strdup(l->arena, g[2]);
+		files[i].name = g[1];
+		files[i].value = g[2];
 		files[i].external = ext;
-		if (!files[i].name || !files[i].value)
-			return -1;
 	}
 	e->pub.n_files = (size_t)n;
 	e->pub.files = files;
@@ -211,11 +213,7 @@ static void load(struct qp_actlog *l)
 		return; /* another version: start afresh, rewriting it at the first flush */
 	}
 	l->exists = 1;
-	char **f = malloc(MAX_FIELDS * sizeof(*f) + sizeof(*f));
-	if (!f) {
-		free(text);
-		return;
-	}
+	l->text = text;
 	for (char *p = text + hl; p < text + len;) {
 		char *nl = memchr(p, '\n', (size_t)(text + len - p));
 		if (!nl) {
@@ -224,19 +222,18 @@ static void load(struct qp_actlog *l)
 		}
 		*nl = '\0';
 		l->lines++;
-		if (parse_line(l, p, (size_t)(nl - p), f))
+		if (parse_line(l, p, (size_t)(nl - p)))
 			l->bad++;
 		p = nl + 1;
 	}
-	free(f);
-	free(text);
 }
 
 int qp_actlog_open(struct qp_actlog **out, struct qp_store *s, struct qp_err *err)
 {
 	*out = NULL;
 	struct qp_actlog *l = calloc(1, sizeof(*l));
-	if (!l || !(l->arena = qp_arena_new()) || grow(l)) {
+	if (!l || !(l->arena = qp_arena_new()) || grow(l) ||
+	    !(l->fields = malloc((MAX_FIELDS + 1) * sizeof(*l->fields)))) {
 		qp_actlog_free(l);
 		return qp_err_nomem(err);
 	}
@@ -256,6 +253,8 @@ void qp_actlog_free(struct qp_actlog *l)
 	if (!l)
 		return;
 	qp_arena_free(l->arena);
+	free(l->text);
+	free(l->fields);
 	free(l->slots);
 	free(l->pending);
 	free(l);
@@ -312,12 +311,9 @@ static void add_line(struct qp_actlog *l, char *line, size_t len, size_t cap)
 	int w = snprintf(line + len, cap - len, "\t%s\n", check);
 	if (w < 0 || (size_t)w >= cap - len || buf_add(&l->pending, &l->plen, &l->pcap, line, len + (size_t)w))
 		return;
-	char **f = malloc(MAX_FIELDS * sizeof(*f) + sizeof(*f));
-	if (f) {
-		line[len + (size_t)w - 1] = '\0';
-		parse_line(l, line, len + (size_t)w - 1, f);
-		free(f);
-	}
+	char *copy = qp_arena_strndup(l->arena, line, len + (size_t)w - 1);
+	if (copy)
+		parse_line(l, copy, len + (size_t)w - 1);
 	l->lines++;
 }
 

@@ -98,7 +98,19 @@ static void hashed_path(const struct qp_store *s, const char *area, const struct
 {
 	char hex[QP_HASH_HEX_LEN + 1];
 	qp_hash_hex(h, hex);
-	snprintf(dst, PATH_BUF, "%s/%s/%.2s/%s", s->dir, area, hex, hex + 2);
+	/* by hand, not snprintf: a plan builds one for every cached output */
+	size_t d = strlen(s->dir), a = strlen(area);
+	char *p = dst;
+	memcpy(p, s->dir, d);
+	p += d;
+	*p++ = '/';
+	memcpy(p, area, a);
+	p += a;
+	*p++ = '/';
+	memcpy(p, hex, 2);
+	p += 2;
+	*p++ = '/';
+	memcpy(p, hex + 2, QP_HASH_HEX_LEN - 2 + 1);
 }
 
 /* The <h0h1> fan-out directory is made on demand (as git does) rather than
@@ -212,7 +224,9 @@ int qp_store_stat_action(const struct qp_store *s, const struct qp_hash *key, st
 {
 	char hex[QP_HASH_HEX_LEN + 1], rel[QP_HASH_HEX_LEN + 2];
 	qp_hash_hex(key, hex);
-	snprintf(rel, sizeof(rel), "%.2s/%s", hex, hex + 2);
+	memcpy(rel, hex, 2);
+	rel[2] = '/';
+	memcpy(rel + 3, hex + 2, QP_HASH_HEX_LEN - 2 + 1);
 	if (s->actions_fd >= 0)
 		return fstatat(s->actions_fd, rel, st, 0) == 0 ? 0 : -1;
 	char path[PATH_BUF];
