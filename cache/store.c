@@ -783,8 +783,9 @@ int qp_store_get_meta(struct qp_store *s, const char *name, char **text, struct 
 
 /* ---- gc ----
  *
- * LRU by the action record's mtime, which a plan refreshes on every cache
- * hit (qp_store_touch_action). Nothing younger than the grace period is
+ * LRU by the action record's mtime, which a plan refreshes when it hits a
+ * record (qp_store_touch_action), at most every 10 minutes (exec.c's
+ * TOUCH_EVERY_NS, well inside the default grace). Nothing younger than the grace period is
  * removed: a qpipe process running now may have stored objects whose record
  * it has not written yet, or be about to read a record it just found. */
 

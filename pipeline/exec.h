@@ -1,7 +1,8 @@
 /* Plan and execute an expanded graph against the store.
  *
  * Plan: each instance is cached (its key has a usable action record) or
- * will run, with the reason. Execute: up to `jobs` stages at once, each in
+ * will run, with the reason; the action log (cache/actlog.h) vouches for
+ * records already checked, so a hit costs a stat, not a parse. Execute: up to `jobs` stages at once, each in
  * its own process (a crash or out-of-memory kill fails that stage alone),
  * started in graph order as their inputs become ready. A stage writes into
  * a scratch folder; its outputs are moved into the store, and only then is
