@@ -43,8 +43,10 @@
 
 struct ent {
 	struct qp_hash key;
+	char *body;           /* the line after the key, until parsed */
+	int parsed;           /* body parsed into the fields below */
+	int forgotten;        /* a forget line, or a body that did not parse */
 	long long ino, size, mtime_ns, ctime_ns;   /* the record file when it was checked */
-	int forgotten;
 	struct qp_actlog_entry pub;
 };
 
@@ -58,7 +60,7 @@ struct qp_actlog {
 	size_t bad;               /* lines dropped at load */
 	int exists;               /* the file was there with our header */
 	char *text;               /* the file as read; entries' strings point into it */
-	char **fields;            /* scratch for parse_line: MAX_FIELDS + 1 */
+	char **fields;            /* scratch for parse_body: MAX_FIELDS + 1 */
 	char *pending;            /* lines to append */
 	size_t plen, pcap;
 	char path[PATH_MAX];
@@ -145,11 +147,13 @@ static int parse_ll(const char *s, long long *out)
 #define MAX_FILES 4096
 #define MAX_FIELDS (7 + 3 * MAX_FILES)
 
-/* Parse one line into the table; -1 if malformed. The line is cut up in
- * place, and the entry's strings point into it: it must live as long as l. */
+/* Check one line and put it in the table under its key; -1 if it fails
+ * its check. The rest is parsed on first lookup (parse_body): most lines of
+ * a log are never looked up, or superseded by later ones. The line is cut
+ * up in place, and the entry's strings point into it: it must live as
+ * long as l. */
 static int parse_line(struct qp_actlog *l, char *line, size_t len)
 {
-	char **f = l->fields;
 	char *tab = memrchr(line, '\t', len);
 	if (!tab || (size_t)(line + len - tab - 1) != CHECK_LEN)
 		return -1;
@@ -158,36 +162,43 @@ static int parse_line(struct qp_actlog *l, char *line, size_t len)
 	if (memcmp(want, tab + 1, CHECK_LEN))
 		return -1;
 	*tab = '\0';
-	size_t nf = split(line, f, MAX_FIELDS);
 	struct qp_hash key;
-	if (nf < 2 || strlen(f[0]) != QP_HASH_HEX_LEN || qp_hash_from_hex(&key, f[0]))
+	if ((size_t)(tab - line) < QP_HASH_HEX_LEN + 2 || line[QP_HASH_HEX_LEN] != '\t' ||
+	    qp_hash_from_hex(&key, line))
 		return -1;
-	struct ent *e = qp_arena_calloc(l->arena, 1, sizeof(*e));
+	struct ent *e = qp_arena_alloc(l->arena, sizeof(*e));
 	if (!e)
 		return -1;
 	e->key = key;
-	if (nf == 2 && !strcmp(f[1], "-")) {
-		e->forgotten = 1;
-		insert(l, e);
-		return 0;
-	}
+	e->body = line + QP_HASH_HEX_LEN + 1;
+	e->forgotten = !strcmp(e->body, "-");
+	insert(l, e);
+	return 0;
+}
+
+/* Parse what follows an entry's key; a malformed one is forgotten. */
+static int parse_body(struct qp_actlog *l, struct ent *e)
+{
+	if (e->parsed || e->forgotten)
+		return e->forgotten ? -1 : 0;
+	char **f = l->fields;
+	size_t nf = split(e->body, f, MAX_FIELDS);
 	long long n;
-	if (nf < 6 || parse_ll(f[1], &e->ino) || parse_ll(f[2], &e->size) ||
-	    parse_ll(f[3], &e->mtime_ns) || parse_ll(f[4], &e->ctime_ns) || parse_ll(f[5], &n) ||
-	    n < 0 || n > MAX_FILES || nf != 6 + 3 * (size_t)n)
-		return -1;
-	struct qp_actlog_file *files = qp_arena_calloc(l->arena, (size_t)n + 1, sizeof(*files));
-	if (!files)
-		return -1;
+	struct qp_actlog_file *files = NULL;
+	if (nf < 5 || parse_ll(f[0], &e->ino) || parse_ll(f[1], &e->size) ||
+	    parse_ll(f[2], &e->mtime_ns) || parse_ll(f[3], &e->ctime_ns) || parse_ll(f[4], &n) ||
+	    n < 0 || n > MAX_FILES || nf != 5 + 3 * (size_t)n ||
+	    !(files = qp_arena_calloc(l->arena, (size_t)n + 1, sizeof(*files))))
+		goto bad;
 	for (size_t i = 0; i < (size_t)n; i++) {
-		char **g = f + 6 + 3 * i;
+		char **g = f + 5 + 3 * i;
 		if (strcmp(g[0], "o") && strcmp(g[0], "x"))
-			return -1;
+			goto bad;
 		struct qp_hash oh;
 		int ext = g[0][0] == 'x';
 		if (!g[1][0] || (ext ? g[2][0] != '/' : strlen(g[2]) != QP_HASH_HEX_LEN ||
 		                                         qp_hash_from_hex(&oh, g[2])))
-			return -1;
+			goto bad;
 		files[i].name = g[1];
 		files[i].value = g[2];
 		files[i].external = ext;
@@ -195,8 +206,12 @@ static int parse_line(struct qp_actlog *l, char *line, size_t len)
 	e->pub.n_files = (size_t)n;
 	e->pub.files = files;
 	e->pub.mtime_ns = e->mtime_ns;
-	insert(l, e);
+	e->parsed = 1;
 	return 0;
+bad:
+	l->bad++;
+	e->forgotten = 1;
+	return -1;
 }
 
 static void load(struct qp_actlog *l)
@@ -280,7 +295,7 @@ const struct qp_actlog_entry *qp_actlog_lookup(struct qp_actlog *l, const struct
 {
 	struct ent *e = l->slots[slot_of(l, key)];
 	struct stat st;
-	if (!e || e->forgotten || stat_record(l, key, &st) || !same_file(e, &st))
+	if (!e || parse_body(l, e) || stat_record(l, key, &st) || !same_file(e, &st))
 		return NULL;
 	return &e->pub;
 }
@@ -386,7 +401,7 @@ static int compact(struct qp_actlog *l, struct qp_err *err)
 	for (size_t i = 0; i < l->cap; i++) {
 		struct ent *e = l->slots[i];
 		struct stat st;
-		if (!e || e->forgotten || stat_record(l, &e->key, &st) || !same_file(e, &st))
+		if (!e || parse_body(l, e) || stat_record(l, &e->key, &st) || !same_file(e, &st))
 			continue;
 		size_t ll, lc;
 		char *line = format(&e->key, &st, e->pub.files, e->pub.n_files, &ll, &lc);

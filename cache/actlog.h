@@ -56,7 +56,8 @@ void qp_actlog_forget(struct qp_actlog *l, const struct qp_hash *key);
 /* Append what was noted or forgotten since the last flush, in one write;
  * rewrite the file instead when most of its lines are superseded. */
 int qp_actlog_flush(struct qp_actlog *l, struct qp_err *err);
-/* Lines read at open that were malformed or failed their check (tests). */
+/* Lines found malformed or failing their check, at open or when first
+ * looked up (tests). */
 size_t qp_actlog_bad_lines(const struct qp_actlog *l);
 
 #endif
