@@ -4,24 +4,21 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include "common/os.h"
 
-static int lock(int *fd, struct qp_store *s, const struct qp_hash *key, int nonblock,
-                struct qp_err *err)
+/* Lock the file dir/name, creating both as needed. */
+static int lock_file(int *fd, const char *dir, const char *name, int nonblock, struct qp_err *err)
 {
 	*fd = -1;
-	char hex[QP_HASH_HEX_LEN + 1], dir[PATH_MAX], path[PATH_MAX];
-	qp_hash_hex(key, hex);
-	int w = snprintf(dir, sizeof(dir), "%s/locks/%.2s", qp_store_dir(s), hex);
-	if (w < 0 || (size_t)w >= sizeof(dir))
-		return qp_err_set(err, QP_EINVAL, "%s: store path too long", qp_store_dir(s));
+	char path[PATH_MAX];
 	int rc = qp_os_mkdir_p(dir, err);
 	if (rc)
 		return rc;
-	w = snprintf(path, sizeof(path), "%s/%s", dir, hex + 2);
+	int w = snprintf(path, sizeof(path), "%s/%s", dir, name);
 	if (w < 0 || (size_t)w >= sizeof(path))
 		return qp_err_set(err, QP_EINVAL, "%s: path too long", dir);
 	int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
@@ -38,6 +35,33 @@ static int lock(int *fd, struct qp_store *s, const struct qp_hash *key, int nonb
 	}
 	*fd = f;
 	return 0;
+}
+
+static int lock(int *fd, struct qp_store *s, const struct qp_hash *key, int nonblock,
+                struct qp_err *err)
+{
+	*fd = -1;
+	char hex[QP_HASH_HEX_LEN + 1], dir[PATH_MAX];
+	qp_hash_hex(key, hex);
+	int w = snprintf(dir, sizeof(dir), "%s/locks/%.2s", qp_store_dir(s), hex);
+	if (w < 0 || (size_t)w >= sizeof(dir))
+		return qp_err_set(err, QP_EINVAL, "%s: store path too long", qp_store_dir(s));
+	return lock_file(fd, dir, hex + 2, nonblock, err);
+}
+
+int qp_trylock_gpu(int *fd, struct qp_store *s, const char *id, struct qp_err *err)
+{
+	*fd = -1;
+	/* hashed: device ids may hold '/' (MIG-GPU-<uuid>/1/0) */
+	struct qp_hash h;
+	char hex[QP_HASH_HEX_LEN + 1], dir[PATH_MAX], name[32];
+	qp_hash_buf(&h, id, strlen(id));
+	qp_hash_hex(&h, hex);
+	snprintf(name, sizeof(name), "gpu-%.16s", hex);
+	int w = snprintf(dir, sizeof(dir), "%s/locks", qp_store_dir(s));
+	if (w < 0 || (size_t)w >= sizeof(dir))
+		return qp_err_set(err, QP_EINVAL, "%s: store path too long", qp_store_dir(s));
+	return lock_file(fd, dir, name, 1, err);
 }
 
 int qp_lock_key(int *fd, struct qp_store *s, const struct qp_hash *key, struct qp_err *err)

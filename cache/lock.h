@@ -22,6 +22,11 @@
 int qp_lock_key(int *fd, struct qp_store *s, const struct qp_hash *key, struct qp_err *err);
 /* Like qp_lock_key but fails with QP_ELOCKED at once if it is held. */
 int qp_trylock_key(int *fd, struct qp_store *s, const struct qp_hash *key, struct qp_err *err);
+/* Take the lock of GPU device id (as CUDA_VISIBLE_DEVICES names it) at
+ * once, or fail with QP_ELOCKED: processes sharing the store, ninja's
+ * `qpipe stage` edges among them, so never hand one device to two stages.
+ * The file is <store>/locks/gpu-<16 hex of the id's hash>. */
+int qp_trylock_gpu(int *fd, struct qp_store *s, const char *id, struct qp_err *err);
 /* Release; accepts -1. */
 void qp_unlock(int fd);
 

@@ -83,6 +83,7 @@
 
 struct qp_store {
 	char *dir; /* absolute, so scratch paths stay valid after a stage's chdir */
+	int actions_fd; /* D/actions (O_PATH): a record's stat walks two names, not all of D's */
 	void (*step_fn)(void *arg, const char *step);
 	void *step_arg;
 };
@@ -99,7 +100,19 @@ static void hashed_path(const struct qp_store *s, const char *area, const struct
 {
 	char hex[QP_HASH_HEX_LEN + 1];
 	qp_hash_hex(h, hex);
-	snprintf(dst, PATH_BUF, "%s/%s/%.2s/%s", s->dir, area, hex, hex + 2);
+	/* by hand, not snprintf: a plan builds one for every cached output */
+	size_t d = strlen(s->dir), a = strlen(area);
+	char *p = dst;
+	memcpy(p, s->dir, d);
+	p += d;
+	*p++ = '/';
+	memcpy(p, area, a);
+	p += a;
+	*p++ = '/';
+	memcpy(p, hex, 2);
+	p += 2;
+	*p++ = '/';
+	memcpy(p, hex + 2, QP_HASH_HEX_LEN - 2 + 1);
 }
 
 /* The <h0h1> fan-out directory is made on demand (as git does) rather than
@@ -173,6 +186,9 @@ int qp_store_open(struct qp_store **out, const char *dir, struct qp_err *err)
 		return qp_err_nomem(err);
 	}
 	s->dir = abs;
+	char actions[PATH_BUF];
+	snprintf(actions, sizeof(actions), "%s/actions", abs);
+	s->actions_fd = open(actions, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	*out = s;
 	return 0;
 }
@@ -181,6 +197,8 @@ void qp_store_free(struct qp_store *s)
 {
 	if (!s)
 		return;
+	if (s->actions_fd >= 0)
+		close(s->actions_fd);
 	free(s->dir);
 	free(s);
 }
@@ -202,6 +220,25 @@ void qp_store_object_path(const struct qp_store *s, const struct qp_hash *h, cha
 	char path[PATH_BUF];
 	hashed_path(s, "objects", h, path);
 	snprintf(buf, n, "%s", path);
+}
+
+int qp_store_stat_action(const struct qp_store *s, const struct qp_hash *key, struct stat *st)
+{
+	char hex[QP_HASH_HEX_LEN + 1], rel[QP_HASH_HEX_LEN + 2];
+	qp_hash_hex(key, hex);
+	memcpy(rel, hex, 2);
+	rel[2] = '/';
+	memcpy(rel + 3, hex + 2, QP_HASH_HEX_LEN - 2 + 1);
+	if (s->actions_fd >= 0)
+		return fstatat(s->actions_fd, rel, st, 0) == 0 ? 0 : -1;
+	char path[PATH_BUF];
+	hashed_path(s, "actions", key, path);
+	return stat(path, st) == 0 ? 0 : -1;
+}
+
+int qp_store_record_version(void)
+{
+	return RECORD_VERSION;
 }
 
 int qp_store_has_object(const struct qp_store *s, const struct qp_hash *h)
@@ -765,8 +802,9 @@ int qp_store_get_meta(struct qp_store *s, const char *name, char **text, struct 
 
 /* ---- gc ----
  *
- * LRU by the action record's mtime, which a plan refreshes on every cache
- * hit (qp_store_touch_action). Nothing younger than the grace period is
+ * LRU by the action record's mtime, which a plan refreshes when it hits a
+ * record (qp_store_touch_action), at most every 10 minutes (exec.c's
+ * TOUCH_EVERY_NS, well inside the default grace). Nothing younger than the grace period is
  * removed: a qpipe process running now may have stored objects whose record
  * it has not written yet, or be about to read a record it just found. */
 

@@ -13,6 +13,7 @@
 #define QP_STORE_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -60,6 +61,11 @@ int qp_store_put_action(struct qp_store *s, const struct qp_hash *key, json_t *r
  * record whose objects are missing is a miss too. */
 int qp_store_get_action(struct qp_store *s, const struct qp_hash *key, json_t **out,
                         struct qp_err *err);
+
+/* stat(2) of key's action record; -1 (errno set) if it cannot be stat'ed. */
+int qp_store_stat_action(const struct qp_store *s, const struct qp_hash *key, struct stat *st);
+/* The action record version this qpipe writes and reads (actlog.c keys on it). */
+int qp_store_record_version(void);
 
 /* Why a lookup found no usable record; the CLI warns on all but ABSENT. */
 enum qp_miss_kind {

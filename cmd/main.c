@@ -12,6 +12,11 @@ static const struct qp_opt pipeline_opts[] = {
 	{"jobs", 'j', "N", "stages run at once, each in its own process (default: 1; run only)", 0},
 	{"keep-going", 'k', NULL, "after a failure, go on with the stages that do not depend on it", 0},
 	{"memory", 0, "SIZE", "budget for the running stages' declared memory (default: 80% of RAM)", 0},
+	{"gpus", 0, "N|LIST", "GPU pool: N devices, or their ids (0,2; one as 2,). A stage declares the GPUs it needs "
+	                      "(run: gpus: 1) and waits until that many are free; its process sees its own as "
+	                      "CUDA_VISIBLE_DEVICES and QPIPE_GPUS, and a stage that declares none sees none; one that "
+	                      "needs more than the pool stops the plan (default: the devices CUDA_VISIBLE_DEVICES "
+	                      "names, else one per /dev/nvidiaN, else none)", 0},
 	{"threads", 't', "N", "threads a stage may use (default: all cores)", 0},
 	{"log-json", 0, "FILE", "append one JSON event per line to FILE", 0},
 	{"set", 0, "K=V", "override: NAME=VALUE sets a variable, STAGE.PARAM=VALUE a stage parameter (repeatable)", 1},
@@ -31,6 +36,7 @@ static const struct qp_opt stage_opts[] = {
 	{"cache-dir", 0, "DIR", "the store (default as for 'run')", 0},
 	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2", 0},
 	{"threads", 't', "N", "threads the stage may use", 0},
+	{"gpus", 0, "N|LIST", "the GPU pool, as for 'run'; the stage's devices are locked against other edges", 0},
 	{"set", 0, "K=V", "override, as for 'run' (repeatable)", 1},
 	{"stamp", 0, "FILE", "write the stage's key to FILE when done (for ninja's restat)", 0},
 	{"key", 0, "HEX", "the key build.ninja expects; a different one is noted", 0},
@@ -42,6 +48,7 @@ static const struct qp_opt stage_opts[] = {
 static const struct qp_opt ninja_opts[] = {
 	{"cache-dir", 0, "DIR", "the store the edges use (default as for 'run')", 0},
 	{"output", 'o', "FILE", "where to write (default: build.ninja)", 0},
+	{"gpus", 0, "N|LIST", "the GPU pool, as for 'run': GPU stages go in a ninja pool this deep", 0},
 	{"set", 0, "K=V", "override, as for 'run' (repeatable)", 1},
 	{"quiet", 'q', NULL, "say nothing on success", 0},
 	{NULL, 0, NULL, NULL, 0},

@@ -50,6 +50,9 @@ struct session {
 	FILE *log;           /* --log-json, or NULL */
 	int tty, quiet;
 	int progress_shown;  /* a progress line is on the terminal */
+	char *gpu_text;      /* the pool's ids, NUL-separated (owned) */
+	size_t n_gpus;
+	const char *gpus[QP_STAGE_MAX_GPUS];  /* point into gpu_text */
 };
 
 int qp_cli_cache_dir(const char *opt, char *buf, size_t n);
@@ -116,9 +119,27 @@ static void clear_progress(struct session *s)
 	}
 }
 
-static void on_start(void *ud, const struct qp_instance *in, size_t done, size_t total)
+/* The device ids in "0,3" as a JSON array. */
+static json_t *gpus_json(const char *ids)
+{
+	json_t *a = json_array();
+	for (const char *p = ids; p && *p;) {
+		const char *c = strchr(p, ',');
+		size_t n = c ? (size_t)(c - p) : strlen(p);
+		json_array_append_new(a, json_stringn(p, n));
+		p = c ? c + 1 : p + n;
+	}
+	return a;
+}
+
+static void on_start(void *ud, const struct qp_instance *in, const struct qp_entry *e, size_t done,
+                     size_t total)
 {
 	struct session *s = ud;
+	if (s->log)
+		json_event(s, json_pack("{s:s, s:s, s:s, s:s, s:o}", "event", "start", "stage", in->id,
+		                        "kind", in->kind->name, "key", in->key_hex, "gpus",
+		                        gpus_json(e->gpus)));
 	if (s->quiet)
 		return;
 	clear_progress(s);
@@ -166,6 +187,8 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 		else if (e->state == QP_INST_CACHED)
 			fprintf(stderr, "cached  %s\n", in->id);
 	}
+	if (!s->log)
+		return; /* the JSON event costs more than the line: build it only for a log */
 	json_t *outs = json_object();
 	for (size_t i = 0; i < e->art.n_files; i++)
 		json_object_set_new(outs, e->art.file_names[i], json_string(e->art.file_paths[i]));
@@ -176,6 +199,7 @@ static void on_end(void *ud, const struct qp_instance *in, const struct qp_entry
 		json_object_set_new(ev, "mem_estimate", json_integer(e->mem_estimate));
 		json_object_set_new(ev, "wall_s", json_real(e->wall_s));
 		json_object_set_new(ev, "peak_rss_kb", json_integer(e->peak_rss_kb));
+		json_object_set_new(ev, "gpus", gpus_json(e->gpus));
 	}
 	if (ev && e->why && e->state != QP_INST_RAN)
 		json_object_set_new(ev, "why", json_string(e->why));
@@ -200,11 +224,13 @@ static void io_event(struct session *s)
 		}
 		fclose(f);
 	}
-	json_event(s, json_pack("{s:s, s:I, s:I, s:I, s:I}", "event", "io", "rchar", (json_int_t)rchar,
-	                        "read_bytes", (json_int_t)read_bytes, "inputs_hashed",
+	json_event(s, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "event", "io", "rchar",
+	                        (json_int_t)rchar, "read_bytes", (json_int_t)read_bytes, "inputs_hashed",
 	                        (json_int_t)(s->statcache ? qp_statcache_misses(s->statcache) : 0),
 	                        "bytes_hashed",
-	                        (json_int_t)(s->statcache ? qp_statcache_bytes_hashed(s->statcache) : 0)));
+	                        (json_int_t)(s->statcache ? qp_statcache_bytes_hashed(s->statcache) : 0),
+	                        "records_read",
+	                        (json_int_t)(s->runner ? qp_runner_records_read(s->runner) : 0)));
 }
 
 static void print_diags(const struct qp_diags *d)
@@ -236,8 +262,119 @@ static void session_free(struct session *s)
 	qp_statcache_free(s->statcache);
 	qp_store_free(s->store);
 	qp_arena_free(s->arena);
+	free(s->gpu_text);
 	if (s->log)
 		fclose(s->log);
+}
+
+/* A device id as CUDA_VISIBLE_DEVICES spells one: an index, or a
+ * GPU-/MIG- UUID. */
+static int valid_gpu_id(const char *id)
+{
+	if (!id[0])
+		return 0;
+	for (const char *p = id; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("-_:./", *p))
+			return 0;
+	return 1;
+}
+
+/* Split text (owned by s from here) at commas into the pool; 0, or -1 with
+ * a reason in why. */
+static int set_pool(struct session *s, char *text, char *why, size_t n)
+{
+	s->gpu_text = text;
+	s->n_gpus = 0;
+	for (char *p = text; *p;) {
+		char *c = strchr(p, ',');
+		if (c)
+			*c = '\0';
+		if (*p) {
+			if (!valid_gpu_id(p)) {
+				snprintf(why, n, "'%s' is not a device id", p);
+				return -1;
+			}
+			for (size_t i = 0; i < s->n_gpus; i++)
+				if (!strcmp(s->gpus[i], p)) {
+					snprintf(why, n, "device '%s' is listed twice", p);
+					return -1;
+				}
+			if (s->n_gpus == QP_STAGE_MAX_GPUS) {
+				snprintf(why, n, "more than %d devices", QP_STAGE_MAX_GPUS);
+				return -1;
+			}
+			s->gpus[s->n_gpus++] = p;
+		}
+		if (!c)
+			break;
+		p = c + 1;
+	}
+	return 0;
+}
+
+/* "0,1,2": the first n CUDA indices. */
+static char *indices(size_t n)
+{
+	char *t = malloc(n * 4 + 1);
+	if (!t)
+		return NULL;
+	size_t len = 0;
+	t[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(t + len, n * 4 + 1 - len, "%s%zu", i ? "," : "", i);
+	return t;
+}
+
+/* How many /dev/nvidiaN device nodes there are. */
+static size_t dev_nvidia_count(void)
+{
+	size_t n = 0;
+	DIR *d = opendir("/dev");
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		n += !strncmp(e->d_name, "nvidia", 6) && e->d_name[6] &&
+		     strspn(e->d_name + 6, "0123456789") == strlen(e->d_name + 6);
+	if (d)
+		closedir(d);
+	return n < QP_STAGE_MAX_GPUS ? n : QP_STAGE_MAX_GPUS;
+}
+
+/* The GPU pool: --gpus N takes the first N devices (in CUDA_VISIBLE_DEVICES's
+ * order if it is set, else 0..N-1); --gpus LIST takes those ids ("0,2", a
+ * single one as "2,"). Without --gpus: what CUDA_VISIBLE_DEVICES names if
+ * it is set, else one per /dev/nvidiaN, else none. Returns an exit status. */
+static int gpu_pool(struct session *s, const char *opt)
+{
+	const char *env = getenv("CUDA_VISIBLE_DEVICES");
+	int count = opt && opt[0] && strspn(opt, "0123456789") == strlen(opt);
+	long n = count ? strtol(opt, NULL, 10) : 0;
+	char why[256] = "";
+	if (count && (strlen(opt) > 3 || n > QP_STAGE_MAX_GPUS)) {
+		qp_cli_error("%s: --gpus must be at most %d, not '%s'", s->cmd->name, QP_STAGE_MAX_GPUS, opt);
+		return QP_EXIT_USAGE;
+	}
+	char *text = count ? (env ? strdup(env) : indices((size_t)n))
+	             : opt ? strdup(opt) : env ? strdup(env) : indices(dev_nvidia_count());
+	if (!text) {
+		qp_cli_error("out of memory");
+		return QP_EXIT_ENV;
+	}
+	if (set_pool(s, text, why, sizeof(why)) == 0 && count) {
+		if ((size_t)n > s->n_gpus)
+			snprintf(why, sizeof(why), "CUDA_VISIBLE_DEVICES names %zu device(s)", s->n_gpus);
+		else
+			s->n_gpus = (size_t)n;
+	}
+	if (why[0] && opt) {
+		qp_cli_error("%s: --gpus must be a count or a list of device ids like 0,2, not '%s' (%s)",
+		             s->cmd->name, opt, why);
+		return QP_EXIT_USAGE;
+	}
+	if (why[0]) {
+		qp_cli_error("CUDA_VISIBLE_DEVICES='%s': %s (or set the pool with --gpus)", env, why);
+		return QP_EXIT_USAGE;
+	}
+	return QP_EXIT_OK;
 }
 
 /* Parse options, load the recipe, build the graph, open the store and plan.
@@ -291,6 +428,9 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		qp_cli_error("%s: --memory must be a size like 8G, not '%s'", cmd->name, mopt);
 		return QP_EXIT_USAGE;
 	}
+	int ex = gpu_pool(s, qp_cli_get(cmd, &s->args, "gpus"));
+	if (ex != QP_EXIT_OK)
+		return ex;
 	const char *fmt = qp_cli_get(cmd, &s->args, "format");
 	if (fmt && strcmp(fmt, "text") && strcmp(fmt, "json")) {
 		qp_cli_error("%s: --format must be text or json, not '%s'", cmd->name, fmt);
@@ -337,6 +477,8 @@ static int session_open(struct session *s, const struct qp_cmd *cmd, int argc, c
 		.jobs = jobs,
 		.keep_going = qp_cli_get(cmd, &s->args, "keep-going") != NULL,
 		.memory_budget = budget,
+		.n_gpus = s->n_gpus,
+		.gpus = s->gpus,
 		.events = {.ud = s, .stage_start = on_start, .stage_end = on_end, .progress = on_progress},
 		.interrupt = &interrupt_flag,
 	};
@@ -635,8 +777,22 @@ int cmd_ninja(const struct qp_cmd *cmd, int argc, char **argv)
 	ninja_shell_word(f, recipe);
 	fputs("\ncache = ", f);
 	ninja_shell_word(f, qp_store_dir(s.store));
+	/* the edges use this run's pool, spelled as a list ("2," is device 2,
+	 * "2" would be two devices) */
+	fputs("\ngpus = ", f);
+	char pool[QP_STAGE_MAX_GPUS * 64] = "";
+	size_t pl = 0;
+	for (size_t d = 0; d < s.n_gpus && pl < sizeof(pool); d++)
+		pl += (size_t)snprintf(pool + pl, sizeof(pool) - pl, "%s,", s.gpus[d]);
+	if (s.n_gpus > 1)
+		pool[pl - 1] = '\0';
+	ninja_shell_word(f, s.n_gpus ? pool : "0");
+	if (s.n_gpus)
+		/* ninja's pools count edges, not devices: a stage that needs two
+		 * takes one slot, and waits at its start for both devices' locks */
+		fprintf(f, "\n\npool gpu\n  depth = %zu", s.n_gpus);
 	fputs("\n\nrule qpipe_stage\n"
-	      "  command = $qpipe stage $recipe $id --cache-dir $cache --key $key --stamp $out -q\n"
+	      "  command = $qpipe stage $recipe $id --cache-dir $cache --gpus $gpus --key $key --stamp $out -q\n"
 	      "  description = qpipe $id\n"
 	      "  restat = 1\n\n"
 	      "rule qpipe_ninja\n"
@@ -671,6 +827,8 @@ int cmd_ninja(const struct qp_cmd *cmd, int argc, char **argv)
 		fputs("\n  id = ", f);
 		ninja_shell_word(f, in->id);
 		fprintf(f, "\n  key = %s\n", in->key_hex);
+		if (s.n_gpus && qp_runner_gpus(s.runner, i) > 0)
+			fputs("  pool = gpu\n", f);
 	}
 	int bad = ferror(f);
 	if (fclose(f) != 0 || bad || rename(tmp, out) != 0) {

@@ -69,5 +69,16 @@ int cmd_stages(const struct qp_cmd *cmd, int argc, char **argv)
 			printf(" (range %g..%g)", p->min, p->max);
 		printf("\n");
 	}
+	printf("\nGPUs:\n  ");
+	if (k->gpus_param)
+		printf("as many as '%s' says, ", k->gpus_param);
+	else if (k->gpus > 0)
+		printf("%d per instance, ", k->gpus);
+	if (k->gpus_param || k->gpus > 0)
+		printf("from the run's pool (qpipe run --gpus): an instance waits until that many\n"
+		       "  devices are free, and its process sees only its own, in CUDA_VISIBLE_DEVICES and\n"
+		       "  QPIPE_GPUS. A plan whose stage needs more than the pool holds fails.\n");
+	else
+		printf("none: its process sees no device (CUDA_VISIBLE_DEVICES is empty).\n");
 	return QP_EXIT_OK;
 }

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/actlog.h"
 #include "cache/lock.h"
 #include "common/arena.h"
 #include "common/os.h"
@@ -30,9 +32,13 @@ struct qp_runner {
 	struct qp_exec_opts opts;
 	struct qp_arena *arena;       /* artifact strings */
 	struct qp_entry *entries;     /* one per instance */
+	struct qp_actlog *log;        /* records known usable, so hits need no parse */
 	int child_fd;                 /* in a stage's child: its pipe; -1 in the scheduler */
 	size_t only;                  /* if non-zero, only instance only-1 may run */
 	size_t n_to_run, n_started, n_failed;
+	size_t records_read;          /* action records read and parsed in full */
+	int *gpu_lock;                /* per pool device: its lock while a stage of ours has it, or -1 */
+	uint64_t child_gpus;          /* in a stage's child: the pool devices it was given */
 };
 
 
@@ -49,11 +55,20 @@ int qp_runner_new(struct qp_runner **out, const struct qp_graph *g, struct qp_st
 	r->opts = *opts;
 	if (r->opts.threads < 1)
 		r->opts.threads = 1;
+	assert(r->opts.n_gpus <= QP_STAGE_MAX_GPUS);
 	r->arena = qp_arena_new();
 	r->entries = calloc(g->n ? g->n : 1, sizeof(*r->entries));
-	if (!r->arena || !r->entries) {
+	r->gpu_lock = malloc((r->opts.n_gpus + 1) * sizeof(*r->gpu_lock));
+	for (size_t i = 0; r->gpu_lock && i < r->opts.n_gpus; i++)
+		r->gpu_lock[i] = -1;
+	if (!r->arena || !r->entries || !r->gpu_lock) {
 		qp_runner_free(r);
 		return qp_err_nomem(err);
+	}
+	int rc = qp_actlog_open(&r->log, s, err);
+	if (rc) {
+		qp_runner_free(r);
+		return rc;
 	}
 	*out = r;
 	return 0;
@@ -66,6 +81,8 @@ void qp_runner_free(struct qp_runner *r)
 	for (size_t i = 0; r->entries && i < r->g->n; i++)
 		json_decref(r->entries[i].record);
 	free(r->entries);
+	free(r->gpu_lock);
+	qp_actlog_free(r->log);
 	qp_arena_free(r->arena);
 	free(r);
 }
@@ -73,6 +90,11 @@ void qp_runner_free(struct qp_runner *r)
 const struct qp_entry *qp_runner_entry(const struct qp_runner *r, size_t i)
 {
 	return &r->entries[i];
+}
+
+size_t qp_runner_records_read(const struct qp_runner *r)
+{
+	return r->records_read;
 }
 
 /* Fill e->art from an action record. */
@@ -118,6 +140,93 @@ static int artifact_from_record(struct qp_runner *r, const struct qp_instance *i
 	return 0;
 }
 
+/* Fill e->art from what the action log says the record lists; the metrics
+ * wait for load_record, as only a stage that reads this one needs them. */
+static int artifact_from_log(struct qp_runner *r, const struct qp_instance *in,
+                             struct qp_entry *e, const struct qp_actlog_entry *le,
+                             struct qp_err *err)
+{
+	struct qp_artifact *a = &e->art;
+	memset(a, 0, sizeof(*a));
+	a->instance = in->id;
+	a->kind = in->kind->name;
+	a->key = in->key;
+	a->file_names = qp_arena_calloc(r->arena, le->n_files + 1, sizeof(char *));
+	a->file_paths = qp_arena_calloc(r->arena, le->n_files + 1, sizeof(char *));
+	if (!a->file_names || !a->file_paths)
+		return qp_err_nomem(err);
+	for (size_t i = 0; i < le->n_files; i++) {
+		const struct qp_actlog_file *f = &le->files[i];
+		const char *path = f->value;
+		char buf[PATH_MAX];
+		struct qp_hash h;
+		if (!f->external) {
+			if (qp_hash_from_hex(&h, f->value))
+				return qp_err_set(err, QP_ECORRUPT, "action log: bad hash for '%s'", in->id);
+			qp_store_object_path(r->store, &h, buf, sizeof(buf));
+			path = buf;
+		}
+		a->file_names[i] = f->name; /* the log's strings live as long as the runner */
+		a->file_paths[i] = qp_arena_strdup(r->arena, path);
+		if (!a->file_paths[i])
+			return qp_err_nomem(err);
+	}
+	a->n_files = le->n_files;
+	a->n_coords = in->n_coords;
+	a->coord_names = in->coord_names;
+	a->coord_values = in->coord_values;
+	return 0;
+}
+
+/* Tell the action log that e's record (just read in full and found usable)
+ * lists these files. */
+static void note_record(struct qp_runner *r, const struct qp_instance *in, const struct qp_entry *e)
+{
+	json_t *outs = json_object_get(e->record, "outputs");
+	json_t *ext = json_object_get(e->record, "external");
+	size_t n = json_object_size(outs) + json_object_size(ext), k = 0;
+	struct qp_actlog_file *files = calloc(n + 1, sizeof(*files));
+	if (!files)
+		return; /* not remembering only costs a full read next time */
+	const char *name;
+	json_t *v;
+	json_object_foreach(outs, name, v)
+		files[k++] = (struct qp_actlog_file){name, json_string_value(v), 0};
+	json_object_foreach(ext, name, v)
+		files[k++] = (struct qp_actlog_file){name, json_string_value(v), 1};
+	int ok = 1;
+	for (size_t i = 0; i < k; i++)
+		ok &= files[i].value != NULL;
+	if (ok)
+		qp_actlog_note(r->log, &in->key, files, k);
+	free(files);
+}
+
+/* A CACHED entry the action log vouched for has no record in memory yet:
+ * read it now, for its metrics. */
+static int load_record(struct qp_runner *r, size_t idx, struct qp_err *err)
+{
+	struct qp_entry *e = &r->entries[idx];
+	const struct qp_instance *in = &r->g->inst[idx];
+	if (e->record || e->state != QP_INST_CACHED)
+		return 0;
+	json_t *rec = NULL;
+	struct qp_miss miss = {0};
+	r->records_read++;
+	int rc = qp_store_get_action_ex(r->store, &in->key, &rec, &miss, err);
+	if (rc)
+		return rc;
+	if (!rec) {
+		/* an object deleted behind the store's back: the next plan reruns it */
+		qp_actlog_forget(r->log, &in->key);
+		return qp_err_set(err, QP_ECORRUPT, "the cached result of '%s' is no longer usable: %s",
+		                  in->id, miss.why);
+	}
+	e->record = rec;
+	e->art.metrics = json_object_get(rec, "metrics");
+	return 0;
+}
+
 /* ---- why a stage runs ----
  *
  * The store keeps, per recipe file, the key each instance had when it last
@@ -137,6 +246,12 @@ static void index_name(const struct qp_runner *r, char *buf, size_t n)
 	snprintf(buf, n, "index-%s", hex);
 }
 
+/* The index, version 2: a first line "qpipe-index 2 <digest>", where
+ * digest is index_digest of what the last save added, then a JSON object
+ * {"stages": {"<instance id>": "<key hex>", ...}}. Version 1 was the JSON
+ * alone, with "version": 1 beside "stages"; it is read, and rewritten as 2. */
+#define INDEX_MAGIC "qpipe-index 2 "
+
 static json_t *load_index(struct qp_runner *r)
 {
 	char name[64], *text = NULL;
@@ -144,7 +259,12 @@ static json_t *load_index(struct qp_runner *r)
 	index_name(r, name, sizeof(name));
 	if (qp_store_get_meta(r->store, name, &text, &e))
 		return json_object();
-	json_t *idx = json_loads(text, 0, NULL);
+	const char *body = text;
+	if (!strncmp(text, INDEX_MAGIC, strlen(INDEX_MAGIC))) {
+		const char *nl = strchr(text, '\n');
+		body = nl ? nl + 1 : "";
+	}
+	json_t *idx = json_loads(body, 0, NULL);
 	free(text);
 	if (!json_is_object(json_object_get(idx, "stages"))) {
 		json_decref(idx);
@@ -155,22 +275,66 @@ static json_t *load_index(struct qp_runner *r)
 	return stages;
 }
 
+/* Digest of the (instance, key) pairs a save would add, in graph order. */
+static int index_digest(const struct qp_runner *r, char hex[QP_HASH_HEX_LEN + 1],
+                        struct qp_err *err)
+{
+	struct qp_hasher *h;
+	int rc = qp_hasher_new(&h, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < r->g->n; i++) {
+		enum qp_inst_state st = r->entries[i].state;
+		if (st != QP_INST_RAN && st != QP_INST_CACHED)
+			continue;
+		qp_hasher_str(h, r->g->inst[i].id);
+		qp_hasher_str(h, r->g->inst[i].key_hex);
+	}
+	struct qp_hash d;
+	qp_hasher_digest(h, &d);
+	qp_hasher_free(h);
+	qp_hash_hex(&d, hex);
+	return 0;
+}
+
 int qp_runner_save_index(struct qp_runner *r, struct qp_err *err)
 {
+	char name[64], digest[QP_HASH_HEX_LEN + 1], *old = NULL;
+	index_name(r, name, sizeof(name));
+	int rc = index_digest(r, digest, err);
+	if (rc)
+		return rc;
+	/* If the index was last saved with these very pairs, it holds them all
+	 * already: a no-op rerun writes nothing (and fsyncs nothing). */
+	struct qp_err ignore = {0};
+	if (qp_store_get_meta(r->store, name, &old, &ignore) == 0 &&
+	    !strncmp(old, INDEX_MAGIC, strlen(INDEX_MAGIC)) &&
+	    !strncmp(old + strlen(INDEX_MAGIC), digest, QP_HASH_HEX_LEN) &&
+	    old[strlen(INDEX_MAGIC) + QP_HASH_HEX_LEN] == '\n') {
+		free(old);
+		return 0;
+	}
+	free(old);
 	json_t *stages = load_index(r);
 	for (size_t i = 0; i < r->g->n; i++) {
 		enum qp_inst_state st = r->entries[i].state;
 		if (st == QP_INST_RAN || st == QP_INST_CACHED)
 			json_object_set_new(stages, r->g->inst[i].id, json_string(r->g->inst[i].key_hex));
 	}
-	char name[64];
-	index_name(r, name, sizeof(name));
-	json_t *idx = json_pack("{s:i, s:o}", "version", 1, "stages", stages);
-	char *text = idx ? json_dumps(idx, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_t *idx = json_pack("{s:o}", "stages", stages);
+	char *body = idx ? json_dumps(idx, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(idx);
-	if (!text)
+	if (!body)
 		return qp_err_nomem(err);
-	int rc = qp_store_put_meta(r->store, name, text, err);
+	size_t len = strlen(INDEX_MAGIC) + QP_HASH_HEX_LEN + 2 + strlen(body);
+	char *text = malloc(len + 1);
+	if (!text) {
+		free(body);
+		return qp_err_nomem(err);
+	}
+	snprintf(text, len + 1, "%s%s\n%s", INDEX_MAGIC, digest, body);
+	free(body);
+	rc = qp_store_put_meta(r->store, name, text, err);
 	free(text);
 	return rc;
 }
@@ -259,55 +423,140 @@ static void explain(struct qp_runner *r, size_t idx, json_t *old, char *why, siz
 		add_reason(why, n, "key changed");
 }
 
+/* A plan touches the records it hits, for gc's LRU, but a record at most
+ * once in this long: a touch is a write, and it changes the record's stat,
+ * which the action log then has to learn again. It is well under gc's
+ * default grace of an hour, so a record a plan has just used stays too
+ * young for gc to take. */
+#define TOUCH_EVERY_NS (600LL * 1000000000LL)
+
+static int due_for_touch(long long mtime_ns)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (long long)now.tv_sec * 1000000000LL + now.tv_nsec - mtime_ns > TOUCH_EVERY_NS;
+}
+
+/* External files (model.local) are covered by the key; if one has since
+ * vanished, the record is no use. Says which in why. */
+static int externals_present_log(const struct qp_actlog_entry *le, char *why, size_t n)
+{
+	for (size_t i = 0; i < le->n_files; i++)
+		if (le->files[i].external && !qp_os_exists(le->files[i].value)) {
+			snprintf(why, n, "external file '%s' is gone", le->files[i].name);
+			return 0;
+		}
+	return 1;
+}
+
+static int externals_present(json_t *rec, char *why, size_t n)
+{
+	const char *name;
+	json_t *v;
+	json_object_foreach(json_object_get(rec, "external"), name, v) {
+		if (!json_is_string(v) || !qp_os_exists(json_string_value(v))) {
+			snprintf(why, n, "external file '%s' is gone", name);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Decide instance i from the action log alone; 1 if it is cached. */
+static int plan_from_log(struct qp_runner *r, size_t i, char *why, size_t n, int *rc,
+                         struct qp_err *err)
+{
+	const struct qp_instance *in = &r->g->inst[i];
+	struct qp_entry *e = &r->entries[i];
+	const struct qp_actlog_entry *le = qp_actlog_lookup(r->log, &in->key);
+	if (!le || !externals_present_log(le, why, n))
+		return 0;
+	e->state = QP_INST_CACHED;
+	e->why = "cached";
+	if ((*rc = artifact_from_log(r, in, e, le, err)))
+		return 1;
+	if (due_for_touch(le->mtime_ns) && qp_store_touch_action(r->store, &in->key) == 0)
+		qp_actlog_note(r->log, &in->key, le->files, le->n_files);
+	return 1;
+}
+
+/* GPUs instance idx needs (stage.h's gpus, gpus_param). */
+static int gpus_needed(const struct qp_runner *r, size_t idx)
+{
+	const struct qp_instance *in = &r->g->inst[idx];
+	const struct qp_stage_kind *k = in->kind;
+	if (k->gpus_param) {
+		int pi = qp_kind_param_index(k, k->gpus_param);
+		if (pi >= 0 && in->values[pi].type == QP_P_INT)
+			return (int)in->values[pi].i;
+	}
+	return k->gpus;
+}
+
+int qp_runner_gpus(const struct qp_runner *r, size_t i)
+{
+	return gpus_needed(r, i);
+}
+
+/* A stage that needs more GPUs than the pool holds could never start. */
+static int check_gpus(const struct qp_runner *r, size_t idx, struct qp_err *err)
+{
+	int need = gpus_needed(r, idx);
+	size_t have = r->opts.n_gpus;
+	if (need <= 0 || (size_t)need <= have)
+		return 0;
+	const char *id = r->g->inst[idx].id;
+	if (have == 0)
+		return qp_err_set(err, QP_EINVAL,
+		                  "stage '%s' needs %d GPU%s; this machine has none (--gpus to set the pool)",
+		                  id, need, need == 1 ? "" : "s");
+	return qp_err_set(err, QP_EINVAL, "stage '%s' needs %d GPUs; the pool has %zu (--gpus to set it)",
+	                  id, need, have);
+}
+
 int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 {
-	json_t *index = load_index(r);
-	for (size_t i = 0; i < r->g->n; i++) {
+	json_t *index = NULL; /* read only if something runs: a no-op needs no reasons */
+	int rc = 0;
+	for (size_t i = 0; i < r->g->n && !rc; i++) {
 		const struct qp_instance *in = &r->g->inst[i];
 		struct qp_entry *e = &r->entries[i];
 		char why[QP_ERR_MSG_MAX + 32] = "";
-		json_t *rec = NULL;
-		struct qp_miss miss;
-		int rc = qp_store_get_action_ex(r->store, &in->key, &rec, &miss, err);
-		if (rc)
-			return rc;
-		if (!rec && miss.kind != QP_MISS_ABSENT)
-			snprintf(why, sizeof(why), "record unusable: %s", miss.why);
 		json_decref(e->record);
 		e->record = NULL;
-		if (rec) {
-			/* External files (model.local) are covered by the key; if one has
-			 * since vanished, the record is no use. */
-			json_t *ext = json_object_get(rec, "external");
-			const char *name;
-			json_t *v;
-			json_object_foreach(ext, name, v) {
-				if (!json_is_string(v) || !qp_os_exists(json_string_value(v))) {
-					snprintf(why, sizeof(why), "external file '%s' is gone", name);
-					json_decref(rec);
-					rec = NULL;
-					break;
-				}
-			}
-		}
 		if (in->deferred) {
 			/* The key is incomplete: no record can be trusted under it. */
+			snprintf(why, sizeof(why), "%s", in->deferred);
+		} else if (plan_from_log(r, i, why, sizeof(why), &rc, err)) {
+			continue;
+		}
+		json_t *rec = NULL;
+		struct qp_miss miss;
+		if (!why[0]) {
+			r->records_read++;
+			if ((rc = qp_store_get_action_ex(r->store, &in->key, &rec, &miss, err)))
+				break;
+			if (!rec && miss.kind != QP_MISS_ABSENT)
+				snprintf(why, sizeof(why), "record unusable: %s", miss.why);
+		}
+		if (rec && !externals_present(rec, why, sizeof(why))) {
 			json_decref(rec);
 			rec = NULL;
-			snprintf(why, sizeof(why), "%s", in->deferred);
 		}
 		if (rec) {
 			e->state = QP_INST_CACHED;
 			e->record = rec;
 			e->why = "cached";
 			qp_store_touch_action(r->store, &in->key); /* for gc's LRU */
-			if ((rc = artifact_from_record(r, in, e, err))) {
-				json_decref(index);
-				return rc;
-			}
+			note_record(r, in, e);
+			rc = artifact_from_record(r, in, e, err);
 			continue;
 		}
 		e->state = QP_INST_TO_RUN;
+		if ((rc = check_gpus(r, i, err)))
+			break;
+		if (!index)
+			index = load_index(r);
 		const char *prev = json_string_value(json_object_get(index, in->id));
 		struct qp_hash pk;
 		json_t *old = NULL;
@@ -320,7 +569,10 @@ int qp_runner_plan(struct qp_runner *r, struct qp_err *err)
 		e->why = qp_arena_strdup(r->arena, why[0] ? why : "new");
 	}
 	json_decref(index);
-	return 0;
+	/* what the log learned is worth keeping even if the plan failed */
+	struct qp_err ferr = {0};
+	qp_actlog_flush(r->log, &ferr);
+	return rc;
 }
 
 /* ---- the stage context ---- */
@@ -576,6 +828,15 @@ static int commit(struct qp_runner *r, const struct qp_instance *in, struct qp_s
 	                        "created", when, "host", host, "qpipe_version", QP_VERSION);
 	if (!rec || json_object_set_new(rec, "key_parts", parts_json(in)))
 		return qp_err_nomem(err);
+	if (r->child_gpus) {
+		/* which devices it ran on: not part of the key, but worth knowing */
+		json_t *g = json_array();
+		for (size_t d = 0; d < r->opts.n_gpus; d++)
+			if (r->child_gpus & (UINT64_C(1) << d))
+				json_array_append_new(g, json_string(r->opts.gpus[d]));
+		if (json_object_set_new(rec, "gpus", g))
+			return qp_err_nomem(err);
+	}
 	rc = qp_store_put_action(r->store, &in->key, rec, err);
 	if (rc) {
 		json_decref(rec);
@@ -662,11 +923,22 @@ static int run_stage(struct qp_runner *r, size_t idx, struct qp_err *err)
 	return rc;
 }
 
-static void child_main(struct qp_runner *r, size_t idx, int fd)
+static void child_main(struct qp_runner *r, size_t idx, int fd, uint64_t gpus)
 {
 	r->child_fd = fd;
+	r->child_gpus = gpus;
 	const struct qp_instance *in = &r->g->inst[idx];
 	struct qp_err err = {0};
+	/* Other stages' device locks came along with fork: holding them would
+	 * keep those devices locked after their stages end. */
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (!(gpus & (UINT64_C(1) << d)) && r->gpu_lock[d] >= 0)
+			close(r->gpu_lock[d]);
+	/* The stage sees exactly its own devices, none if it declared none; in
+	 * the pool's own ids, so a log names the physical device. */
+	const char *ids = r->entries[idx].gpus ? r->entries[idx].gpus : "";
+	setenv("CUDA_VISIBLE_DEVICES", ids, 1);
+	setenv("QPIPE_GPUS", ids, 1);
 	int lock = -1;
 	int rc = qp_lock_key(&lock, r->store, &in->key, &err);
 	if (!rc) {
@@ -694,6 +966,7 @@ static void child_main(struct qp_runner *r, size_t idx, int fd)
 
 struct job {
 	long long mem;      /* its estimate, held against the budget */
+	uint64_t gpus;      /* the pool devices it holds (bit d: opts.gpus[d]) */
 	pid_t pid;
 	int fd;             /* read end of the child's pipe */
 	size_t idx;
@@ -724,6 +997,19 @@ static void end_event(struct qp_runner *r, size_t idx)
 		ev->stage_end(ev->ud, &r->g->inst[idx], &r->entries[idx]);
 }
 
+/* Read the full records of the instances idx takes as inputs. */
+static int load_inputs(struct qp_runner *r, size_t idx, struct qp_err *err)
+{
+	const struct qp_instance *in = &r->g->inst[idx];
+	for (size_t pi = 0; in->kind->params[pi].name; pi++)
+		for (size_t j = 0; j < in->n_in[pi]; j++) {
+			int rc = load_record(r, in->in[pi][j], err);
+			if (rc)
+				return rc;
+		}
+	return 0;
+}
+
 /* What the stage is expected to need (stage.h's mem_* declarations). */
 static long long estimate(const struct qp_runner *r, size_t idx)
 {
@@ -748,6 +1034,67 @@ static long long estimate(const struct qp_runner *r, size_t idx)
 	return (long long)(k->mem_inputs * bytes) + k->mem_fixed;
 }
 
+static void release_gpus(struct qp_runner *r, uint64_t gpus)
+{
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (gpus & (UINT64_C(1) << d)) {
+			qp_unlock(r->gpu_lock[d]);
+			r->gpu_lock[d] = -1;
+		}
+}
+
+/* Take need devices of the pool that no stage of ours holds and whose lock
+ * no other process holds (a `qpipe stage` of ninja's, another run on this
+ * store): 1 and *got, or 0 if there are not enough free now (or -1, err set,
+ * if a lock cannot be taken for another reason). */
+static int take_gpus(struct qp_runner *r, int need, uint64_t busy, uint64_t *got,
+                     struct qp_err *err)
+{
+	*got = 0;
+	int n = 0;
+	for (size_t d = 0; d < r->opts.n_gpus && n < need; d++) {
+		if (busy & (UINT64_C(1) << d))
+			continue;
+		int rc = qp_trylock_gpu(&r->gpu_lock[d], r->store, r->opts.gpus[d], err);
+		if (rc == QP_ELOCKED)
+			continue;
+		if (rc) {
+			release_gpus(r, *got);
+			*got = 0;
+			return -1;
+		}
+		*got |= UINT64_C(1) << d;
+		n++;
+	}
+	if (n < need) {
+		release_gpus(r, *got);
+		*got = 0;
+		return 0;
+	}
+	return 1;
+}
+
+/* "0,3": the ids of the devices in gpus, for CUDA_VISIBLE_DEVICES; NULL for none. */
+static const char *gpu_ids(struct qp_runner *r, uint64_t gpus)
+{
+	if (!gpus)
+		return NULL;
+	size_t len = 1;
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (gpus & (UINT64_C(1) << d))
+			len += strlen(r->opts.gpus[d]) + 1;
+	char *s = qp_arena_alloc(r->arena, len);
+	if (!s)
+		return NULL;
+	for (size_t d = 0; d < r->opts.n_gpus; d++)
+		if (gpus & (UINT64_C(1) << d)) {
+			if (s[0])
+				strcat(s, ",");
+			strcat(s, r->opts.gpus[d]);
+		}
+	return s;
+}
+
 static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_err *err)
 {
 	int fds[2];
@@ -762,19 +1109,24 @@ static int start_job(struct qp_runner *r, size_t idx, struct job *j, struct qp_e
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		child_main(r, idx, fds[1]);
+		child_main(r, idx, fds[1], j->gpus);
 	}
 	close(fds[1]);
+	/* drain() reads until EAGAIN: a blocking read would stall the whole
+	 * scheduler on one child until it next wrote or exited */
+	fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
 	long long mem = j->mem;
+	uint64_t gpus = j->gpus;
 	memset(j, 0, sizeof(*j));
 	j->mem = mem;
+	j->gpus = gpus;
 	j->pid = pid;
 	j->fd = fds[0];
 	j->idx = idx;
 	j->t0 = qp_os_now();
 	const struct qp_exec_events *ev = &r->opts.events;
 	if (ev->stage_start)
-		ev->stage_start(ev->ud, &r->g->inst[idx], r->n_started, r->n_to_run);
+		ev->stage_start(ev->ud, &r->g->inst[idx], &r->entries[idx], r->n_started, r->n_to_run);
 	r->n_started++;
 	return 0;
 }
@@ -827,6 +1179,7 @@ static void finish_job(struct qp_runner *r, struct job *j, int *first_rc, struct
 	while (wait4(j->pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;
 	close(j->fd);
+	release_gpus(r, j->gpus);
 	struct qp_entry *e = &r->entries[j->idx];
 	const struct qp_instance *in = &r->g->inst[j->idx];
 	e->wall_s = qp_os_now() - j->t0;
@@ -844,6 +1197,8 @@ static void finish_job(struct qp_runner *r, struct job *j, int *first_rc, struct
 			e->why = j->cached ? "completed by another qpipe process" : NULL;
 			if (artifact_from_record(r, in, e, &lerr))
 				snprintf(why, sizeof(why), "%s", lerr.msg);
+			else
+				note_record(r, in, e);
 		}
 	} else if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_INTERRUPTED) {
 		e->state = QP_INST_SKIPPED;
@@ -904,6 +1259,8 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 	}
 	int first_rc = 0, nrun = 0, stop = 0, killed = 0;
 	long long in_use = 0; /* estimates of the running stages */
+	uint64_t gpus_busy = 0; /* pool devices the running stages hold */
+	int gpu_wait = 0;       /* a ready stage waits for devices another process holds */
 	size_t next = 0; /* entries before this are settled or started */
 	for (;;) {
 		if (!stop && interrupted(r)) {
@@ -920,6 +1277,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 		if (first_rc && !r->opts.keep_going)
 			stop = 1;
 		/* start what is ready, in graph order */
+		gpu_wait = 0;
 		for (size_t i = next; i < n && !stop && nrun < jobs; i++) {
 			struct qp_entry *e = &r->entries[i];
 			if (e->state != QP_INST_TO_RUN || started[i] || (r->only && i != r->only - 1))
@@ -934,14 +1292,46 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			}
 			if (!ready)
 				continue;
+			/* the stage reads its inputs' metrics: records the log vouched for are read now */
+			struct qp_err lerr = {0};
+			if (load_inputs(r, i, &lerr)) {
+				e->state = QP_INST_FAILED;
+				snprintf(e->error, sizeof(e->error), "%s", lerr.msg);
+				if (!first_rc)
+					first_rc = qp_err_set(err, lerr.code, "stage '%s' failed: %s",
+					                      r->g->inst[i].id, lerr.msg);
+				r->n_failed++;
+				started[i] = 1;
+				end_event(r, i);
+				continue;
+			}
 			/* the budget holds unless nothing runs: one stage always may */
 			long long mem = estimate(r, i);
 			if (r->opts.memory_budget > 0 && nrun > 0 && in_use + mem > r->opts.memory_budget)
 				continue;
+			/* the pool holds always: plan made sure each stage fits in it alone */
+			int need = gpus_needed(r, i);
+			uint64_t got = 0;
+			if (need > 0) {
+				int t = take_gpus(r, need, gpus_busy, &got, &lerr);
+				if (t < 0) {
+					if (!first_rc)
+						first_rc = qp_err_set(err, lerr.code, "%s", lerr.msg);
+					stop = 1;
+					break;
+				}
+				if (t == 0) {
+					gpu_wait |= need <= (int)r->opts.n_gpus - __builtin_popcountll(gpus_busy);
+					continue;
+				}
+			}
 			running[nrun].mem = mem;
+			running[nrun].gpus = got;
 			e->mem_estimate = mem;
-			int rc = start_job(r, i, &running[nrun], err);
+			e->gpus = gpu_ids(r, got);
+			int rc = got && !e->gpus ? qp_err_nomem(err) : start_job(r, i, &running[nrun], err);
 			if (rc) {
+				release_gpus(r, got);
 				if (!first_rc)
 					first_rc = rc;
 				stop = 1;
@@ -949,11 +1339,19 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			}
 			started[i] = 1;
 			in_use += mem;
+			gpus_busy |= got;
 			nrun++;
 		}
 		while (next < n && (started[next] || r->entries[next].state != QP_INST_TO_RUN ||
 		                    (r->only && next != r->only - 1)))
 			next++;
+		if (nrun == 0 && gpu_wait && !stop) {
+			/* nothing of ours runs: only another process's stages hold the
+			 * devices this one waits for */
+			struct timespec nap = {0, 100 * 1000 * 1000};
+			nanosleep(&nap, NULL);
+			continue;
+		}
 		if (nrun == 0)
 			break;
 		for (int k = 0; k < nrun; k++) {
@@ -973,6 +1371,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 			}
 			finish_job(r, &running[k], &first_rc, err);
 			in_use -= running[k].mem;
+			gpus_busy &= ~running[k].gpus;
 			running[k] = running[nrun - 1];
 			pfd[k] = pfd[nrun - 1];
 			nrun--;
@@ -990,5 +1389,7 @@ int qp_runner_execute(struct qp_runner *r, struct qp_err *err)
 	free(running);
 	free(pfd);
 	free(started);
+	struct qp_err ferr = {0};
+	qp_actlog_flush(r->log, &ferr); /* only an accelerator: failing to keep it costs speed */
 	return first_rc;
 }

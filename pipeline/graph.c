@@ -466,6 +466,25 @@ static int type_list(struct builder *b, struct qp_instance *in, const struct qp_
 	return 0;
 }
 
+/* How many instances one instance of st may depend on at most: sized by
+ * this, not by every instance so far, a recipe's deps take linear room. */
+static size_t max_deps(const struct builder *b, const struct qp_rstage *st, size_t np)
+{
+	size_t m = 0;
+	for (size_t pi = 0; pi < np; pi++) {
+		const struct qp_param_decl *p = &st->kind->params[pi];
+		const struct qp_ynode *n = qp_ymap_get(st->with, p->name);
+		if (p->type == QP_P_INPUT)
+			m++;
+		else if (p->type == QP_P_INPUTS && n && stage_index(b->r, n->str) >= 0)
+			m += b->count[stage_index(b->r, n->str)];
+	}
+	for (size_t j = 0; st->needs && j < st->needs->n; j++)
+		if (stage_index(b->r, st->needs->items[j]->str) >= 0)
+			m += b->count[stage_index(b->r, st->needs->items[j]->str)];
+	return m;
+}
+
 static int make_instance(struct builder *b, size_t si, const struct combo *c)
 {
 	const struct qp_rstage *st = &b->r->stages[si];
@@ -495,7 +514,7 @@ static int make_instance(struct builder *b, size_t si, const struct combo *c)
 	in->values = qp_arena_calloc(b->a, np + 1, sizeof(*in->values));
 	in->n_in = qp_arena_calloc(b->a, np + 1, sizeof(size_t));
 	in->in = qp_arena_calloc(b->a, np + 1, sizeof(size_t *));
-	in->deps = qp_arena_calloc(b->a, b->n_inst + 1, sizeof(size_t));
+	in->deps = qp_arena_calloc(b->a, max_deps(b, st, np) + 1, sizeof(size_t));
 	if (!in->id || !in->values || !in->n_in || !in->in || !in->deps)
 		return oom(b);
 

@@ -69,6 +69,9 @@ struct qp_artifact {
 
 struct qp_stage_ctx;
 
+/* The most GPUs a stage may need, and a pool may hold. */
+#define QP_STAGE_MAX_GPUS 64
+
 struct qp_stage_kind {
 	const char *name;            /* "quantize" */
 	int version;                 /* bumped when outputs change for the same inputs */
@@ -87,6 +90,12 @@ struct qp_stage_kind {
 	double mem_inputs;
 	int64_t mem_fixed;
 	const char *memory_param;
+	/* GPUs one instance needs from the run's pool (qpipe run --gpus), or,
+	 * if gpus_param names an INT parameter, that parameter's value. The
+	 * stage's process gets that many devices of its own, named in
+	 * CUDA_VISIBLE_DEVICES and QPIPE_GPUS; with 0 it gets none. */
+	int gpus;
+	const char *gpus_param;
 };
 
 /* The registry: all kinds, NULL-terminated; lookup by name. */

@@ -15,6 +15,7 @@
 #include <archive_entry.h>
 
 #include "common/os.h"
+#include "stages/download/dl.h"
 
 /* A selected link member, copied from its target once all is extracted. */
 struct link {
@@ -271,6 +272,9 @@ int qp_archive_extract(struct qp_archive_list *out, const char *path, const void
                        const char *dest, const struct qp_archive_opts *o, struct qp_err *err)
 {
 	memset(out, 0, sizeof(*out));
+	int lrc = qp_dl_archive(err);
+	if (lrc)
+		return lrc;
 	struct archive *a = archive_read_new();
 	if (!a)
 		return qp_err_nomem(err);

@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "common/os.h"
+#include "stages/download/dl.h"
 #include "qp_config.h"
 
 #define BODY_KEEP 512     /* bytes of an error reply kept for the message */
@@ -135,6 +136,9 @@ int qp_http_get_json(json_t **out, long *status, const struct qp_http_opts *o, c
 {
 	*out = NULL;
 	*status = 0;
+	int rc = qp_dl_curl(err);
+	if (rc)
+		return rc;
 	for (int attempt = 1;; attempt++) {
 		char errbuf[CURL_ERROR_SIZE];
 		struct curl_slist *hdrs;
@@ -396,6 +400,9 @@ int qp_http_fetch(struct qp_http_file *files, size_t n, const struct qp_http_opt
 {
 	if (n == 0)
 		return 0;
+	int lrc = qp_dl_curl(err);
+	if (lrc)
+		return lrc;
 	struct xfer *xs = calloc(n, sizeof(*xs));
 	CURLM *m = curl_multi_init();
 	if (!xs || !m) {

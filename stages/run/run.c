@@ -6,7 +6,9 @@
  * there. 'deps' are the files it reads: their content is part of the key,
  * so editing one reruns the stage. Its stdout and stderr go to run.log, an
  * output too. 'memory' caps its address space (RLIMIT_AS), so a runaway
- * command fails alone instead of dragging the machine into swap. */
+ * command fails alone instead of dragging the machine into swap. 'gpus'
+ * devices of the run's pool are its own while it runs: the executor names
+ * them in CUDA_VISIBLE_DEVICES and QPIPE_GPUS (both empty for 0). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -31,6 +33,9 @@ static const struct qp_param_decl params[] = {
 	{.name = "outs", .type = QP_P_LIST, .def = "", .doc = "files the command writes into $QPIPE_OUT"},
 	{.name = "memory", .type = QP_P_STRING, .def = "",
 	 .doc = "address-space limit of the command, e.g. 512M or 4G (default: none)"},
+	{.name = "gpus", .type = QP_P_INT, .def = "0", .min = 0, .max = QP_STAGE_MAX_GPUS,
+	 .doc = "GPUs the command needs from the run's pool (qpipe run --gpus); it gets its own, "
+	        "named in $CUDA_VISIBLE_DEVICES and $QPIPE_GPUS, and waits until that many are free"},
 	{0},
 };
 
@@ -135,9 +140,10 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 
 const struct qp_stage_kind qp_kind_run = {
 	.name = "run",
-	.version = 1,
+	.version = 2, /* 2: the gpus parameter */
 	.summary = "run a shell command with declared dependencies and outputs",
 	.params = params,
 	.run = run,
 	.memory_param = "memory",
+	.gpus_param = "gpus",
 };

@@ -72,6 +72,41 @@ def stage_events(events):
     return {e["stage"]: e for e in events if e["event"] == "stage"}
 
 
+def gpu_recipe(marks, n, gpus=1):
+    """n run stages that each need gpus GPUs and record, in marks/sN, their
+    devices and their start and end times; plus one that needs none."""
+    stages = "".join(
+        '  s%d: { uses: run, with: { gpus: %d, cmd: "echo start $(date +%%s.%%N) '
+        '[$CUDA_VISIBLE_DEVICES] [$QPIPE_GPUS] > %s/s%d; sleep 0.3; '
+        'echo end $(date +%%s.%%N) >> %s/s%d" } }\n' % (i, gpus, marks, i, marks, i)
+        for i in range(n))
+    return ("stages:\n" + stages +
+            '  cpu: { uses: run, with: { cmd: "echo [$CUDA_VISIBLE_DEVICES] > $QPIPE_OUT/o", outs: [o] } }\n')
+
+
+def gpu_spans(marks, n):
+    """[(start, end, devices, qpipe_gpus)] of the n stages of gpu_recipe."""
+    spans = []
+    for i in range(n):
+        with open(os.path.join(marks, "s%d" % i)) as f:
+            start, end = f.read().splitlines()
+        _, t0, dev, qdev = start.split(" ")
+        spans.append((float(t0), float(end.split(" ")[1]), dev.strip("[]"), qdev.strip("[]")))
+    return spans
+
+
+def most_at_once(spans):
+    """The largest number of spans open at one moment, and whether any two
+    overlapping spans shared a device."""
+    most, shared = 0, False
+    for t, _, _, _ in spans:
+        open_now = [s for s in spans if s[0] <= t < s[1]]
+        most = max(most, len(open_now))
+        devs = [d for s in open_now for d in s[2].split(",") if d]
+        shared |= len(devs) != len(set(devs))
+    return most, shared
+
+
 def main():
     setup_from_argv()
     unittest.main(verbosity=2)

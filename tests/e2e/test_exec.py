@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -191,6 +192,92 @@ stages:
         _, ev = self.w.run(r)
         self.assertEqual(outputs_digest(ev), want)
 
+
+    def gpu_env(self, visible=None):
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        if visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = visible
+        return env
+
+    def run_env(self, r, env, *args, check=0):
+        if os.path.exists(self.w.log):
+            os.unlink(self.w.log)
+        p = subprocess.run([qptest.QPIPE, "run", r, "--cache-dir", self.w.cache, "--log-json",
+                            self.w.log, *args], capture_output=True, text=True, env=env, timeout=300)
+        self.assertEqual(p.returncode, check, p.stderr)
+        ev = []
+        if os.path.exists(self.w.log):
+            with open(self.w.log) as f:
+                ev = [json.loads(line) for line in f]
+        return p, ev
+
+    def test_gpu_pool_runs_at_most_its_size_on_disjoint_devices(self):
+        marks = os.path.join(self.w.dir, "marks")
+        os.mkdir(marks)
+        r = self.w.write("r.yaml", qptest.gpu_recipe(marks, 4))
+        _, ev = self.run_env(r, self.gpu_env(), "-j", "4", "--gpus", "2")
+        spans = qptest.gpu_spans(marks, 4)
+        most, shared = qptest.most_at_once(spans)
+        self.assertLessEqual(most, 2, spans)
+        self.assertFalse(shared, spans)
+        # each had one device of the pool, named alike in both variables;
+        # the first two started together, so both devices were used
+        self.assertTrue(all(s[2] == s[3] and s[2] in ("0", "1") for s in spans), spans)
+        self.assertEqual({s[2] for s in spans}, {"0", "1"})
+        # the log's start events and the action records say the same
+        starts = {e["stage"]: e["gpus"] for e in ev if e["event"] == "start"}
+        self.assertEqual({"s%d" % i: [spans[i][2]] for i in range(4)},
+                         {k: v for k, v in starts.items() if k != "cpu"})
+        self.assertEqual(starts["cpu"], [])
+        for sid, e in qptest.stage_events(ev).items():
+            path = os.path.join(self.w.cache, "actions", e["key"][:2], e["key"][2:])
+            with open(path) as f:
+                self.assertEqual(json.load(f).get("gpus"), starts[sid] or None, sid)
+        # a stage that declares no GPU sees none
+        with open(qptest.stage_events(ev)["cpu"]["outputs"]["o"]) as f:
+            self.assertEqual(f.read(), "[]\n")
+
+    def test_gpu_stage_without_a_gpu_fails_at_plan_time(self):
+        marks = os.path.join(self.w.dir, "marks")
+        os.mkdir(marks)
+        r = self.w.write("r.yaml", qptest.gpu_recipe(marks, 2))
+        p, ev = self.run_env(r, self.gpu_env(""), check=4)
+        self.assertEqual(p.stderr, "qpipe: stage 's0' needs 1 GPU; this machine has none "
+                                   "(--gpus to set the pool)\n")
+        self.assertEqual(os.listdir(marks), [])
+        self.assertEqual(qptest.stage_events(ev), {})
+        p = self.w.qpipe("plan", r, "--cache-dir", self.w.cache, env={"CUDA_VISIBLE_DEVICES": ""},
+                         check=4)
+        self.assertIn("needs 1 GPU; this machine has none", p.stderr)
+        r2 = self.w.write("r2.yaml", qptest.gpu_recipe(marks, 1, gpus=3))
+        p, _ = self.run_env(r2, self.gpu_env(), "--gpus", "2", check=4)
+        self.assertEqual(p.stderr, "qpipe: stage 's0' needs 3 GPUs; the pool has 2 "
+                                   "(--gpus to set it)\n")
+        # what is cached needs no GPU: a CPU-only machine reruns it as a no-op
+        self.run_env(r, self.gpu_env(), "--gpus", "1")
+        _, ev = self.run_env(r, self.gpu_env(""))
+        self.assertEqual({e["status"] for e in qptest.stage_events(ev).values()}, {"cached"})
+
+    def test_cuda_visible_devices_is_the_default_pool(self):
+        marks = os.path.join(self.w.dir, "marks")
+        os.mkdir(marks)
+        r = self.w.write("r.yaml", qptest.gpu_recipe(marks, 3))
+        self.run_env(r, self.gpu_env("3,GPU-5"), "-j", "3")
+        spans = qptest.gpu_spans(marks, 3)
+        self.assertLessEqual(qptest.most_at_once(spans)[0], 2, spans)
+        self.assertEqual({s[2] for s in spans}, {"3", "GPU-5"})
+        # --gpus N takes the first N of them; a LIST, exactly those
+        shutil.rmtree(self.w.cache)
+        self.run_env(r, self.gpu_env("3,GPU-5"), "-j", "3", "--gpus", "1")
+        self.assertEqual({s[2] for s in qptest.gpu_spans(marks, 3)}, {"3"})
+        shutil.rmtree(self.w.cache)
+        self.run_env(r, self.gpu_env("3,GPU-5"), "-j", "3", "--gpus", "7,")
+        self.assertEqual({s[2] for s in qptest.gpu_spans(marks, 3)}, {"7"})
+        p, _ = self.run_env(r, self.gpu_env("3,GPU-5"), "--gpus", "4", check=2)
+        self.assertEqual(p.stderr, "qpipe: run: --gpus must be a count or a list of device ids "
+                                   "like 0,2, not '4' (CUDA_VISIBLE_DEVICES names 2 device(s))\n")
+        p, _ = self.run_env(r, self.gpu_env(), "--gpus", "0,0", check=2)
+        self.assertIn("(device '0' is listed twice)", p.stderr)
 
 if __name__ == "__main__":
     qptest.main()

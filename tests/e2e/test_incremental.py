@@ -80,6 +80,84 @@ class Incremental(unittest.TestCase):
         self.assertEqual(st["model"], "cached")
         self.assertEqual(sorted(k for k, v in st.items() if v == "ran"), sorted(k for k in st if k != "model"))
 
+    def records_read(self, events):
+        return [e for e in events if e["event"] == "io"][0]["records_read"]
+
+    def meta(self, name):
+        d = os.path.join(self.w.cache, "meta")
+        paths = [os.path.join(d, f) for f in os.listdir(d) if f.startswith(name)]
+        st = os.stat(paths[0])
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def test_noop_rerun_reads_no_record_and_writes_nothing(self):
+        r = self.recipe()
+        p, ev = self.w.run(r)
+        self.assertEqual(self.records_read(ev), 8)  # each new key looked up, and missed
+        index, actlog = self.meta("index-"), self.meta("actlog")
+        p2, ev2 = self.w.run(r)
+        self.assertEqual(set(self.statuses(ev2).values()), {"cached"})
+        self.assertEqual(self.records_read(ev2), 0)
+        self.assertEqual(self.meta("index-"), index)
+        self.assertEqual(self.meta("actlog"), actlog)
+        self.assertEqual(p.stdout, p2.stdout)
+
+    def test_a_rerun_stage_reads_its_cached_inputs_metrics(self):
+        r = self.recipe()
+        self.w.run(r)
+        self.w.run(r)
+        with open(r) as f:
+            text = f.read().replace("columns: [size_mb, bits_per_weight, rel_err]",
+                                    "columns: [rel_err, size_mb]")
+        r = self.w.write("r.yaml", text)
+        p, ev = self.w.run(r)
+        st = self.statuses(ev)
+        self.assertEqual([k for k, v in st.items() if v == "ran"], ["table"])
+        # the two evals' records, for their metrics; nothing else
+        self.assertEqual(self.records_read(ev), 3)
+        rows = [l for l in p.stdout.splitlines() if l.startswith("| q")]
+        self.assertEqual(len(rows), 2, p.stdout)
+        for row in rows:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            self.assertEqual(len(cells), 3, row)
+            float(cells[1]), float(cells[2])  # both metrics are there
+
+    def record_path(self, key):
+        return os.path.join(self.w.cache, "actions", key[:2], key[2:])
+
+    def test_a_record_changed_behind_the_log_is_read_again(self):
+        r = self.recipe()
+        _, ev = self.w.run(r)
+        self.w.run(r)
+        path = self.record_path(qptest.stage_events(ev)["gguf[type=q4_0]"]["key"])
+        os.chmod(path, 0o644)
+        with open(path, "w") as f:
+            f.write("{not json")
+        plan = self.w.qpipe("plan", r, "--cache-dir", self.w.cache, check=0).stdout
+        self.assertIn("run     gguf[type=q4_0] (record unusable: %s:1:4: string or '}' expected "
+                      "near 'not')" % path, plan)
+        self.assertIn("cached  gguf[type=q8_0]", plan)
+
+    def test_an_object_deleted_by_hand_fails_its_reader_once(self):
+        r = self.recipe()
+        _, ev = self.w.run(r)
+        self.w.run(r)
+        st = qptest.stage_events(ev)
+        for p in st["quant[type=q4_0]"]["outputs"].values():
+            os.unlink(p)
+        # gguf[type=q4_0] must run again; the log still vouches for the
+        # quant it reads, which finds an object gone and fails it, naming it ...
+        self.w.qpipe("cache", "rm", st["gguf[type=q4_0]"]["key"], "--cache-dir", self.w.cache, check=0)
+        p, ev = self.w.run(r, check=1)
+        self.assertIn("failed  gguf[type=q4_0]: the cached result of 'quant[type=q4_0]' is no "
+                      "longer usable: %s: output '" % self.record_path(st["quant[type=q4_0]"]["key"]),
+                      p.stderr)
+        self.assertEqual(self.statuses(ev)["gguf[type=q8_0]"], "cached")
+        # ... and the next run no longer trusts it: quant runs again (under
+        # the same key, so its other readers stay cached), then gguf
+        _, ev = self.w.run(r)
+        ran = sorted(k for k, v in self.statuses(ev).items() if v == "ran")
+        self.assertEqual(ran, ["gguf[type=q4_0]", "quant[type=q4_0]"])
+
     def test_plan_says_why_each_stage_runs(self):
         r = self.recipe()
         self.w.run(r)

@@ -65,5 +65,51 @@ class Ninja(unittest.TestCase):
         self.assertIn("the recipe has no stage instance 'nope'", p.stderr)
 
 
+    def gpu_env(self):
+        return {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+
+    def test_gpu_stages_go_in_a_pool_as_deep_as_the_gpus(self):
+        marks = os.path.join(self.w.dir, "marks")
+        os.mkdir(marks)
+        r = self.w.write("g.yaml", qptest.gpu_recipe(marks, 4))
+        out = os.path.join(self.w.dir, "build.ninja")
+        self.w.qpipe("ninja", r, "--cache-dir", self.w.cache, "--gpus", "2", "-o", out, check=0)
+        with open(out) as f:
+            text = f.read()
+        self.assertIn("\ngpus = '0,1'\n\npool gpu\n  depth = 2\n", text)
+        self.assertIn(" --gpus $gpus ", text)
+        edges = text.split("\nbuild ")[2:]
+        pooled = sorted(e.split("id = ")[1].split("\n")[0] for e in edges if "pool = gpu" in e)
+        self.assertEqual(pooled, ["'s0'", "'s1'", "'s2'", "'s3'"])
+        p = subprocess.run(["ninja", "-C", self.w.dir, "-j", "4"], capture_output=True, text=True,
+                           timeout=300, env=self.gpu_env())
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        spans = qptest.gpu_spans(marks, 4)
+        most, shared = qptest.most_at_once(spans)
+        self.assertLessEqual(most, 2, spans)
+        self.assertFalse(shared, spans)
+        # one device, a single one, is written as a list
+        self.w.qpipe("ninja", r, "--cache-dir", self.w.cache, "--gpus", "3,", "-o", out, check=0)
+        with open(out) as f:
+            self.assertIn("\ngpus = '3,'\n\npool gpu\n  depth = 1\n", f.read())
+
+    def test_stage_processes_share_the_devices_through_locks(self):
+        # four edges at once, with no ninja pool to hold them back: the
+        # devices' locks in the store still give each its own device
+        marks = os.path.join(self.w.dir, "marks")
+        os.mkdir(marks)
+        r = self.w.write("g.yaml", qptest.gpu_recipe(marks, 4))
+        procs = [subprocess.Popen([qptest.QPIPE, "stage", r, "s%d" % i, "--cache-dir", self.w.cache,
+                                   "--gpus", "2", "-q"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=self.gpu_env())
+                 for i in range(4)]
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            self.assertEqual(p.returncode, 0, err)
+        spans = qptest.gpu_spans(marks, 4)
+        most, shared = qptest.most_at_once(spans)
+        self.assertLessEqual(most, 2, spans)
+        self.assertFalse(shared, spans)
+
 if __name__ == "__main__":
     qptest.main()
