@@ -68,6 +68,21 @@ void qp_kq_q4_k_from_fits(const float *x, struct qp_block_q4_K *y, const float s
 	finish_q4(x, y, L);
 }
 
+/* The imatrix path's second half: scales and minimums fitted by
+ * make_qp_quants weighted by each sub-block's total weight sw, then
+ * requantize. Shared with the AVX2 quantizer. */
+void qp_kq_q4_k_from_imat_fits(const float *x, struct qp_block_q4_K *y, const float scales[8], const float mins[8],
+                               const float sw[8], uint8_t L[QP_QK_K])
+{
+	uint8_t Ls[QP_QK_K / 32], Lm[QP_QK_K / 32];
+	const float d_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, scales, Ls, sw);
+	const float m_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, mins, Lm, sw);
+	qp_kq_pack_scale_min_k4(y->scales, Ls, Lm);
+	y->d = qp_fp32_to_fp16(d_block);
+	y->dmin = qp_fp32_to_fp16(m_block);
+	finish_q4(x, y, L);
+}
+
 void qp_q4_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q4_K *y = vy;
@@ -105,7 +120,6 @@ void qp_q4_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 
 	for (int64_t i = 0; i < nb; i++) {
 		uint8_t L[QP_QK_K];
-		uint8_t Ls[QP_QK_K / 32], Lm[QP_QK_K / 32];
 		float weights[32];
 		float sw[QP_QK_K / 32];
 		float mins[QP_QK_K / 32];
@@ -126,12 +140,7 @@ void qp_q4_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 			scales[j] = qp_kq_make_qkx3_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], -0.9f, 0.05f, 36);
 		}
 
-		const float d_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, scales, Ls, sw);
-		const float m_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, mins, Lm, sw);
-		qp_kq_pack_scale_min_k4(y[i].scales, Ls, Lm);
-		y[i].d = qp_fp32_to_fp16(d_block);
-		y[i].dmin = qp_fp32_to_fp16(m_block);
-		finish_q4(x, &y[i], L);
+		qp_kq_q4_k_from_imat_fits(x, &y[i], scales, mins, sw, L);
 		x += QP_QK_K;
 	}
 }
