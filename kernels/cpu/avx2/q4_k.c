@@ -1,9 +1,104 @@
 /* Q4_K and Q5_K: nibbles (plus qh's bit) unpacked 32 at a time; see
- * kquants.h. */
+ * kquants.h. Quantize fits the eight sub-blocks of a super-block at once
+ * (kquants_search.h), then hands the fits to the reference's second half
+ * (qp_kq_q4_k_from_fits), so the bytes are the reference's. */
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/kquants.h"
+#include "kernels/cpu/avx2/kquants_search.h"
 #include "kernels/cpu/ref/kquants.h"
+
+/* make_qkx2_quants of the eight sub-blocks, weighted as the reference
+ * weights them: av_x + |x|, av_x = sqrt(mean x^2) of the sub-block */
+static void fits_q45(const float *x, int nmax, float rmin, float rdelta, int nstep, float scales[8], float mins[8],
+                     uint8_t L[QP_QK_K])
+{
+	__m256 xv[32], wv[32];
+	__m256i lv[32];
+	qp_avx2_to_lanes(x, 32, xv);
+	__m256 sum_x2 = _mm256_setzero_ps();
+	for (int i = 0; i < 32; i++)
+		sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xv[i], xv[i]));
+	const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
+	for (int i = 0; i < 32; i++)
+		wv[i] = _mm256_add_ps(av_x, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), xv[i]));
+	__m256 the_min;
+	const __m256 sc = qp_avx2_make_qkx_quants_x8(32, nmax, xv, wv, lv, &the_min, rmin, rdelta, nstep, false, false);
+	_mm256_storeu_ps(scales, sc);
+	_mm256_storeu_ps(mins, the_min);
+	qp_avx2_levels_from_lanes(lv, 32, L);
+}
+
+/* The imatrix path's fits: make_qkx3_quants weighted by
+ * qw * sqrt(2 sigma^2 + x^2); sw each sub-block's total weight */
+static void imat_fits_q45(const float *x, const float *qw, int nmax, float scales[8], float mins[8], float sw[8],
+                          uint8_t L[QP_QK_K])
+{
+	/* one sum, in element order, as the reference adds it */
+	float sum_x2 = 0;
+	for (int l = 0; l < QP_QK_K; l++)
+		sum_x2 += x[l] * x[l];
+	const __m256 sigma2 = _mm256_set1_ps(2 * sum_x2 / QP_QK_K);
+	__m256 xv[32], wv[32];
+	__m256i lv[32];
+	qp_avx2_to_lanes(x, 32, xv);
+	qp_avx2_to_lanes(qw, 32, wv);
+	__m256 sumw = _mm256_setzero_ps();
+	for (int l = 0; l < 32; l++) {
+		wv[l] = _mm256_mul_ps(wv[l], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xv[l], xv[l]))));
+		sumw = _mm256_add_ps(sumw, wv[l]);
+	}
+	_mm256_storeu_ps(sw, sumw);
+	__m256 the_min;
+	const __m256 sc = qp_avx2_make_qkx_quants_x8(32, nmax, xv, wv, lv, &the_min, -0.9f, 0.05f, 36, false, true);
+	_mm256_storeu_ps(scales, sc);
+	_mm256_storeu_ps(mins, the_min);
+	qp_avx2_levels_from_lanes(lv, 32, L);
+}
+
+void qp_q4_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
+{
+	struct qp_block_q4_K *y = vy;
+	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
+		uint8_t L[QP_QK_K];
+		float scales[8], mins[8];
+		fits_q45(x, 15, -1.f, 0.1f, 20, scales, mins, L);
+		qp_kq_q4_k_from_fits(x, &y[i], scales, mins, L);
+	}
+}
+
+void qp_q4_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *qw)
+{
+	struct qp_block_q4_K *y = vy;
+	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K, qw += QP_QK_K) {
+		uint8_t L[QP_QK_K];
+		float scales[8], mins[8], sw[8];
+		imat_fits_q45(x, qw, 15, scales, mins, sw, L);
+		qp_kq_q4_k_from_imat_fits(x, &y[i], scales, mins, sw, L);
+	}
+}
+
+void qp_q5_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
+{
+	struct qp_block_q5_K *y = vy;
+	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
+		uint8_t L[QP_QK_K];
+		float scales[8], mins[8];
+		fits_q45(x, 31, -0.5f, 0.1f, 15, scales, mins, L);
+		qp_kq_q5_k_from_fits(x, &y[i], scales, mins, L);
+	}
+}
+
+void qp_q5_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *qw)
+{
+	struct qp_block_q5_K *y = vy;
+	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K, qw += QP_QK_K) {
+		uint8_t L[QP_QK_K];
+		float scales[8], mins[8], sw[8];
+		imat_fits_q45(x, qw, 31, scales, mins, sw, L);
+		qp_kq_q5_k_from_imat_fits(x, &y[i], scales, mins, sw, L);
+	}
+}
 
 /* q[256] in 0..15 (0..31 with qh), element order; chunk k of 32 takes
  * bit k of qh */

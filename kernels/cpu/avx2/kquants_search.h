@@ -1,0 +1,31 @@
+/* The k-quant scale searches of kernels/cpu/ref/kquants.c run for eight
+ * groups at once, one group per lane (kquants.h's lane layout: x[i] holds
+ * element i of each group). Include only from files built with -mavx2
+ * -mfma -mf16c.
+ *
+ * Every lane does exactly the float operations the scalar search does for
+ * its group, in the same order (multiply, then add: no FMA; sums element
+ * by element), and each of the scalar search's branches becomes a per-lane
+ * select that takes the same side: comparisons are ordered where C's are,
+ * so NaN goes where `x < y` false sends it. The levels come back as int32
+ * lanes, as the scalar search leaves them in L; the return value is the
+ * scalar search's. n is at most 32. */
+#ifndef QP_KERNELS_AVX2_KQUANTS_SEARCH_H
+#define QP_KERNELS_AVX2_KQUANTS_SEARCH_H
+
+#include <immintrin.h>
+#include <stdbool.h>
+
+/* qp_kq_make_qx_quants(n, nmax, x, L, w): w the weights, x^2 where the
+ * scalar one gets NULL */
+__m256 qp_avx2_make_qx_quants_x8(int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L);
+
+/* qp_kq_make_q3_quants(n, nmax, x, L) */
+__m256 qp_avx2_make_q3_quants_x8(int n, int nmax, const __m256 *x, __m256i *L);
+
+/* qp_kq_make_qkx2_quants(..., use_mad), or qp_kq_make_qkx3_quants when
+ * qkx3 (which never has use_mad); -min goes to *the_min */
+__m256 qp_avx2_make_qkx_quants_x8(int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L, __m256 *the_min,
+                                  float rmin, float rdelta, int nstep, bool use_mad, bool qkx3);
+
+#endif
