@@ -17,15 +17,21 @@
 #include <stdbool.h>
 
 /* qp_kq_make_qx_quants(n, nmax, x, L, w): w the weights, x^2 where the
- * scalar one gets NULL */
-__m256 qp_avx2_make_qx_quants_x8(int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L);
+ * scalar one gets NULL; sets (1 or 2) as for qp_avx2_make_qkx_quants_x8,
+ * the scales in scale[s] */
+void qp_avx2_make_qx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
+                               __m256 *scale);
 
-/* qp_kq_make_q3_quants(n, nmax, x, L) */
-__m256 qp_avx2_make_q3_quants_x8(int n, int nmax, const __m256 *x, __m256i *L);
+/* qp_kq_make_q3_quants(n, nmax, x, L), sets as above */
+void qp_avx2_make_q3_quants_x8(int sets, int n, int nmax, const __m256 *x, __m256i *L, __m256 *scale);
 
 /* qp_kq_make_qkx2_quants(..., use_mad), or qp_kq_make_qkx3_quants when
- * qkx3 (which never has use_mad); -min goes to *the_min */
-__m256 qp_avx2_make_qkx_quants_x8(int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L, __m256 *the_min,
-                                  float rmin, float rdelta, int nstep, bool use_mad, bool qkx3);
+ * qkx3 (which never has use_mad), for sets (1 or 2) independent sets of
+ * eight groups: x[s * n + i], w and L likewise, and set s's scales and
+ * -min (the_min) in scale[s] and the_min[s]. Two sets run interleaved,
+ * which hides the latency of one set's chain of adds behind the other's. */
+void qp_avx2_make_qkx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
+                                __m256 *scale, __m256 *the_min, float rmin, float rdelta, int nstep, bool use_mad,
+                                bool qkx3);
 
 #endif

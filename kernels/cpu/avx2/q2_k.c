@@ -42,17 +42,19 @@ void qp_q2_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
 	struct qp_block_q2_K *y = vy;
 	const __m256 sign = _mm256_set1_ps(-0.0f);
 	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
-		__m256 xv[2][16];
+		__m256 xv[2][16], wv[2][16], sc[2], the_min[2];
 		__m256i lv[2][16];
 		float scales[16], mins[16];
 		for (int g = 0; g < 2; g++) {
-			__m256 wv[16], the_min;
 			qp_avx2_to_lanes(x + 128 * g, 16, xv[g]);
 			for (int l = 0; l < 16; l++)
-				wv[l] = _mm256_andnot_ps(sign, xv[g][l]);
-			const __m256 sc = qp_avx2_make_qkx_quants_x8(16, 3, xv[g], wv, lv[g], &the_min, -0.5f, 0.1f, 15, true, false);
-			_mm256_storeu_ps(scales + 8 * g, sc);
-			_mm256_storeu_ps(mins + 8 * g, the_min);
+				wv[g][l] = _mm256_andnot_ps(sign, xv[g][l]);
+		}
+		qp_avx2_make_qkx_quants_x8(2, 16, 3, &xv[0][0], &wv[0][0], &lv[0][0], sc, the_min, -0.5f, 0.1f, 15, true,
+		                           false);
+		for (int g = 0; g < 2; g++) {
+			_mm256_storeu_ps(scales + 8 * g, sc[g]);
+			_mm256_storeu_ps(mins + 8 * g, the_min[g]);
 		}
 		qp_kq_q2_k_pack_scales(&y[i], scales, mins);
 		finish_q2(xv, lv, &y[i]);
@@ -65,7 +67,7 @@ void qp_q2_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const f
 {
 	struct qp_block_q2_K *y = vy;
 	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K, qw += QP_QK_K) {
-		__m256 xv[2][16];
+		__m256 xv[2][16], wv[2][16], sc[2], the_min[2];
 		__m256i lv[2][16];
 		float scales[16], mins[16], sw[16];
 		/* one sum, in element order, as the reference adds it */
@@ -74,19 +76,21 @@ void qp_q2_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const f
 			sumx2 += x[j] * x[j];
 		const __m256 sigma2 = _mm256_set1_ps(sumx2 / QP_QK_K);
 		for (int g = 0; g < 2; g++) {
-			__m256 wv[16], the_min;
 			qp_avx2_to_lanes(x + 128 * g, 16, xv[g]);
-			qp_avx2_to_lanes(qw + 128 * g, 16, wv);
+			qp_avx2_to_lanes(qw + 128 * g, 16, wv[g]);
 			__m256 sumw = _mm256_setzero_ps();
 			for (int l = 0; l < 16; l++) {
 				const __m256 r = _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xv[g][l], xv[g][l])));
-				wv[l] = _mm256_mul_ps(wv[l], r);
-				sumw = _mm256_add_ps(sumw, wv[l]);
+				wv[g][l] = _mm256_mul_ps(wv[g][l], r);
+				sumw = _mm256_add_ps(sumw, wv[g][l]);
 			}
 			_mm256_storeu_ps(sw + 8 * g, sumw);
-			const __m256 sc = qp_avx2_make_qkx_quants_x8(16, 3, xv[g], wv, lv[g], &the_min, -0.9f, 0.05f, 36, false, true);
-			_mm256_storeu_ps(scales + 8 * g, sc);
-			_mm256_storeu_ps(mins + 8 * g, the_min);
+		}
+		qp_avx2_make_qkx_quants_x8(2, 16, 3, &xv[0][0], &wv[0][0], &lv[0][0], sc, the_min, -0.9f, 0.05f, 36, false,
+		                           true);
+		for (int g = 0; g < 2; g++) {
+			_mm256_storeu_ps(scales + 8 * g, sc[g]);
+			_mm256_storeu_ps(mins + 8 * g, the_min[g]);
 		}
 		qp_kq_q2_k_pack_scales_imat(&y[i], scales, mins, sw);
 		finish_q2(xv, lv, &y[i]);

@@ -47,13 +47,14 @@ void qp_q3_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q3_K *y = vy;
 	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
-		__m256 xv[2][16];
+		__m256 xv[2][16], sc[2];
 		__m256i lv[2][16];
 		float scales[16];
-		for (int g = 0; g < 2; g++) {
+		for (int g = 0; g < 2; g++)
 			qp_avx2_to_lanes(x + 128 * g, 16, xv[g]);
-			_mm256_storeu_ps(scales + 8 * g, qp_avx2_make_q3_quants_x8(16, 4, xv[g], lv[g]));
-		}
+		qp_avx2_make_q3_quants_x8(2, 16, 4, &xv[0][0], &lv[0][0], sc);
+		_mm256_storeu_ps(scales, sc[0]);
+		_mm256_storeu_ps(scales + 8, sc[1]);
 		qp_kq_q3_k_pack_scales(&y[i], scales);
 		finish_q3(xv, lv, &y[i]);
 	}
@@ -73,19 +74,21 @@ void qp_q3_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const f
 		for (int j = 0; j < QP_QK_K; j++)
 			sumx2 += x[j] * x[j];
 		const __m256 sigma2 = _mm256_set1_ps(2 * sumx2 / QP_QK_K);
+		__m256 wv[2][16], sc[2];
 		for (int g = 0; g < 2; g++) {
-			__m256 wv[16];
 			qp_avx2_to_lanes(x + 128 * g, 16, xv[g]);
-			qp_avx2_to_lanes(qw + 128 * g, 16, wv);
+			qp_avx2_to_lanes(qw + 128 * g, 16, wv[g]);
 			__m256 sumw = _mm256_setzero_ps();
 			for (int l = 0; l < 16; l++) {
 				const __m256 r = _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xv[g][l], xv[g][l])));
-				wv[l] = _mm256_mul_ps(wv[l], r);
-				sumw = _mm256_add_ps(sumw, wv[l]);
+				wv[g][l] = _mm256_mul_ps(wv[g][l], r);
+				sumw = _mm256_add_ps(sumw, wv[g][l]);
 			}
 			_mm256_storeu_ps(sw + 8 * g, sumw);
-			_mm256_storeu_ps(scales + 8 * g, qp_avx2_make_qx_quants_x8(16, 4, xv[g], wv, lv[g]));
 		}
+		qp_avx2_make_qx_quants_x8(2, 16, 4, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+		_mm256_storeu_ps(scales, sc[0]);
+		_mm256_storeu_ps(scales + 8, sc[1]);
 		qp_kq_q3_k_pack_scales_imat(&y[i], scales, sw);
 		finish_q3(xv, lv, &y[i]);
 	}

@@ -37,20 +37,21 @@ static void pack_q6(const uint8_t L[QP_QK_K], struct qp_block_q6_K *y)
  * reference (weights x^2) */
 static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw)
 {
-	__m256 xv[2][16];
+	__m256 xv[2][16], wv[2][16], sc[2];
 	__m256i lv[2][16];
 	float scales[16];
 	for (int g = 0; g < 2; g++) {
-		__m256 wv[16];
 		qp_avx2_to_lanes(x + 128 * g, 16, xv[g]);
 		if (qw) {
-			qp_avx2_to_lanes(qw + 128 * g, 16, wv);
+			qp_avx2_to_lanes(qw + 128 * g, 16, wv[g]);
 		} else {
 			for (int i = 0; i < 16; i++)
-				wv[i] = _mm256_mul_ps(xv[g][i], xv[g][i]);
+				wv[g][i] = _mm256_mul_ps(xv[g][i], xv[g][i]);
 		}
-		_mm256_storeu_ps(scales + 8 * g, qp_avx2_make_qx_quants_x8(16, 32, xv[g], wv, lv[g]));
 	}
+	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+	_mm256_storeu_ps(scales, sc[0]);
+	_mm256_storeu_ps(scales + 8, sc[1]);
 	if (!qp_kq_q6_k_pack_scales(y, scales))
 		return;
 
