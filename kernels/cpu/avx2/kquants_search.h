@@ -8,8 +8,8 @@
  * by element), and each of the scalar search's branches becomes a per-lane
  * select that takes the same side: comparisons are ordered where C's are,
  * so NaN goes where `x < y` false sends it. The levels come back as int32
- * lanes, as the scalar search leaves them in L; the return value is the
- * scalar search's. n is at most 32. */
+ * lanes, as the scalar search leaves them in L, and what the scalar search
+ * returns (the scale) in scale[s] for set s. n is at most 32. */
 #ifndef QP_KERNELS_AVX2_KQUANTS_SEARCH_H
 #define QP_KERNELS_AVX2_KQUANTS_SEARCH_H
 
