@@ -105,7 +105,9 @@ static int fallback(enum qp_type t, int64_t cols)
 	case QP_TYPE_Q4_K: f = QP_TYPE_Q5_0; break;
 	case QP_TYPE_Q5_K: f = QP_TYPE_Q5_1; break;
 	case QP_TYPE_Q6_K: f = QP_TYPE_Q8_0; break;
-	default: return -1;
+	/* Q8_0 has no fallback of its own: llama.cpp (llama-cpp-python
+	 * 0.3.x's) stores F16, as for a fallback that does not fit */
+	default: return (int)QP_TYPE_F16;
 	}
 	return cols % qp_type_traits(f)->blck == 0 ? (int)f : (int)QP_TYPE_F16;
 }

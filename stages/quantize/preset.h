@@ -24,8 +24,8 @@ struct qp_preset_model {
 int qp_preset_ftype(const char *name);
 
 /* Type (a qp_type) llama.cpp gives the 2-D Hugging Face tensor hf_name with
- * rows of cols elements under preset name. -1 if llama.cpp has no type for
- * it (its rows fit no block and llama.cpp defines no fallback: it fails). */
+ * rows of cols elements under preset name (F16 where its rows fit neither
+ * the type's blocks nor its fallback's); -1 if name is no preset. */
 int qp_preset_tensor_type(const char *name, const struct qp_preset_model *m, const char *hf_name,
                           int64_t cols);
 

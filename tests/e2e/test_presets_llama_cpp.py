@@ -30,7 +30,8 @@ try:
 except ImportError as e:  # the conformance suite exists to run this
     raise SystemExit(f"conformance suite needs gguf and llama-cpp-python: {e}")
 
-PRESETS = {"Q4_K_M": 15, "Q6_K": 18, "Q2_K": 10, "Q3_K_M": 12}
+# every preset quantize offers, with llama.cpp's general.file_type for it
+PRESETS = {"Q4_K_M": 15, "Q6_K": 18, "Q2_K": 10, "Q3_K_M": 12, "Q5_K_M": 17, "Q8_0": 7, "TQ1_0": 36, "TQ2_0": 37}
 
 RECIPE = """\
 stages:
@@ -111,12 +112,13 @@ class PresetsMatchLlamaCpp(unittest.TestCase):
                 os.unlink(want_path)
 
     def test_presets__types_and_bytes_equal_llama_model_quantize_on_llama_docs_27m(self):
-        self.check("llama-docs-27m", ["Q4_K_M", "Q6_K", "Q2_K", "Q3_K_M"])
+        self.check("llama-docs-27m", list(PRESETS))
 
     def test_presets__fallbacks_and_tied_embeddings_equal_llama_cpp_on_stories260K(self):
         # 64- and 172-wide rows: llama.cpp's fallback types, and F16 where
         # even those do not fit; no lm_head, so the embedding is the output
-        self.check("stories260K", ["Q4_K_M", "Q2_K", "Q3_K_M"])
+        self.check("stories260K", list(PRESETS))
+
 
 if __name__ == "__main__":
     qptest.main()

@@ -41,12 +41,23 @@ void qp_q5_1_quantize_row_avx2(const float *x, void *y, int64_t n);
 void qp_q5_1_dequantize_row_avx2(const void *x, float *y, int64_t n);
 void qp_q5_1_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 
-/* The k-quants and ternary types: dequantize and dot. q4_K and q5_K
- * quantize run the reference's search for 8 sub-blocks at once, each lane
- * keeping the scalar order of float operations; the other k-quant
- * quantizers stay with the reference. q8_K, the activations, has its own. */
+/* The k-quants and ternary types. The k-quant quantizers run the
+ * reference's scale search for 8 sub-blocks at once, each lane keeping the
+ * scalar order of float operations (kquants_search.h), with and without an
+ * imatrix; the ternary ones are plain SIMD. q8_K, the activations, has its
+ * own. */
+void qp_q2_k_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q2_k_quantize_row_imat_avx2(const float *x, void *y, int64_t n, const float *imatrix);
+void qp_q3_k_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q3_k_quantize_row_imat_avx2(const float *x, void *y, int64_t n, const float *imatrix);
 void qp_q4_k_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q4_k_quantize_row_imat_avx2(const float *x, void *y, int64_t n, const float *imatrix);
 void qp_q5_k_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q5_k_quantize_row_imat_avx2(const float *x, void *y, int64_t n, const float *imatrix);
+void qp_q6_k_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q6_k_quantize_row_imat_avx2(const float *x, void *y, int64_t n, const float *imatrix);
+void qp_tq1_0_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_tq2_0_quantize_row_avx2(const float *x, void *y, int64_t n);
 void qp_q2_k_dequantize_row_avx2(const void *x, float *y, int64_t n);
 void qp_q2_k_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void qp_q3_k_dequantize_row_avx2(const void *x, float *y, int64_t n);

@@ -1,157 +1,412 @@
-/* Q4_K and Q5_K quantize: the reference's make_qkx2_quants run for the
- * eight sub-blocks of a super-block at once, one sub-block per lane.
- *
- * Every lane does exactly the float operations the scalar search does for
- * its sub-block, in the same order (multiply, then add: no FMA; sums
- * element by element), and the scalar search's branches become per-lane
- * selects that take the same side: comparisons are ordered, so NaN takes
- * the side `x < y` false takes in C. The result is the reference's bits;
- * test_kernels holds it to that on every row kind, and the conformance
- * test to llama.cpp. The sub-block fits then go through the reference's
- * own second half (qp_kq_q4_k_from_fits). */
-#include "kernels/blocks.h"
-#include "kernels/cpu/avx2/avx2.h"
+/* The k-quant scale searches, eight groups at a time; see
+ * kquants_search.h. Each function follows its scalar twin in
+ * kernels/cpu/ref/kquants.c line by line; where the scalar one leaves a
+ * loop early (a flat group, an error sum already past the best, a trial
+ * whose levels equal the previous one's), the lanes run on and discard the
+ * result, which the scalar one's comments show cannot change it. */
+#include "kernels/cpu/avx2/kquants_search.h"
+
+#include "kernels/cpu/avx2/kquants.h"
 #include "kernels/cpu/ref/kquants.h"
 
-#include <immintrin.h>
 #include <math.h>
+
+#define MAX_N 32
 
 static inline __m256 sel(__m256 mask, __m256 yes, __m256 no)
 {
 	return _mm256_blendv_ps(no, yes, mask);
 }
 
-/* clamp(nearest_int(v), 0, nmax) as a float, nearest_int through the
- * float adder as the reference does */
-static inline __m256 level(__m256 v, __m256i nmax)
+static inline __m256i seli(__m256 mask, __m256i yes, __m256i no)
 {
-	const __m256 s = _mm256_add_ps(v, _mm256_set1_ps(12582912.0f));
-	__m256i l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(s), _mm256_set1_epi32(0x007fffff)),
-	                             _mm256_set1_epi32(0x00400000));
-	l = _mm256_max_epi32(_mm256_setzero_si256(), _mm256_min_epi32(nmax, l));
-	return _mm256_cvtepi32_ps(l);
+	return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(no), _mm256_castsi256_ps(yes), mask));
 }
 
-/* make_qkx2_quants(32, nmax, ..., use_mad = false) for 8 sub-blocks:
- * x[i] and w[i] hold element i of each; scale_out, min_out (the_min) and
- * L (levels, sub-block j at L + 32 j) as the scalar one leaves them */
-static void qkx2_x8(const __m256 x[32], const __m256 w[32], int nmax, float rmin, float rdelta, int nstep,
-                    float scale_out[8], float min_out[8], uint8_t *L)
+static inline __m256i clamp(__m256i l, __m256i lo, __m256i hi)
+{
+	return _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));
+}
+
+/* the element of largest |x| per lane, the first one where several tie
+ * (the scalar `if (ax > amax)`), and that |x| */
+static inline void abs_max(int n, const __m256 *x, __m256 *max, __m256 *amax)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	__m256 m = _mm256_setzero_ps(), am = _mm256_setzero_ps();
+	for (int i = 0; i < n; i++) {
+		const __m256 ax = _mm256_andnot_ps(sign, x[i]);
+		const __m256 gt = _mm256_cmp_ps(ax, am, _CMP_GT_OQ);
+		am = sel(gt, ax, am);
+		m = sel(gt, x[i], m);
+	}
+	*max = m;
+	*amax = am;
+}
+
+/* make_qx_quants for S sets of eight groups, interleaved as qkx_sets's.
+ * Levels stay floats until the end; a trial computes them in floats
+ * (level_small) when no |v| = |iscale * x| can reach 2^22, which holds when
+ * every x of a lane that is not flat is finite and |iscale * max| < 2^22,
+ * max being the element of largest magnitude. */
+static inline __attribute__((always_inline)) void qx_sets(const int S, int n, int nmax, const __m256 *x,
+                                                          const __m256 *w, __m256i *L, __m256 *scale_out)
+{
+	const __m256 zero = _mm256_setzero_ps();
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
+	const __m256 flo = _mm256_set1_ps((float)-nmax), fhi = _mm256_set1_ps((float)(nmax - 1));
+	const __m256 lim = _mm256_set1_ps(4194304.0f), magic = _mm256_set1_ps(12582912.0f);
+	__m256 max[2], flat[2], wx[2][MAX_N], Lb[2][MAX_N];
+	__m256 scale[2] = {zero, zero}, best[2] = {zero, zero}; /* set by trial 0 */
+	bool finite = true;
+	int all_flat = 1;
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		__m256 amax;
+		abs_max(n, x + s * n, &max[s], &amax);
+		flat[s] = _mm256_cmp_ps(amax, _mm256_set1_ps(QP_KQ_GROUP_MAX_EPS), _CMP_LT_OQ);
+		all_flat &= _mm256_movemask_ps(flat[s]) == 0xff;
+		__m256 bad = zero;
+		for (int i = 0; i < n; i++) {
+			wx[s][i] = _mm256_mul_ps(w[s * n + i], x[s * n + i]);
+			bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_andnot_ps(sign, x[s * n + i]), _mm256_set1_ps(INFINITY),
+			                                      _CMP_NLT_UQ));
+		}
+		finite &= !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], bad));
+	}
+	if (all_flat) {
+		for (int i = 0; i < S * n; i++)
+			L[i] = _mm256_setzero_si256();
+		for (int s = 0; s < S; s++)
+			scale_out[s] = zero;
+		return;
+	}
+	/* trial 0 is the scalar one's first pass, iscale = -nmax / max; trials
+	 * 1..18 are its is = -9..-1, 1..9, in that order (the first best
+	 * wins) */
+	for (int k = 0; k < 19; k++) {
+		const int is = k <= 9 ? k - 10 : k - 9;
+		const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
+		{
+			__m256 Lt[2][MAX_N], sumlx[2], suml2[2];
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++) {
+				const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
+				const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale, max[s]));
+				const bool small = finite && !_mm256_movemask_ps(
+					_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
+				if (small) {
+					for (int i = 0; i < n; i++) {
+						const __m256 v = _mm256_mul_ps(iscale, x[s * n + i]);
+						const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+						Lt[s][i] = _mm256_max_ps(_mm256_min_ps(r, fhi), flo);
+					}
+				} else {
+					for (int i = 0; i < n; i++)
+						Lt[s][i] = _mm256_cvtepi32_ps(
+							clamp(qp_avx2_nearest_int(_mm256_mul_ps(iscale, x[s * n + i])), lo, hi));
+				}
+				sumlx[s] = suml2[s] = zero;
+			}
+			for (int i = 0; i < n; i++)
+				_Pragma("GCC unroll 2")
+				for (int s = 0; s < S; s++) {
+					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], Lt[s][i]));
+					suml2[s] = _mm256_add_ps(suml2[s],
+					                         _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], Lt[s][i]), Lt[s][i]));
+				}
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++) {
+				if (k == 0) {
+					for (int i = 0; i < n; i++)
+						Lb[s][i] = Lt[s][i];
+					/* `suml2 ? ...`: NaN is true */
+					scale[s] = sel(_mm256_cmp_ps(suml2[s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[s], suml2[s]),
+					               zero);
+					best[s] = _mm256_mul_ps(scale[s], sumlx[s]);
+					continue;
+				}
+				const __m256 take = _mm256_and_ps(
+					_mm256_cmp_ps(suml2[s], zero, _CMP_GT_OQ),
+					_mm256_cmp_ps(_mm256_mul_ps(sumlx[s], sumlx[s]), _mm256_mul_ps(best[s], suml2[s]), _CMP_GT_OQ));
+				if (!_mm256_movemask_ps(take))
+					continue;
+				for (int i = 0; i < n; i++)
+					Lb[s][i] = sel(take, Lt[s][i], Lb[s][i]);
+				scale[s] = sel(take, _mm256_div_ps(sumlx[s], suml2[s]), scale[s]);
+				best[s] = sel(take, _mm256_mul_ps(scale[s], sumlx[s]), best[s]);
+			}
+		}
+	}
+	/* levels as the scalar one stores them: l + nmax, or 0 for a flat group */
+	const __m256i vnmax = _mm256_set1_epi32(nmax);
+	for (int s = 0; s < S; s++) {
+		for (int i = 0; i < n; i++)
+			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(_mm256_cvttps_epi32(Lb[s][i]), vnmax));
+		scale_out[s] = sel(flat[s], zero, scale[s]);
+	}
+}
+
+void qp_avx2_make_qx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
+                               __m256 *scale)
+{
+	if (sets == 2)
+		qx_sets(2, n, nmax, x, w, L, scale);
+	else
+		qx_sets(1, n, nmax, x, w, L, scale);
+}
+
+/* make_q3_quants for S sets of eight groups, interleaved as qkx_sets's:
+ * each element's update waits on the previous one's, so one set alone
+ * leaves the machine idle. */
+static inline __attribute__((always_inline)) void q3_sets(const int S, int n, int nmax, const __m256 *x, __m256i *L,
+                                                          __m256 *scale_out)
+{
+	const __m256 zero = _mm256_setzero_ps();
+	const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
+	__m256 flat[2], w[2][MAX_N], wx[2][MAX_N], Lf[2][MAX_N], sumlx[2], suml2[2];
+	int all_flat = 1;
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		const __m256 *xs = x + s * n;
+		__m256 max, amax;
+		abs_max(n, xs, &max, &amax);
+		flat[s] = _mm256_cmp_ps(amax, _mm256_set1_ps(QP_KQ_GROUP_MAX_EPS), _CMP_LT_OQ);
+		all_flat &= _mm256_movemask_ps(flat[s]) == 0xff;
+		const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+		sumlx[s] = suml2[s] = zero;
+		for (int i = 0; i < n; i++) {
+			Lf[s][i] = _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(_mm256_mul_ps(iscale, xs[i])), lo, hi));
+			w[s][i] = _mm256_mul_ps(xs[i], xs[i]);
+			wx[s][i] = _mm256_mul_ps(w[s][i], xs[i]);
+			sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], Lf[s][i]));
+			suml2[s] = _mm256_add_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s][i], Lf[s][i]), Lf[s][i]));
+		}
+	}
+	if (all_flat) {
+		for (int i = 0; i < S * n; i++)
+			L[i] = _mm256_setzero_si256();
+		for (int s = 0; s < S; s++)
+			scale_out[s] = zero;
+		return;
+	}
+	/* A pass that changes no level of a lane leaves its state as it found
+	 * it, so a later pass would change nothing either: running on until
+	 * every lane is done, or 5 passes, gives each lane the scalar result. */
+	for (int itry = 0; itry < 5; itry++) {
+		__m256 changed = zero;
+		for (int i = 0; i < n; i++) {
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++) {
+				const __m256 xi = x[s * n + i], li = Lf[s][i];
+				__m256 slx = _mm256_sub_ps(sumlx[s], _mm256_mul_ps(wx[s][i], li));
+				const __m256 pos = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
+				__m256 sl2 = _mm256_sub_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s][i], li), li));
+				const __m256 q = _mm256_div_ps(_mm256_mul_ps(xi, sl2), slx);
+				const __m256 new_l = _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(q), lo, hi));
+				const __m256 differs = _mm256_cmp_ps(new_l, li, _CMP_NEQ_OQ);
+				slx = _mm256_add_ps(slx, _mm256_mul_ps(wx[s][i], new_l));
+				sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[s][i], new_l), new_l));
+				const __m256 better = _mm256_and_ps(
+					_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ),
+					_mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2[s]),
+					              _mm256_mul_ps(_mm256_mul_ps(sumlx[s], sumlx[s]), sl2), _CMP_GT_OQ));
+				const __m256 upd = _mm256_and_ps(_mm256_and_ps(pos, differs), better);
+				Lf[s][i] = sel(upd, new_l, li);
+				sumlx[s] = sel(upd, slx, sumlx[s]);
+				suml2[s] = sel(upd, sl2, suml2[s]);
+				changed = _mm256_or_ps(changed, upd);
+			}
+		}
+		if (!_mm256_movemask_ps(changed))
+			break;
+	}
+	const __m256i vnmax = _mm256_set1_epi32(nmax);
+	for (int s = 0; s < S; s++) {
+		for (int i = 0; i < n; i++)
+			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(_mm256_cvttps_epi32(Lf[s][i]), vnmax));
+		const __m256 scale = sel(_mm256_cmp_ps(suml2[s], zero, _CMP_GT_OQ), _mm256_div_ps(sumlx[s], suml2[s]), zero);
+		scale_out[s] = sel(flat[s], zero, scale);
+	}
+}
+
+void qp_avx2_make_q3_quants_x8(int sets, int n, int nmax, const __m256 *x, __m256i *L, __m256 *scale)
+{
+	if (sets == 2)
+		q3_sets(2, n, nmax, x, L, scale);
+	else
+		q3_sets(1, n, nmax, x, L, scale);
+}
+
+/* clamp(nearest_int(v), 0, nmax) as a float, through the integers: right
+ * for every v, garbage included */
+static inline __m256 level_u(__m256 v, __m256i nmax)
+{
+	return _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(v), _mm256_setzero_si256(), nmax));
+}
+
+/* The same for |v| < 2^22, in floats: v + 1.5 * 2^23 rounds v to an
+ * integer as the adder of qp_kq_nearest_int does, the subtraction is exact,
+ * and the clamp is min and max (NaN never gets here). */
+static inline __m256 level_u_small(__m256 v, __m256 nmax)
+{
+	const __m256 magic = _mm256_set1_ps(12582912.0f);
+	const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+	return _mm256_max_ps(_mm256_min_ps(r, nmax), _mm256_setzero_ps());
+}
+
+/* weights[i] * |diff| or weights[i] * diff^2 */
+static inline __m256 err_term(__m256 w, __m256 diff, bool use_mad)
+{
+	if (use_mad)
+		return _mm256_mul_ps(w, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), diff));
+	return _mm256_mul_ps(w, _mm256_mul_ps(diff, diff));
+}
+
+/* Whether every v = iscale * (x[i] - min) of every lane is below 2^22 in
+ * magnitude, so level_u_small gives level_u's levels. Rounding is
+ * monotonic, so v lies between iscale * (lo - min) and iscale * (hi - min)
+ * for lo <= x[i] <= hi, whatever iscale's sign; a NaN anywhere fails the
+ * comparison (x itself was checked for NaN once). */
+static inline bool levels_small(__m256 iscale, __m256 lo, __m256 hi, __m256 min)
+{
+	const __m256 lim = _mm256_set1_ps(4194304.0f);
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	const __m256 a = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale, _mm256_sub_ps(lo, min)));
+	const __m256 b = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale, _mm256_sub_ps(hi, min)));
+	const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(a, lim, _CMP_LT_OQ), _mm256_cmp_ps(b, lim, _CMP_LT_OQ));
+	return _mm256_movemask_ps(ok) == 0xff;
+}
+
+/* make_qkx2/qkx3_quants for S sets of eight groups, the sets' statements
+ * interleaved: a trial is a chain of dependent adds and the next trial
+ * waits on its outcome, so one set alone leaves the adders idle. */
+static inline __attribute__((always_inline)) void
+qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L, __m256 *scale_out,
+         __m256 *the_min, float rmin, float rdelta, int nstep, bool use_mad, bool qkx3)
 {
 	const __m256 zero = _mm256_setzero_ps();
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
-	__m256 min = x[0], max = x[0];
-	__m256 sum_w = w[0];
-	__m256 sum_x = _mm256_mul_ps(sum_w, x[0]);
-	for (int i = 1; i < 32; i++) {
-		min = sel(_mm256_cmp_ps(x[i], min, _CMP_LT_OQ), x[i], min);
-		max = sel(_mm256_cmp_ps(x[i], max, _CMP_GT_OQ), x[i], max);
-		sum_w = _mm256_add_ps(sum_w, w[i]);
-		sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
-	}
-	min = sel(_mm256_cmp_ps(min, zero, _CMP_GT_OQ), zero, min);
-	const __m256 flat = _mm256_cmp_ps(max, min, _CMP_EQ_OQ);
+	const __m256 fnmax = _mm256_set1_ps((float)nmax);
+	__m256 min[2], max[2], lo[2], sum_w[2], sum_x[2], flat[2], scale[2], best_error[2];
+	__m256 xm[2][MAX_N], best_L[2][MAX_N];
+	bool finite = true;
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		const __m256 *xs = x + s * n, *ws = w + s * n;
+		__m256 nan = _mm256_cmp_ps(xs[0], xs[0], _CMP_UNORD_Q);
+		min[s] = max[s] = xs[0];
+		sum_w[s] = ws[0];
+		sum_x[s] = _mm256_mul_ps(sum_w[s], xs[0]);
+		for (int i = 1; i < n; i++) {
+			min[s] = sel(_mm256_cmp_ps(xs[i], min[s], _CMP_LT_OQ), xs[i], min[s]);
+			max[s] = sel(_mm256_cmp_ps(xs[i], max[s], _CMP_GT_OQ), xs[i], max[s]);
+			sum_w[s] = _mm256_add_ps(sum_w[s], ws[i]);
+			sum_x[s] = _mm256_add_ps(sum_x[s], _mm256_mul_ps(ws[i], xs[i]));
+			nan = _mm256_or_ps(nan, _mm256_cmp_ps(xs[i], xs[i], _CMP_UNORD_Q));
+		}
+		finite &= !_mm256_movemask_ps(nan);
+		lo[s] = min[s];
+		min[s] = sel(_mm256_cmp_ps(min[s], zero, _CMP_GT_OQ), zero, min[s]);
+		/* make_qkx2_quants returns early on max == min,
+		 * make_qkx3_quants on max <= min: levels 0, scale 0, the
+		 * minimum as clamped */
+		flat[s] = qkx3 ? _mm256_cmp_ps(max[s], min[s], _CMP_LE_OQ) : _mm256_cmp_ps(max[s], min[s], _CMP_EQ_OQ);
 
-	__m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)nmax), _mm256_sub_ps(max, min));
-	__m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
-	__m256 best_L[32];
-	__m256 best_error = zero;
-	for (int i = 0; i < 32; i++) {
-		best_L[i] = level(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)), vnmax);
-		const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, best_L[i]), min), x[i]);
-		best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+		const __m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max[s], min[s]));
+		scale[s] = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
+		best_error[s] = zero;
+		for (int i = 0; i < n; i++) {
+			xm[s][i] = _mm256_sub_ps(xs[i], min[s]);
+			best_L[s][i] = level_u(_mm256_mul_ps(iscale, xm[s][i]), vnmax);
+			const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[s], best_L[s][i]), min[s]), xs[i]);
+			best_error[s] = _mm256_add_ps(best_error[s], err_term(ws[i], diff, use_mad));
+		}
 	}
-	for (int is = 0; is <= nstep; is++) {
+	for (int is = 0; nstep >= 1 && is <= nstep; is++) {
 		const float num = rmin + rdelta * is + nmax;
-		iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max, min));
-		__m256 laux[32];
-		__m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
-		for (int i = 0; i < 32; i++) {
-			const __m256 l = level(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)), vnmax);
-			laux[i] = l;
-			const __m256 wl = _mm256_mul_ps(w[i], l);
-			sum_l = _mm256_add_ps(sum_l, wl);
-			sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, l));
-			sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, x[i]));
+		__m256 laux[2][MAX_N];
+		__m256 sum_l[2], sum_l2[2], sum_xl[2], D[2], positive[2];
+		int any = 0;
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max[s], min[s]));
+			if (finite && levels_small(iscale, lo[s], max[s], min[s])) {
+				for (int i = 0; i < n; i++)
+					laux[s][i] = level_u_small(_mm256_mul_ps(iscale, xm[s][i]), fnmax);
+			} else {
+				for (int i = 0; i < n; i++)
+					laux[s][i] = level_u(_mm256_mul_ps(iscale, xm[s][i]), vnmax);
+			}
+			sum_l[s] = sum_l2[s] = sum_xl[s] = zero;
 		}
-		const __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
-		const __m256 positive = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
-		if (!_mm256_movemask_ps(positive))
-			continue;
-		__m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
-		__m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
-		const __m256 pos_min = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
-		this_scale = sel(pos_min, _mm256_div_ps(sum_xl, sum_l2), this_scale);
-		this_min = sel(pos_min, zero, this_min);
-		__m256 cur_error = zero;
-		for (int i = 0; i < 32; i++) {
-			const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), x[i]);
-			cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+		for (int i = 0; i < n; i++)
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++) {
+				const __m256 wl = _mm256_mul_ps(w[s * n + i], laux[s][i]);
+				sum_l[s] = _mm256_add_ps(sum_l[s], wl);
+				sum_l2[s] = _mm256_add_ps(sum_l2[s], _mm256_mul_ps(wl, laux[s][i]));
+				sum_xl[s] = _mm256_add_ps(sum_xl[s], _mm256_mul_ps(wl, x[s * n + i]));
+			}
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			D[s] = _mm256_sub_ps(_mm256_mul_ps(sum_w[s], sum_l2[s]), _mm256_mul_ps(sum_l[s], sum_l[s]));
+			positive[s] = _mm256_andnot_ps(flat[s], _mm256_cmp_ps(D[s], zero, _CMP_GT_OQ));
+			any |= _mm256_movemask_ps(positive[s]);
 		}
-		/* a flat sub-block returned before the search in the reference */
-		const __m256 take = _mm256_andnot_ps(flat, _mm256_and_ps(positive, _mm256_cmp_ps(cur_error, best_error, _CMP_LT_OQ)));
-		if (!_mm256_movemask_ps(take))
+		if (!any)
 			continue;
-		for (int i = 0; i < 32; i++)
-			best_L[i] = sel(take, laux[i], best_L[i]);
-		best_error = sel(take, cur_error, best_error);
-		scale = sel(take, this_scale, scale);
-		min = sel(take, this_min, min);
+		__m256 this_scale[2], this_min[2], cur_error[2];
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			this_scale[s] = _mm256_div_ps(
+				_mm256_sub_ps(_mm256_mul_ps(sum_w[s], sum_xl[s]), _mm256_mul_ps(sum_x[s], sum_l[s])), D[s]);
+			this_min[s] = _mm256_div_ps(
+				_mm256_sub_ps(_mm256_mul_ps(sum_l2[s], sum_x[s]), _mm256_mul_ps(sum_l[s], sum_xl[s])), D[s]);
+			const __m256 pos_min = _mm256_cmp_ps(this_min[s], zero, _CMP_GT_OQ);
+			this_scale[s] = sel(pos_min, _mm256_div_ps(sum_xl[s], sum_l2[s]), this_scale[s]);
+			this_min[s] = sel(pos_min, zero, this_min[s]);
+			cur_error[s] = zero;
+		}
+		for (int i = 0; i < n; i++)
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++) {
+				const __m256 diff = _mm256_sub_ps(
+					_mm256_add_ps(_mm256_mul_ps(this_scale[s], laux[s][i]), this_min[s]), x[s * n + i]);
+				cur_error[s] = _mm256_add_ps(cur_error[s], err_term(w[s * n + i], diff, use_mad));
+			}
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			const __m256 take = _mm256_and_ps(positive[s], _mm256_cmp_ps(cur_error[s], best_error[s], _CMP_LT_OQ));
+			if (!_mm256_movemask_ps(take))
+				continue;
+			for (int i = 0; i < n; i++)
+				best_L[s][i] = sel(take, laux[s][i], best_L[s][i]);
+			best_error[s] = sel(take, cur_error[s], best_error[s]);
+			scale[s] = sel(take, this_scale[s], scale[s]);
+			min[s] = sel(take, this_min[s], min[s]);
+			/* later trials start from the new minimum, as the scalar
+			 * search's do */
+			for (int i = 0; i < n; i++)
+				xm[s][i] = _mm256_sub_ps(x[s * n + i], min[s]);
+		}
 	}
-	/* a flat sub-block: levels 0, scale 0, min as clamped */
-	scale = sel(flat, zero, scale);
-	_mm256_storeu_ps(scale_out, scale);
-	_mm256_storeu_ps(min_out, _mm256_xor_ps(min, _mm256_set1_ps(-0.0f))); /* -min, signed zero kept */
-	for (int i = 0; i < 32; i++) {
-		int32_t l[8];
-		_mm256_storeu_si256((__m256i *)l, _mm256_andnot_si256(_mm256_castps_si256(flat), _mm256_cvttps_epi32(best_L[i])));
-		for (int j = 0; j < 8; j++)
-			L[32 * j + i] = (uint8_t)l[j];
-	}
-}
-
-/* the reference's weights, av_x + |x| with av_x = sqrt(mean x^2) of the
- * sub-block, and x and w transposed to one sub-block per lane */
-static void fits_x8(const float *x, int nmax, float rmin, float rdelta, int nstep, float scales[8], float mins[8],
-                    uint8_t L[QP_QK_K])
-{
-	float wt[QP_QK_K];
-	for (int j = 0; j < 8; j++) {
-		const float *xb = x + 32 * j;
-		float sum_x2 = 0;
-		for (int l = 0; l < 32; l++)
-			sum_x2 += xb[l] * xb[l];
-		const float av_x = sqrtf(sum_x2 / 32);
-		for (int l = 0; l < 32; l++)
-			wt[32 * j + l] = av_x + fabsf(xb[l]);
-	}
-	const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
-	__m256 xv[32], wv[32];
-	for (int i = 0; i < 32; i++) {
-		xv[i] = _mm256_i32gather_ps(x + i, idx, 4);
-		wv[i] = _mm256_i32gather_ps(wt + i, idx, 4);
-	}
-	qkx2_x8(xv, wv, nmax, rmin, rdelta, nstep, scales, mins, L);
-}
-
-void qp_q4_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
-{
-	struct qp_block_q4_K *y = vy;
-	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
-		uint8_t L[QP_QK_K];
-		float scales[8], mins[8];
-		fits_x8(x, 15, -1.f, 0.1f, 20, scales, mins, L);
-		qp_kq_q4_k_from_fits(x, &y[i], scales, mins, L);
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		the_min[s] = _mm256_xor_ps(min[s], _mm256_set1_ps(-0.0f)); /* -min, signed zero kept */
+		for (int i = 0; i < n; i++)
+			L[s * n + i] = _mm256_andnot_si256(_mm256_castps_si256(flat[s]), _mm256_cvttps_epi32(best_L[s][i]));
+		scale_out[s] = sel(flat[s], zero, scale[s]);
 	}
 }
 
-void qp_q5_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
+void qp_avx2_make_qkx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
+                                __m256 *scale, __m256 *the_min, float rmin, float rdelta, int nstep, bool use_mad,
+                                bool qkx3)
 {
-	struct qp_block_q5_K *y = vy;
-	for (int64_t i = 0; i < n / QP_QK_K; i++, x += QP_QK_K) {
-		uint8_t L[QP_QK_K];
-		float scales[8], mins[8];
-		fits_x8(x, 31, -0.5f, 0.1f, 15, scales, mins, L);
-		qp_kq_q5_k_from_fits(x, &y[i], scales, mins, L);
-	}
+	if (sets == 2)
+		qkx_sets(2, n, nmax, x, w, L, scale, the_min, rmin, rdelta, nstep, use_mad, qkx3);
+	else
+		qkx_sets(1, n, nmax, x, w, L, scale, the_min, rmin, rdelta, nstep, use_mad, qkx3);
 }

@@ -1,9 +1,168 @@
 /* Q4_K and Q5_K: nibbles (plus qh's bit) unpacked 32 at a time; see
- * kquants.h. */
+ * kquants.h. Quantize fits the eight sub-blocks of a super-block at once
+ * (kquants_search.h), two super-blocks side by side, stores the scales as
+ * the reference does, then requantizes in lane layout and packs. */
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/kquants.h"
+#include "kernels/cpu/avx2/kquants_search.h"
 #include "kernels/cpu/ref/kquants.h"
+
+#include <stdbool.h>
+
+/* The reference's finish_q4/finish_q5 for one super-block in lane layout
+ * (xv, lv: sub-block j in lane j): every x again with the stored scale and
+ * minimum, a sub-block whose scale is zero keeping its fitted levels; then
+ * the levels in element order at L. */
+static void requantize_q45(const uint8_t packed[12], uint16_t d16, uint16_t dmin16, int nmax, const __m256 xv[32],
+                           __m256i lv[32], uint8_t L[QP_QK_K])
+{
+	const float dall = qp_fp16_to_fp32(d16);
+	const float dmin = qp_fp16_to_fp32(dmin16);
+	float d[8], dm[8];
+	for (int j = 0; j < 8; j++) {
+		uint8_t sc, m;
+		qp_kq_scale_min_k4(j, packed, &sc, &m);
+		d[j] = dall * sc;
+		dm[j] = dmin * m;
+	}
+	const __m256 dv = _mm256_loadu_ps(d), dmv = _mm256_loadu_ps(dm);
+	const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv, _mm256_setzero_ps(), _CMP_EQ_OQ));
+	const __m256i lo = _mm256_setzero_si256(), hi = _mm256_set1_epi32(nmax);
+	for (int i = 0; i < 32; i++) {
+		__m256i l = qp_avx2_nearest_int(_mm256_div_ps(_mm256_add_ps(xv[i], dmv), dv));
+		l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, l));
+		lv[i] = _mm256_blendv_epi8(l, lv[i], keep);
+	}
+	qp_avx2_levels_from_lanes(lv, 32, L);
+}
+
+/* levels 0..15, element order: element l of each 64 in the low nibble of
+ * byte l of its 32, element l + 32 in the high one */
+static void pack_q4(const uint8_t L[QP_QK_K], uint8_t qs[QP_QK_K / 2])
+{
+	for (int k = 0; k < 4; k++) {
+		const __m256i a = _mm256_loadu_si256((const __m256i *)(L + 64 * k));
+		const __m256i b = _mm256_loadu_si256((const __m256i *)(L + 64 * k + 32));
+		/* b < 16: the 16-bit shift carries nothing across bytes */
+		_mm256_storeu_si256((__m256i *)(qs + 32 * k), _mm256_or_si256(a, _mm256_slli_epi16(b, 4)));
+	}
+}
+
+/* levels 0..31: bits 0-3 as q4_K's, bit 4 of element 64 k + l (l < 32) to
+ * bit 2k of qh[l], of element 64 k + 32 + l to bit 2k + 1 */
+static void pack_q5(const uint8_t L[QP_QK_K], uint8_t qs[QP_QK_K / 2], uint8_t qh[QP_QK_K / 8])
+{
+	const __m256i m4 = _mm256_set1_epi8(0x0f), fifteen = _mm256_set1_epi8(15);
+	__m256i h = _mm256_setzero_si256();
+	for (int k = 0; k < 4; k++) {
+		const __m256i a = _mm256_loadu_si256((const __m256i *)(L + 64 * k));
+		const __m256i b = _mm256_loadu_si256((const __m256i *)(L + 64 * k + 32));
+		h = _mm256_or_si256(h, _mm256_and_si256(_mm256_cmpgt_epi8(a, fifteen), _mm256_set1_epi8((char)(1 << (2 * k)))));
+		h = _mm256_or_si256(h, _mm256_and_si256(_mm256_cmpgt_epi8(b, fifteen), _mm256_set1_epi8((char)(2 << (2 * k)))));
+		const __m256i lo = _mm256_and_si256(a, m4), hi = _mm256_and_si256(b, m4);
+		_mm256_storeu_si256((__m256i *)(qs + 32 * k), _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+	}
+	_mm256_storeu_si256((__m256i *)qh, h);
+}
+
+/* nb (1 or 2) consecutive q4_K (q5 false) or q5_K (q5 true) super-blocks:
+ * block b is set b of the search, two at once keeping the adders busy.
+ * Without qw, make_qkx2_quants weighted as the reference weights:
+ * av_x + |x|, av_x = sqrt(mean x^2) of the sub-block. With qw (the
+ * blocks' importances), the imatrix path's make_qkx3_quants weighted by
+ * qw * sqrt(2 sigma^2 + x^2), the scales fitted by weight. */
+static void quantize_q45(int nb, const float *x, const float *qw, bool q5, void *vy)
+{
+	const int nmax = q5 ? 31 : 15;
+	__m256 xv[2][32], wv[2][32], sc[2], mn[2];
+	__m256i lv[2][32];
+	float sw[2][8];
+	for (int b = 0; b < nb; b++) {
+		const float *xb = x + QP_QK_K * b;
+		qp_avx2_to_lanes(xb, 32, xv[b]);
+		if (!qw) {
+			__m256 sum_x2 = _mm256_setzero_ps();
+			for (int i = 0; i < 32; i++)
+				sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xv[b][i], xv[b][i]));
+			const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
+			for (int i = 0; i < 32; i++)
+				wv[b][i] = _mm256_add_ps(av_x, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), xv[b][i]));
+			continue;
+		}
+		/* one sum, in element order, as the reference adds it */
+		float sum_x2 = 0;
+		for (int l = 0; l < QP_QK_K; l++)
+			sum_x2 += xb[l] * xb[l];
+		const __m256 sigma2 = _mm256_set1_ps(2 * sum_x2 / QP_QK_K);
+		qp_avx2_to_lanes(qw + QP_QK_K * b, 32, wv[b]);
+		__m256 sumw = _mm256_setzero_ps();
+		for (int l = 0; l < 32; l++) {
+			wv[b][l] = _mm256_mul_ps(wv[b][l], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xv[b][l], xv[b][l]))));
+			sumw = _mm256_add_ps(sumw, wv[b][l]);
+		}
+		_mm256_storeu_ps(sw[b], sumw);
+	}
+	if (!qw)
+		qp_avx2_make_qkx_quants_x8(nb, 32, nmax, &xv[0][0], &wv[0][0], &lv[0][0], sc, mn, q5 ? -0.5f : -1.f, 0.1f,
+		                           q5 ? 15 : 20, false, false);
+	else
+		qp_avx2_make_qkx_quants_x8(nb, 32, nmax, &xv[0][0], &wv[0][0], &lv[0][0], sc, mn, -0.9f, 0.05f, 36, false,
+		                           true);
+	for (int b = 0; b < nb; b++) {
+		float scales[8], mins[8];
+		uint8_t L[QP_QK_K];
+		_mm256_storeu_ps(scales, sc[b]);
+		_mm256_storeu_ps(mins, mn[b]);
+		if (q5) {
+			struct qp_block_q5_K *y = (struct qp_block_q5_K *)vy + b;
+			if (qw)
+				qp_kq_q5_k_pack_scales_imat(y, scales, mins, sw[b]);
+			else
+				qp_kq_q5_k_pack_scales(y, scales, mins);
+			requantize_q45(y->scales, y->d, y->dmin, nmax, xv[b], lv[b], L);
+			pack_q5(L, y->qs, y->qh);
+		} else {
+			struct qp_block_q4_K *y = (struct qp_block_q4_K *)vy + b;
+			if (qw)
+				qp_kq_q4_k_pack_scales_imat(y, scales, mins, sw[b]);
+			else
+				qp_kq_q4_k_pack_scales(y, scales, mins);
+			requantize_q45(y->scales, y->d, y->dmin, nmax, xv[b], lv[b], L);
+			pack_q4(L, y->qs);
+		}
+	}
+}
+
+/* the row two super-blocks at a time */
+static void quantize_row_q45(const float *x, void *vy, int64_t n, const float *qw, bool q5)
+{
+	const int64_t nb = n / QP_QK_K;
+	const size_t size = q5 ? sizeof(struct qp_block_q5_K) : sizeof(struct qp_block_q4_K);
+	for (int64_t i = 0; i < nb; i += 2)
+		quantize_q45(nb - i < 2 ? 1 : 2, x + QP_QK_K * i, qw ? qw + QP_QK_K * i : NULL, q5,
+		             (uint8_t *)vy + size * (size_t)i);
+}
+
+void qp_q4_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
+{
+	quantize_row_q45(x, vy, n, NULL, false);
+}
+
+void qp_q4_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *qw)
+{
+	quantize_row_q45(x, vy, n, qw, false);
+}
+
+void qp_q5_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
+{
+	quantize_row_q45(x, vy, n, NULL, true);
+}
+
+void qp_q5_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *qw)
+{
+	quantize_row_q45(x, vy, n, qw, true);
+}
 
 /* q[256] in 0..15 (0..31 with qh), element order; chunk k of 32 takes
  * bit k of qh */

@@ -1,8 +1,94 @@
 /* Q6_K: nibbles of ql and crumbs of qh unpacked 32 at a time, biased by
- * -32; see kquants.h. */
+ * -32; see kquants.h. Quantize fits the 16 sub-blocks eight at a time
+ * (kquants_search.h), stores the scales as the reference does, then
+ * requantizes in lane layout and packs. */
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/kquants.h"
+#include "kernels/cpu/avx2/kquants_search.h"
+#include "kernels/cpu/ref/kquants.h"
+
+/* L[256] in 0..63, element order, into ql and qh (see
+ * kernels/cpu/ref/q6_k.c for the layout) */
+static void pack_q6(const uint8_t L[QP_QK_K], struct qp_block_q6_K *y)
+{
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	const __m256i m2 = _mm256_set1_epi8(0x03);
+	for (int h = 0; h < 2; h++) {
+		const uint8_t *l = L + 128 * h;
+		__m256i q[4], top[4];
+		for (int k = 0; k < 4; k++) {
+			q[k] = _mm256_loadu_si256((const __m256i *)(l + 32 * k));
+			/* q < 64: the 16-bit shift's carry from the high byte is masked off */
+			top[k] = _mm256_and_si256(_mm256_srli_epi16(q[k], 4), m2);
+			q[k] = _mm256_and_si256(q[k], m4);
+		}
+		/* values < 16 (< 4): shifting left within 16 bits never reaches
+		 * the next byte */
+		_mm256_storeu_si256((__m256i *)(y->ql + 64 * h), _mm256_or_si256(q[0], _mm256_slli_epi16(q[2], 4)));
+		_mm256_storeu_si256((__m256i *)(y->ql + 64 * h + 32), _mm256_or_si256(q[1], _mm256_slli_epi16(q[3], 4)));
+		const __m256i qh = _mm256_or_si256(_mm256_or_si256(top[0], _mm256_slli_epi16(top[1], 2)),
+		                                   _mm256_or_si256(_mm256_slli_epi16(top[2], 4), _mm256_slli_epi16(top[3], 6)));
+		_mm256_storeu_si256((__m256i *)(y->qh + 32 * h), qh);
+	}
+}
+
+/* One super-block; qw its 256 importances, or NULL for the plain
+ * reference (weights x^2) */
+static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw)
+{
+	__m256 xv[2][16], wv[2][16], sc[2];
+	__m256i lv[2][16];
+	float scales[16];
+	for (int g = 0; g < 2; g++) {
+		qp_avx2_to_lanes(x + 128 * g, 16, xv[g]);
+		if (qw) {
+			qp_avx2_to_lanes(qw + 128 * g, 16, wv[g]);
+		} else {
+			for (int i = 0; i < 16; i++)
+				wv[g][i] = _mm256_mul_ps(xv[g][i], xv[g][i]);
+		}
+	}
+	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+	_mm256_storeu_ps(scales, sc[0]);
+	_mm256_storeu_ps(scales + 8, sc[1]);
+	if (!qp_kq_q6_k_pack_scales(y, scales))
+		return;
+
+	/* every x again with the stored scales; a sub-block whose scale is
+	 * zero keeps its fitted levels */
+	const float dall = qp_fp16_to_fp32(y->d);
+	const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31), bias = _mm256_set1_epi32(32);
+	uint8_t L[QP_QK_K];
+	for (int g = 0; g < 2; g++) {
+		float d[8];
+		for (int j = 0; j < 8; j++)
+			d[j] = dall * y->scales[8 * g + j];
+		const __m256 dv = _mm256_loadu_ps(d);
+		const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv, _mm256_setzero_ps(), _CMP_EQ_OQ));
+		for (int i = 0; i < 16; i++) {
+			__m256i l = qp_avx2_nearest_int(_mm256_div_ps(xv[g][i], dv));
+			l = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l)), bias);
+			lv[g][i] = _mm256_blendv_epi8(l, lv[g][i], keep);
+		}
+		qp_avx2_levels_from_lanes(lv[g], 16, L + 128 * g);
+	}
+	pack_q6(L, y);
+}
+
+void qp_q6_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
+{
+	struct qp_block_q6_K *y = vy;
+	for (int64_t i = 0; i < n / QP_QK_K; i++)
+		quantize_q6(x + i * QP_QK_K, &y[i], NULL);
+}
+
+void qp_q6_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *imatrix)
+{
+	struct qp_block_q6_K *y = vy;
+	for (int64_t i = 0; i < n / QP_QK_K; i++)
+		quantize_q6(x + i * QP_QK_K, &y[i], imatrix + i * QP_QK_K);
+}
 
 /* q[256] in -32..31, element order */
 static inline void unpack_q6(const struct qp_block_q6_K *x, int8_t q[QP_QK_K])

@@ -50,12 +50,25 @@ float qp_kq_make_qkx3_quants(int n, int nmax, const float *x, const float *weigh
  * imatrix paths, weighted by quant_weights */
 float qp_kq_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *quant_weights);
 
-/* q4_K's and q5_K's reference after the sub-block fits (scales, -mins,
- * levels L from make_qkx2_quants): quantize the fits, requantize x */
-void qp_kq_q4_k_from_fits(const float *x, struct qp_block_q4_K *y, const float scales[8], const float mins[8],
-                          uint8_t L[QP_QK_K]);
-void qp_kq_q5_k_from_fits(const float *x, struct qp_block_q5_K *y, const float scales[8], const float mins[8],
-                          uint8_t L[QP_QK_K]);
+/* The second halves' first step, shared with the SIMD quantizers, which
+ * fit the sub-blocks faster and requantize on their own: quantize the
+ * sub-block scales (and minimums) as the reference does and store them, with
+ * d (and dmin), in y. The _imat ones fit them weighted by each sub-block's
+ * total weight sw. qp_kq_q6_k_pack_scales returns false when every scale is
+ * ~0: y is then all zero and complete. */
+void qp_kq_q2_k_pack_scales(struct qp_block_q2_K *y, const float scales[16], const float mins[16]);
+void qp_kq_q2_k_pack_scales_imat(struct qp_block_q2_K *y, const float scales[16], const float mins[16],
+                                 const float sw[16]);
+void qp_kq_q3_k_pack_scales(struct qp_block_q3_K *y, const float scales[16]);
+void qp_kq_q3_k_pack_scales_imat(struct qp_block_q3_K *y, const float scales[16], const float sw[16]);
+bool qp_kq_q6_k_pack_scales(struct qp_block_q6_K *y, const float scales[16]);
+/* q4_K's and q5_K's (8 scales and 8 minimums, 6 bits each) */
+void qp_kq_q4_k_pack_scales(struct qp_block_q4_K *y, const float scales[8], const float mins[8]);
+void qp_kq_q4_k_pack_scales_imat(struct qp_block_q4_K *y, const float scales[8], const float mins[8],
+                                 const float sw[8]);
+void qp_kq_q5_k_pack_scales(struct qp_block_q5_K *y, const float scales[8], const float mins[8]);
+void qp_kq_q5_k_pack_scales_imat(struct qp_block_q5_K *y, const float scales[8], const float mins[8],
+                                 const float sw[8]);
 
 /* The 6-bit scale j and minimum of q4_K/q5_K's packed scales */
 static inline void qp_kq_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)

@@ -36,50 +36,70 @@ static void requantize_q2(const float *x, const struct qp_block_q2_K *y, float d
 	}
 }
 
+/* The reference's scales and minimums, 4 bits each against their maxima */
+void qp_kq_q2_k_pack_scales(struct qp_block_q2_K *y, const float scales[16], const float mins[16])
+{
+	const float q4scale = 15.f;
+	float max_scale = 0; /* the minimum is subtracted: scales are >= 0 */
+	float max_min = 0;
+	for (int j = 0; j < QP_QK_K / 16; j++) {
+		if (scales[j] > max_scale)
+			max_scale = scales[j];
+		if (mins[j] > max_min)
+			max_min = mins[j];
+	}
+	if (max_scale > 0) {
+		const float iscale = q4scale / max_scale;
+		for (int j = 0; j < QP_QK_K / 16; j++)
+			y->scales[j] = (uint8_t)qp_kq_nearest_int(iscale * scales[j]);
+		y->d = qp_fp32_to_fp16(max_scale / q4scale);
+	} else {
+		for (int j = 0; j < QP_QK_K / 16; j++)
+			y->scales[j] = 0;
+		y->d = qp_fp32_to_fp16(0.f);
+	}
+	if (max_min > 0) {
+		const float iscale = q4scale / max_min;
+		for (int j = 0; j < QP_QK_K / 16; j++) {
+			const int l = qp_kq_nearest_int(iscale * mins[j]);
+			y->scales[j] |= (uint8_t)((unsigned)l << 4);
+		}
+		y->dmin = qp_fp32_to_fp16(max_min / q4scale);
+	} else {
+		y->dmin = qp_fp32_to_fp16(0.f);
+	}
+}
+
+/* The imatrix path's: both fitted by make_qp_quants, weighted by sw */
+void qp_kq_q2_k_pack_scales_imat(struct qp_block_q2_K *y, const float scales[16], const float mins[16],
+                                 const float sw[16])
+{
+	uint8_t Ls[QP_QK_K / 16], Lm[QP_QK_K / 16];
+	const float dm0 = qp_kq_make_qp_quants(QP_QK_K / 16, 15, scales, Ls, sw);
+	const float mm0 = qp_kq_make_qp_quants(QP_QK_K / 16, 15, mins, Lm, sw);
+	y->d = qp_fp32_to_fp16(dm0);
+	y->dmin = qp_fp32_to_fp16(mm0);
+	for (int j = 0; j < QP_QK_K / 16; j++)
+		y->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+}
+
 void qp_q2_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q2_K *y = vy;
 	assert(n % QP_QK_K == 0);
 	const int64_t nb = n / QP_QK_K;
-	const float q4scale = 15.f;
 
 	for (int64_t i = 0; i < nb; i++) {
 		uint8_t L[QP_QK_K];
 		float mins[QP_QK_K / 16];
 		float scales[QP_QK_K / 16];
 		float weights[16];
-		float max_scale = 0; /* the minimum is subtracted: scales are >= 0 */
-		float max_min = 0;
 		for (int j = 0; j < QP_QK_K / 16; j++) {
 			for (int l = 0; l < 16; l++)
 				weights[l] = fabsf(x[16 * j + l]);
 			scales[j] = qp_kq_make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, true);
-			if (scales[j] > max_scale)
-				max_scale = scales[j];
-			if (mins[j] > max_min)
-				max_min = mins[j];
 		}
-
-		if (max_scale > 0) {
-			const float iscale = q4scale / max_scale;
-			for (int j = 0; j < QP_QK_K / 16; j++)
-				y[i].scales[j] = (uint8_t)qp_kq_nearest_int(iscale * scales[j]);
-			y[i].d = qp_fp32_to_fp16(max_scale / q4scale);
-		} else {
-			for (int j = 0; j < QP_QK_K / 16; j++)
-				y[i].scales[j] = 0;
-			y[i].d = qp_fp32_to_fp16(0.f);
-		}
-		if (max_min > 0) {
-			const float iscale = q4scale / max_min;
-			for (int j = 0; j < QP_QK_K / 16; j++) {
-				const int l = qp_kq_nearest_int(iscale * mins[j]);
-				y[i].scales[j] |= (uint8_t)((unsigned)l << 4);
-			}
-			y[i].dmin = qp_fp32_to_fp16(max_min / q4scale);
-		} else {
-			y[i].dmin = qp_fp32_to_fp16(0.f);
-		}
+		qp_kq_q2_k_pack_scales(&y[i], scales, mins);
 		requantize_q2(x, &y[i], qp_fp16_to_fp32(y[i].d), qp_fp16_to_fp32(y[i].dmin), L);
 		pack_q2(&y[i], L);
 		x += QP_QK_K;
@@ -101,7 +121,6 @@ void qp_q2_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 		float scales[QP_QK_K / 16];
 		float sw[QP_QK_K / 16] = {0};
 		float weight[16];
-		uint8_t Ls[QP_QK_K / 16], Lm[QP_QK_K / 16];
 
 		float sumx2 = 0;
 		for (int j = 0; j < QP_QK_K; j++)
@@ -116,12 +135,7 @@ void qp_q2_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 			scales[j] = qp_kq_make_qkx3_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], -0.9f, 0.05f, 36);
 		}
 
-		const float dm0 = qp_kq_make_qp_quants(QP_QK_K / 16, 15, scales, Ls, sw);
-		const float mm0 = qp_kq_make_qp_quants(QP_QK_K / 16, 15, mins, Lm, sw);
-		y[i].d = qp_fp32_to_fp16(dm0);
-		y[i].dmin = qp_fp32_to_fp16(mm0);
-		for (int j = 0; j < QP_QK_K / 16; j++)
-			y[i].scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+		qp_kq_q2_k_pack_scales_imat(&y[i], scales, mins, sw);
 		requantize_q2(x, &y[i], qp_fp16_to_fp32(y[i].d), qp_fp16_to_fp32(y[i].dmin), L);
 		pack_q2(&y[i], L);
 		x += QP_QK_K;

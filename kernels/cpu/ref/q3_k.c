@@ -56,6 +56,44 @@ static void finish_q3(const float *x, struct qp_block_q3_K *y, int8_t L[QP_QK_K]
 			y->qs[j / 4 + l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
 }
 
+/* The reference's scales: 6 bits against the one of largest magnitude */
+void qp_kq_q3_k_pack_scales(struct qp_block_q3_K *y, const float scales[16])
+{
+	float max_scale = 0;
+	float amax = 0;
+	for (int j = 0; j < QP_QK_K / 16; j++) {
+		const float scale = fabsf(scales[j]);
+		if (scale > amax) {
+			amax = scale;
+			max_scale = scales[j];
+		}
+	}
+	memset(y->scales, 0, 12);
+	if (max_scale) {
+		const float iscale = -32.f / max_scale;
+		for (int j = 0; j < QP_QK_K / 16; j++) {
+			/* llama.cpp narrows to int8_t before clamping */
+			const int8_t l8 = (int8_t)qp_kq_nearest_int(iscale * scales[j]);
+			const int l = (l8 < -32 ? -32 : l8 > 31 ? 31 : l8) + 32;
+			pack_q3_scale(y->scales, j, l);
+		}
+		y->d = qp_fp32_to_fp16(1 / iscale);
+	} else {
+		y->d = qp_fp32_to_fp16(0.f);
+	}
+}
+
+/* The imatrix path's: fitted by make_qx_quants, weighted by sw */
+void qp_kq_q3_k_pack_scales_imat(struct qp_block_q3_K *y, const float scales[16], const float sw[16])
+{
+	int8_t Ls[QP_QK_K / 16];
+	memset(y->scales, 0, 12);
+	const float d_block = qp_kq_make_qx_quants(QP_QK_K / 16, 32, scales, Ls, sw);
+	for (int j = 0; j < QP_QK_K / 16; j++)
+		pack_q3_scale(y->scales, j, Ls[j]);
+	y->d = qp_fp32_to_fp16(d_block);
+}
+
 void qp_q3_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q3_K *y = vy;
@@ -65,30 +103,9 @@ void qp_q3_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 	for (int64_t i = 0; i < nb; i++) {
 		int8_t L[QP_QK_K];
 		float scales[QP_QK_K / 16];
-		float max_scale = 0;
-		float amax = 0;
-		for (int j = 0; j < QP_QK_K / 16; j++) {
+		for (int j = 0; j < QP_QK_K / 16; j++)
 			scales[j] = qp_kq_make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-			const float scale = fabsf(scales[j]);
-			if (scale > amax) {
-				amax = scale;
-				max_scale = scales[j];
-			}
-		}
-
-		memset(y[i].scales, 0, 12);
-		if (max_scale) {
-			const float iscale = -32.f / max_scale;
-			for (int j = 0; j < QP_QK_K / 16; j++) {
-				/* llama.cpp narrows to int8_t before clamping */
-				const int8_t l8 = (int8_t)qp_kq_nearest_int(iscale * scales[j]);
-				const int l = (l8 < -32 ? -32 : l8 > 31 ? 31 : l8) + 32;
-				pack_q3_scale(y[i].scales, j, l);
-			}
-			y[i].d = qp_fp32_to_fp16(1 / iscale);
-		} else {
-			y[i].d = qp_fp32_to_fp16(0.f);
-		}
+		qp_kq_q3_k_pack_scales(&y[i], scales);
 		finish_q3(x, &y[i], L);
 		x += QP_QK_K;
 	}
@@ -108,7 +125,6 @@ void qp_q3_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 		float scales[QP_QK_K / 16];
 		float weight[16];
 		float sw[QP_QK_K / 16];
-		int8_t Ls[QP_QK_K / 16];
 
 		float sumx2 = 0;
 		for (int j = 0; j < QP_QK_K; j++)
@@ -125,11 +141,7 @@ void qp_q3_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 			scales[j] = qp_kq_make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
 		}
 
-		memset(y[i].scales, 0, 12);
-		const float d_block = qp_kq_make_qx_quants(QP_QK_K / 16, 32, scales, Ls, sw);
-		for (int j = 0; j < QP_QK_K / 16; j++)
-			pack_q3_scale(y[i].scales, j, Ls[j]);
-		y[i].d = qp_fp32_to_fp16(d_block);
+		qp_kq_q3_k_pack_scales_imat(&y[i], scales, sw);
 		finish_q3(x, &y[i], L);
 		x += QP_QK_K;
 	}

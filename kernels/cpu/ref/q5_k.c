@@ -53,11 +53,10 @@ static void finish_q5(const float *x, struct qp_block_q5_K *y, uint8_t L[QP_QK_K
 	}
 }
 
-/* The reference's second half, given each sub-block's fit: quantize the
- * scales and minimums to 6 bits against their maxima, then requantize.
- * Shared with the AVX2 quantizer, which only fits faster. */
-void qp_kq_q5_k_from_fits(const float *x, struct qp_block_q5_K *y, const float scales[8], const float mins[8],
-                          uint8_t L[QP_QK_K])
+/* The reference's scale step, given each sub-block's fit: scales and
+ * minimums to 6 bits against their maxima, with d and dmin. Shared with
+ * the AVX2 quantizer, which fits and requantizes faster. */
+void qp_kq_q5_k_pack_scales(struct qp_block_q5_K *y, const float scales[8], const float mins[8])
 {
 	float max_scale = 0; /* the minimum is subtracted: scales are >= 0 */
 	float max_min = 0;
@@ -79,7 +78,24 @@ void qp_kq_q5_k_from_fits(const float *x, struct qp_block_q5_K *y, const float s
 	qp_kq_pack_scale_min_k4(y->scales, ls, lm);
 	y->d = qp_fp32_to_fp16(max_scale / 63.f);
 	y->dmin = qp_fp32_to_fp16(max_min / 63.f);
-	finish_q5(x, y, L);
+}
+
+/* The imatrix path's scale step: scales and minimums fitted by
+ * make_qp_quants weighted by each sub-block's total weight sw. Shared with
+ * the AVX2 quantizer. */
+void qp_kq_q5_k_pack_scales_imat(struct qp_block_q5_K *y, const float scales[8], const float mins[8],
+                                 const float sw[8])
+{
+	uint8_t Ls[QP_QK_K / 32], Lm[QP_QK_K / 32];
+	const float d_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, scales, Ls, sw);
+	const float m_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, mins, Lm, sw);
+	for (int j = 0; j < QP_QK_K / 32; j++) {
+		Ls[j] = Ls[j] < 63 ? Ls[j] : 63;
+		Lm[j] = Lm[j] < 63 ? Lm[j] : 63;
+	}
+	qp_kq_pack_scale_min_k4(y->scales, Ls, Lm);
+	y->d = qp_fp32_to_fp16(d_block);
+	y->dmin = qp_fp32_to_fp16(m_block);
 }
 
 void qp_q5_k_quantize_row_ref(const float *x, void *vy, int64_t n)
@@ -103,7 +119,8 @@ void qp_q5_k_quantize_row_ref(const float *x, void *vy, int64_t n)
 			scales[j] = qp_kq_make_qkx2_quants(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], -0.5f, 0.1f, 15, false);
 		}
 
-		qp_kq_q5_k_from_fits(x, &y[i], scales, mins, L);
+		qp_kq_q5_k_pack_scales(&y[i], scales, mins);
+		finish_q5(x, &y[i], L);
 		x += QP_QK_K;
 	}
 }
@@ -117,7 +134,6 @@ void qp_q5_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 
 	for (int64_t i = 0; i < nb; i++) {
 		uint8_t L[QP_QK_K];
-		uint8_t Ls[QP_QK_K / 32], Lm[QP_QK_K / 32];
 		float weights[32];
 		float sw[QP_QK_K / 32];
 		float mins[QP_QK_K / 32];
@@ -138,15 +154,7 @@ void qp_q5_k_quantize_row_imat_ref(const float *x, void *vy, int64_t n, const fl
 			scales[j] = qp_kq_make_qkx3_quants(32, 31, x + 32 * j, weights, L + 32 * j, &mins[j], -0.9f, 0.05f, 36);
 		}
 
-		const float d_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, scales, Ls, sw);
-		const float m_block = qp_kq_make_qp_quants(QP_QK_K / 32, 63, mins, Lm, sw);
-		for (int j = 0; j < QP_QK_K / 32; j++) {
-			Ls[j] = Ls[j] < 63 ? Ls[j] : 63;
-			Lm[j] = Lm[j] < 63 ? Lm[j] : 63;
-		}
-		qp_kq_pack_scale_min_k4(y[i].scales, Ls, Lm);
-		y[i].d = qp_fp32_to_fp16(d_block);
-		y[i].dmin = qp_fp32_to_fp16(m_block);
+		qp_kq_q5_k_pack_scales_imat(&y[i], scales, mins, sw);
 		finish_q5(x, &y[i], L);
 		x += QP_QK_K;
 	}

@@ -15,6 +15,32 @@
 #include <math.h>
 #include <string.h>
 
+/* The reference's scales: 8 bits against the one of largest magnitude */
+bool qp_kq_q6_k_pack_scales(struct qp_block_q6_K *y, const float scales[16])
+{
+	float max_scale = 0;
+	float max_abs_scale = 0;
+	for (int ib = 0; ib < QP_QK_K / 16; ib++) {
+		const float abs_scale = fabsf(scales[ib]);
+		if (abs_scale > max_abs_scale) {
+			max_abs_scale = abs_scale;
+			max_scale = scales[ib];
+		}
+	}
+	if (max_abs_scale < QP_KQ_GROUP_MAX_EPS) {
+		memset(y, 0, sizeof(*y));
+		y->d = qp_fp32_to_fp16(0.f);
+		return false;
+	}
+	const float iscale = -128.f / max_scale;
+	y->d = qp_fp32_to_fp16(1 / iscale);
+	for (int ib = 0; ib < QP_QK_K / 16; ib++) {
+		const int l = qp_kq_nearest_int(iscale * scales[ib]);
+		y->scales[ib] = (int8_t)(l < 127 ? l : 127);
+	}
+	return true;
+}
+
 /* qw: the imatrix row, or NULL for llama.cpp's reference */
 static void quantize_q6(const float *x, struct qp_block_q6_K *y, int64_t n, const float *qw)
 {
@@ -22,31 +48,13 @@ static void quantize_q6(const float *x, struct qp_block_q6_K *y, int64_t n, cons
 	for (int64_t i = 0; i < nb; i++) {
 		int8_t L[QP_QK_K];
 		float scales[QP_QK_K / 16];
-		float max_scale = 0;
-		float max_abs_scale = 0;
 		for (int ib = 0; ib < QP_QK_K / 16; ib++) {
 			const float *w = qw ? qw + QP_QK_K * i + 16 * ib : NULL;
-			const float scale = qp_kq_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, w);
-			scales[ib] = scale;
-			const float abs_scale = fabsf(scale);
-			if (abs_scale > max_abs_scale) {
-				max_abs_scale = abs_scale;
-				max_scale = scale;
-			}
+			scales[ib] = qp_kq_make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, w);
 		}
-
-		if (max_abs_scale < QP_KQ_GROUP_MAX_EPS) {
-			memset(&y[i], 0, sizeof(y[i]));
-			y[i].d = qp_fp32_to_fp16(0.f);
+		if (!qp_kq_q6_k_pack_scales(&y[i], scales)) {
 			x += QP_QK_K;
 			continue;
-		}
-
-		const float iscale = -128.f / max_scale;
-		y[i].d = qp_fp32_to_fp16(1 / iscale);
-		for (int ib = 0; ib < QP_QK_K / 16; ib++) {
-			const int l = qp_kq_nearest_int(iscale * scales[ib]);
-			y[i].scales[ib] = (int8_t)(l < 127 ? l : 127);
 		}
 
 		const float dall = qp_fp16_to_fp32(y[i].d);
