@@ -10,9 +10,9 @@
 #endif
 
 static const struct qp_w8a8_ops levels[QP_LEVEL_COUNT] = {
-	[QP_LEVEL_SCALAR] = {qp_i8_quantize_row_ref, qp_i8_dot_ref},
+	[QP_LEVEL_SCALAR] = {qp_i8_quantize_row_ref, qp_i8_dot_ref, qp_i8_dot_rows_ref},
 #if QP_HAVE_AVX2
-	[QP_LEVEL_AVX2] = {qp_i8_quantize_row_avx2, qp_i8_dot_avx2},
+	[QP_LEVEL_AVX2] = {qp_i8_quantize_row_avx2, qp_i8_dot_avx2, qp_i8_dot_rows_avx2},
 #endif
 };
 
@@ -20,7 +20,7 @@ const struct qp_w8a8_ops *qp_w8a8_ops(void)
 {
 	/* qp_kernels_level() only names a level this CPU runs */
 	const struct qp_w8a8_ops *ops = &levels[qp_kernels_level()];
-	return ops->quantize_row && ops->dot ? ops : &levels[QP_LEVEL_SCALAR];
+	return ops->quantize_row && ops->dot && ops->dot_rows ? ops : &levels[QP_LEVEL_SCALAR];
 }
 
 const struct qp_w8a8_ops *qp_w8a8_ops_level(enum qp_kernel_level level)
@@ -28,7 +28,7 @@ const struct qp_w8a8_ops *qp_w8a8_ops_level(enum qp_kernel_level level)
 	if ((int)level < 0 || level >= QP_LEVEL_COUNT || !qp_kernel_level_supported(level))
 		return NULL;
 	const struct qp_w8a8_ops *ops = &levels[level];
-	return ops->quantize_row && ops->dot ? ops : NULL;
+	return ops->quantize_row && ops->dot && ops->dot_rows ? ops : NULL;
 }
 
 static int check_k(int64_t k, const char *what, struct qp_err *err)
@@ -91,11 +91,10 @@ static void product_rows(void *arg, int64_t r0, int64_t r1)
 	for (int64_t rb = r0; rb < r1; rb += ROW_BLOCK) {
 		const int64_t re = rb + ROW_BLOCK < r1 ? rb + ROW_BLOCK : r1;
 		for (int64_t t = 0; t < j->n_tok; t++) {
-			const int8_t *xt = j->xq + t * j->k;
-			for (int64_t r = rb; r < re; r++) {
-				const int32_t acc = j->ops->dot(j->k, j->w + r * j->k, xt);
-				j->y[t * j->ldy + r] = (float)acc * (j->x_scale[t] * j->w_scale[r]);
-			}
+			int32_t acc[ROW_BLOCK];
+			j->ops->dot_rows(j->k, j->xq + t * j->k, j->w + rb * j->k, j->k, re - rb, acc);
+			for (int64_t r = rb; r < re; r++)
+				j->y[t * j->ldy + r] = (float)acc[r - rb] * (j->x_scale[t] * j->w_scale[r]);
 		}
 	}
 }

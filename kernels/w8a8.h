@@ -38,6 +38,10 @@ struct qp_w8a8_ops {
 	void (*quantize_row)(const float *x, int8_t *q, float *scale, int64_t n);
 	/* sum a[i] * b[i], i < n <= QP_W8A8_MAX_K, in int32 */
 	int32_t (*dot)(int64_t n, const int8_t *a, const int8_t *b);
+	/* out[r] = dot(n, w + r * w_stride, x) for r < n_rows: one token
+	 * against a block of weight rows, the product's inner step */
+	void (*dot_rows)(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
+	                 int32_t *out);
 };
 
 /* The operations at the level qp_kernels_init selected (scalar before it). */

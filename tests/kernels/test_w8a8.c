@@ -303,6 +303,54 @@ static void test_dot_is_exact_at_every_level(struct t *t)
 	free(b);
 }
 
+/* The product's inner step: one x against blocks of 0 to 9 rows (the
+ * AVX2 variant works in fours, with a remainder), rows at a stride wider
+ * than n, each against an int64 sum. */
+static void test_dot_rows_is_exact_at_every_level(struct t *t)
+{
+	const int64_t max_rows = 9, pad = 5;
+	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+		const struct qp_w8a8_ops *ops = qp_w8a8_ops_level(level);
+		if (!ops)
+			continue;
+		struct rng r = {7};
+		for (int li = 0; li < N_LENGTHS; li++) {
+			const int64_t n = lengths[li], stride = n + pad;
+			int8_t *x = xmalloc((size_t)n), *w = xmalloc((size_t)(max_rows * stride));
+			int32_t out[16];
+			for (int edge = 0; edge < 3; edge++) {
+				if (edge == 0) {
+					fill_codes(x, n, &r);
+					fill_codes(w, max_rows * stride, &r);
+				} else {
+					/* -128 against -128 and against 127 in every row */
+					memset(x, -128, (size_t)n);
+					memset(w, edge == 1 ? -128 : 127, (size_t)(max_rows * stride));
+				}
+				for (int64_t rows = 0; rows <= max_rows; rows++) {
+					for (int i = 0; i < 16; i++)
+						out[i] = 0x7eadbeef;
+					ops->dot_rows(n, x, w, stride, rows, out);
+					for (int64_t o = 0; o < rows; o++) {
+						int64_t exact = 0;
+						for (int64_t i = 0; i < n; i++)
+							exact += (int64_t)w[o * stride + i] * x[i];
+						if (out[o] != exact)
+							fail(t, "%s, n=%lld, %lld rows, %s: row %lld is %d, exact %lld",
+							     qp_kernel_level_name(level), (long long)n, (long long)rows,
+							     edge ? "edge codes" : "random codes", (long long)o, out[o], (long long)exact);
+					}
+					if (out[rows] != 0x7eadbeef)
+						fail(t, "%s, n=%lld, %lld rows: wrote past the last row's result",
+						     qp_kernel_level_name(level), (long long)n, (long long)rows);
+				}
+			}
+			free(x);
+			free(w);
+		}
+	}
+}
+
 /* Weights: gaussian rows of varied magnitude; activations: gaussian with
  * a few outlier channels, as SmoothQuant finds in LLM activations. */
 static void fill_layer(float *w, int64_t rows, float *x, int64_t n_tok, int64_t k, uint64_t seed)
@@ -481,6 +529,7 @@ static const struct {
 	 test_quantize_row_is_bit_exact_with_reference_at_every_level},
 	{"w8a8__reference_codes_follow_the_definition", test_reference_codes_follow_the_definition},
 	{"w8a8__dot_is_exact_at_every_level", test_dot_is_exact_at_every_level},
+	{"w8a8__dot_rows_is_exact_at_every_level", test_dot_rows_is_exact_at_every_level},
 	{"w8a8__matmul_matches_double_reference_of_the_formula", test_matmul_matches_double_reference_of_the_formula},
 	{"w8a8__matmul_is_identical_across_levels_and_threads", test_matmul_is_identical_across_levels_and_threads},
 	{"w8a8__bad_input_is_refused_with_a_message", test_bad_input_is_refused_with_a_message},

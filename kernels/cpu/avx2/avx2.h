@@ -69,5 +69,7 @@ void qp_tq2_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
  * every int8 value, -128 included */
 void qp_i8_quantize_row_avx2(const float *x, int8_t *q, float *scale, int64_t n);
 int32_t qp_i8_dot_avx2(int64_t n, const int8_t *a, const int8_t *b);
+void qp_i8_dot_rows_avx2(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
+                         int32_t *out);
 
 #endif

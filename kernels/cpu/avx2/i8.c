@@ -90,3 +90,42 @@ int32_t qp_i8_dot_avx2(int64_t n, const int8_t *a, const int8_t *b)
 		sum += (int32_t)a[i] * (int32_t)b[i];
 	return sum;
 }
+
+/* Four rows against one x: x is sign-extended once per 16 elements for
+ * all four, which is what bounds the single dot (pmovsxbw has one port),
+ * so this does 64 products for 5 extensions where the dot needs 8. */
+static void dot4(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int32_t out[4])
+{
+	const int8_t *w0 = w, *w1 = w + w_stride, *w2 = w + 2 * w_stride, *w3 = w + 3 * w_stride;
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		const __m256i x16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + i)));
+		a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w0 + i))), x16));
+		a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w1 + i))), x16));
+		a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w2 + i))), x16));
+		a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w3 + i))), x16));
+	}
+	/* lane sums of a0..a3 side by side: integer adds are exact here, so
+	 * their order is free */
+	const __m256i h01 = _mm256_hadd_epi32(a0, a1), h23 = _mm256_hadd_epi32(a2, a3);
+	const __m256i h = _mm256_hadd_epi32(h01, h23);
+	const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+	_mm_storeu_si128((__m128i *)out, s);
+	for (; i < n; i++) {
+		out[0] += (int32_t)w0[i] * x[i];
+		out[1] += (int32_t)w1[i] * x[i];
+		out[2] += (int32_t)w2[i] * x[i];
+		out[3] += (int32_t)w3[i] * x[i];
+	}
+}
+
+void qp_i8_dot_rows_avx2(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
+                         int32_t *out)
+{
+	int64_t r = 0;
+	for (; r + 4 <= n_rows; r += 4)
+		dot4(n, x, w + r * w_stride, w_stride, out + r);
+	for (; r < n_rows; r++)
+		out[r] = qp_i8_dot_avx2(n, w + r * w_stride, x);
+}

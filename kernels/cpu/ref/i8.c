@@ -41,3 +41,10 @@ int32_t qp_i8_dot_ref(int64_t n, const int8_t *a, const int8_t *b)
 		sum += (int32_t)a[i] * (int32_t)b[i];
 	return sum;
 }
+
+void qp_i8_dot_rows_ref(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
+                        int32_t *out)
+{
+	for (int64_t r = 0; r < n_rows; r++)
+		out[r] = qp_i8_dot_ref(n, w + r * w_stride, x);
+}

@@ -104,6 +104,9 @@ void qp_tq2_0_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
  * (kernels/w8a8.h). Any n >= 0, no block structure. */
 void qp_i8_quantize_row_ref(const float *x, int8_t *q, float *scale, int64_t n);
 int32_t qp_i8_dot_ref(int64_t n, const int8_t *a, const int8_t *b);
+/* out[r] = dot of row r of w (at w + r * w_stride) with x, r < n_rows */
+void qp_i8_dot_rows_ref(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
+                        int32_t *out);
 
 /* The float -> 8-bit conversions of llama.cpp's reference, made total.
  * C leaves a conversion of NaN or of an out-of-range value undefined; on
