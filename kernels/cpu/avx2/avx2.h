@@ -75,4 +75,12 @@ void qp_tq1_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 void qp_tq2_0_dequantize_row_avx2(const void *x, float *y, int64_t n);
 void qp_tq2_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 
+
+/* W8A8's int8 row codes and int32 dot: bit-exact with cpu/ref/i8.c, for
+ * every int8 value, -128 included */
+void qp_i8_quantize_row_avx2(const float *x, int8_t *q, float *scale, int64_t n);
+int32_t qp_i8_dot_avx2(int64_t n, const int8_t *a, const int8_t *b);
+void qp_i8_dot_rows_avx2(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
+                         int32_t *out);
+
 #endif

@@ -99,6 +99,15 @@ void qp_tq2_0_quantize_row_ref(const float *x, void *y, int64_t n);
 void qp_tq2_0_dequantize_row_ref(const void *x, float *y, int64_t n);
 void qp_tq2_0_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
 
+/* W8A8's per-row int8 codes (cpu/ref/i8.c defines them): q[n] and one
+ * scale for x[n]; and sum a[i] * b[i] in int32, exact for n <= 131071
+ * (kernels/w8a8.h). Any n >= 0, no block structure. */
+void qp_i8_quantize_row_ref(const float *x, int8_t *q, float *scale, int64_t n);
+int32_t qp_i8_dot_ref(int64_t n, const int8_t *a, const int8_t *b);
+/* out[r] = dot of row r of w (at w + r * w_stride) with x, r < n_rows */
+void qp_i8_dot_rows_ref(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
+                        int32_t *out);
+
 /* The float -> 8-bit conversions of llama.cpp's reference, made total.
  * C leaves a conversion of NaN or of an out-of-range value undefined; on
  * x86, where llama.cpp's model files are made, the compiler emits cvttss2si
