@@ -649,10 +649,11 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		} else {
 			if ((rc = quantize_one(ctx, &pt[i], stats, im, &qt[i], err)))
 				goto out;
-			if (pt[i].dst.calibrated && (rc = save_piece(partial, &pt[i], &qt[i], err)))
-				goto out;
-			saved++;
-			crash_hook(saved);
+			if (pt[i].dst.calibrated) {
+				if ((rc = save_piece(partial, &pt[i], &qt[i], err)))
+					goto out;
+				crash_hook(++saved);
+			}
 		}
 		done_elems += pt[i].t->nelem;
 		if ((rc = qp_ctx_progress(ctx, "tensors", done_elems, total_elems, err)))
