@@ -44,6 +44,15 @@
  *                 and decode_tok_s, decode_tokens single-token steps over
  *                 the KV cache; threads (the stage's thread count) and
  *                 load_s (opening the GGUF and building the model)
+ *   mc            multiple-choice accuracy of `gguf` on each of `tasks`
+ *                 (HellaSwag or PIQA JSON Lines, told apart by their
+ *                 fields), the first mc_limit items of each (0: all),
+ *                 scored zero-shot by log-likelihood as lm-evaluation-
+ *                 harness does (model/mc.h): for a task named T
+ *                 (hellaswag, piqa) T_acc, T_acc_norm (by log-likelihood
+ *                 per character of the choice), their standard errors
+ *                 T_acc_stderr, T_acc_norm_stderr, T_n items and T_file.
+ *                 Each item's tokens must fit n_ctx
  *   memory        peak_rss_mb: the stage process's peak resident set
  *                 (getrusage ru_maxrss, MB = 10^6 bytes) at its end, so it
  *                 includes whatever the other metrics loaded (the base
@@ -64,6 +73,7 @@
 #include "kernels/vec.h"
 #include "model/kld.h"
 #include "model/llama.h"
+#include "model/mc.h"
 #include "model/perplexity.h"
 #include "model/tokenizer.h"
 #include "stages/common.h"
@@ -78,18 +88,22 @@ static const struct qp_param_decl params[] = {
 	{.name = "base", .type = QP_P_INPUT, .def = "",
 	 .doc = "the export.gguf stage of the unquantized model; needed for kld"},
 	{.name = "metrics", .type = QP_P_LIST, .def = "size,weight_error",
-	 .doc = "what to measure: size, weight_error, ppl, kld, speed, memory"},
+	 .doc = "what to measure: size, weight_error, ppl, kld, speed, mc, memory"},
 	{.name = "text", .type = QP_P_PATH, .def = "", .doc = "text file for ppl"},
 	{.name = "n_ctx", .type = QP_P_INT, .def = "512", .min = 8, .max = 1048576,
 	 .doc = "ppl: tokens per chunk"},
 	{.name = "chunks", .type = QP_P_INT, .def = "0", .min = 0, .max = 1e9,
 	 .doc = "ppl: chunks to score, 0 for all the text holds"},
+	{.name = "tasks", .type = QP_P_PATHS, .def = "",
+	 .doc = "mc: HellaSwag / PIQA JSONL task files, at most one of each"},
+	{.name = "mc_limit", .type = QP_P_INT, .def = "0", .min = 0, .max = 1e9,
+	 .doc = "mc: items scored per task, the first ones; 0 for all"},
 	{.name = "decode_tokens", .type = QP_P_INT, .def = "64", .min = 1, .max = 1048576,
 	 .doc = "speed: single-token decode steps timed (at most n_ctx - 1)"},
 	{0},
 };
 
-static const char *const known_metrics[] = {"size", "weight_error", "ppl", "kld", "speed", "memory", NULL};
+static const char *const known_metrics[] = {"size", "weight_error", "ppl", "kld", "speed", "mc", "memory", NULL};
 
 static int text_progress(void *arg, const char *what, int64_t done, int64_t total, struct qp_err *err)
 {
@@ -156,20 +170,96 @@ out:
 	return rc;
 }
 
-/* ppl, kld and speed: the metrics that run the model over text. */
+struct mc_progress {
+	struct qp_stage_ctx *ctx;
+	char what[64];
+};
+
+static int mc_item_done(void *arg, const struct qp_mc_task *t, const struct qp_mc_scored *s,
+                        struct qp_err *err)
+{
+	struct mc_progress *p = arg;
+	return qp_ctx_progress(p->ctx, p->what, (int64_t)s->index + 1, (int64_t)t->n_items, err);
+}
+
+/* The task files of parameter 'tasks' (non-empty entries), up to max of them; returns how many. */
+static size_t mc_task_paths(const struct qp_stage_ctx *ctx, const char **paths, size_t max)
+{
+	const struct qp_value *v = qp_ctx_param(ctx, "tasks");
+	size_t n = 0;
+	for (size_t i = 0; i < v->n && n < max; i++)
+		if (v->list[i] && v->list[i][0])
+			paths[n++] = v->list[i];
+	return n;
+}
+
+#define MC_MAX_TASKS 16
+
+/* mc: every task file is read (and checked) before any is scored. */
+static int run_mc(struct qp_stage_ctx *ctx, struct qp_llama *m, const struct qp_tokenizer *tok,
+                  struct qp_err *err)
+{
+	const char *paths[MC_MAX_TASKS];
+	size_t n = mc_task_paths(ctx, paths, MC_MAX_TASKS);
+	struct qp_mc_task *tasks[MC_MAX_TASKS] = {0};
+	int64_t limit = qp_ctx_param(ctx, "mc_limit")->i;
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		if ((rc = qp_mc_load(&tasks[i], paths[i], limit, err)))
+			break;
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(tasks[j]->name, tasks[i]->name))
+				rc = qp_err_set(err, QP_EINVAL, "tasks: %s and %s are both %s tasks (give one of each)",
+				                paths[j], paths[i], tasks[i]->name);
+	}
+	json_t *met = qp_ctx_metrics(ctx);
+	for (size_t i = 0; i < n && !rc; i++) {
+		struct qp_mc_result r;
+		struct mc_progress pr = {.ctx = ctx};
+		snprintf(pr.what, sizeof(pr.what), "%s items", tasks[i]->name);
+		if ((rc = qp_mc_run(&r, m, tok, tasks[i], mc_item_done, &pr, err)))
+			break;
+		static const char *const keys[] = {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"};
+		const double vals[] = {r.acc, r.acc_stderr, r.acc_norm, r.acc_norm_stderr};
+		char key[96];
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+			snprintf(key, sizeof(key), "%s_%s", tasks[i]->name, keys[k]);
+			json_object_set_new(met, key, json_real(vals[k]));
+		}
+		snprintf(key, sizeof(key), "%s_n", tasks[i]->name);
+		json_object_set_new(met, key, json_integer(r.n));
+		snprintf(key, sizeof(key), "%s_file", tasks[i]->name);
+		json_object_set_new(met, key, json_string(paths[i]));
+	}
+	if (!rc)
+		json_object_set_new(met, "mc_method",
+		                    json_string("lm-eval zero-shot: sum log p(\" \" + choice | context), BOS first; "
+		                                "acc_norm per character"));
+	for (size_t i = 0; i < n; i++)
+		qp_mc_task_free(tasks[i]);
+	return rc;
+}
+
+/* ppl, kld, speed and mc: the metrics that run the model. */
 static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool want_speed,
-                    struct qp_err *err)
+                    bool want_mc, struct qp_err *err)
 {
 	const struct qp_artifact *ga = qp_ctx_input(ctx, "gguf");
 	const struct qp_artifact *ba = qp_ctx_input(ctx, "base");
 	const char *text_path = qp_ctx_param(ctx, "text")->s;
-	const char *first_metric = want_ppl ? "ppl" : want_kld ? "kld" : "speed";
+	const char *first_metric = want_ppl ? "ppl" : want_kld ? "kld" : want_speed ? "speed" : "mc";
 	if (!ga)
 		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'gguf' (the export.gguf stage)",
 		                  first_metric);
 	if (want_kld && !ba)
 		return qp_err_set(err, QP_EINVAL,
 		                  "metric 'kld' needs parameter 'base' (the export.gguf stage of the unquantized model)");
+	const char *task_paths[MC_MAX_TASKS + 1];
+	size_t n_tasks = mc_task_paths(ctx, task_paths, MC_MAX_TASKS + 1);
+	if (want_mc && n_tasks == 0)
+		return qp_err_set(err, QP_EINVAL, "metric 'mc' needs parameter 'tasks' (HellaSwag or PIQA JSONL files)");
+	if (n_tasks > MC_MAX_TASKS)
+		return qp_err_set(err, QP_EINVAL, "tasks: more than %d files", MC_MAX_TASKS);
 	bool need_text = want_ppl || want_kld;
 	if (need_text && !text_path[0])
 		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'text' (a text file)",
@@ -267,6 +357,8 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 		json_object_set_new(met, "text", json_string(text_path));
 	}
 	json_object_set_new(met, "gguf", json_string(ga->instance));
+	if (want_mc && (rc = run_mc(ctx, m, tok, err)))
+		goto out;
 	if (want_speed) {
 		if ((rc = run_speed(ctx, m, ids, n, qp_tokenizer_bos(tok), n_ctx, logits, err)))
 			goto out;
@@ -311,7 +403,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		for (size_t j = 0; known_metrics[j]; j++)
 			ok |= !strcmp(metrics->list[i], known_metrics[j]);
 		if (!ok)
-			return qp_err_set(err, QP_EINVAL, "unknown metric '%s' (known: size, weight_error, ppl, kld, speed, memory)",
+			return qp_err_set(err, QP_EINVAL, "unknown metric '%s' (known: size, weight_error, ppl, kld, speed, mc, memory)",
 			                  metrics->list[i]);
 	}
 	bool weight_error = want_metric(metrics, "weight_error");
@@ -418,13 +510,13 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		json_object_set(met, "fallback_type", json_object_get(qm, "fallback_type"));
 	}
 	bool want_ppl = want_metric(metrics, "ppl"), want_kld = want_metric(metrics, "kld"),
-	     want_speed = want_metric(metrics, "speed");
-	if (want_ppl || want_kld || want_speed) {
+	     want_speed = want_metric(metrics, "speed"), want_mc = want_metric(metrics, "mc");
+	if (want_ppl || want_kld || want_speed || want_mc) {
 		qp_gguf_close(q);
 		q = NULL;
 		qp_ql_close(ql);
 		ql = NULL;
-		rc = run_text(ctx, want_ppl, want_kld, want_speed, err);
+		rc = run_text(ctx, want_ppl, want_kld, want_speed, want_mc, err);
 	}
 	if (!rc && want_metric(metrics, "memory"))
 		json_object_set_new(met, "peak_rss_mb", json_real(peak_rss_mb()));
@@ -439,7 +531,8 @@ out:
 const struct qp_stage_kind qp_kind_evaluate = {
 	.name = "evaluate",
 	.version = 4,
-	.summary = "size, bits per weight, weight error against the source, perplexity, KL divergence, speed, memory",
+	.summary = "size, bits per weight, weight error against the source, perplexity, KL divergence, speed, "
+	           "multiple-choice accuracy, memory",
 	.params = params,
 	.run = run,
 	.mem_inputs = 2.5, /* source + converted copy (+ row buffers) */

@@ -110,6 +110,10 @@ static const struct {
 	{"load_s", "%.2f", "load time (s)"},
 	{"acc", "%.3f", "accuracy"},
 	{"acc_norm", "%.3f", "accuracy (normalized)"},
+	{"hellaswag_acc", "%.4f", "HellaSwag accuracy"},
+	{"hellaswag_acc_norm", "%.4f", "HellaSwag accuracy (normalized)"},
+	{"piqa_acc", "%.4f", "PIQA accuracy"},
+	{"piqa_acc_norm", "%.4f", "PIQA accuracy (normalized)"},
 	{"compression", "%.1f", "compression (x)"},
 	{"n_params", "%.0f", "parameters"},
 };
