@@ -24,7 +24,9 @@
 
 #include "formats/gguf.h"
 #include "kernels/kernels.h"
+#include "kernels/convert.h"
 #include "kernels/ops.h"
+#include "kernels/w8a8.h"
 
 const char qp_llama_supported[] = "llama";
 
@@ -47,6 +49,13 @@ struct qp_llama {
 	float *x, *h, *q, *k, *v, *a, *g, *u;
 	qp_llama_observer observe;  /* NULL: none */
 	void *observe_user;
+	/* W8A8 mode (qp_llama_set_w8a8): the layers' linears as int8 rows */
+	struct w8 {
+		const struct qp_gguf_tensor *t;
+		int8_t *q;       /* rows x cols codes, owned */
+		float *scale;    /* one per row, owned */
+	} *w8;
+	size_t n_w8;
 };
 
 static int kv_int(const struct qp_llama *m, const char *key, int64_t *out, bool required,
@@ -127,6 +136,12 @@ static int norm_weights(struct qp_llama *m, const char *name, float **out, struc
 
 void qp_llama_free(struct qp_llama *m)
 {
+	for (size_t i = 0; m && i < m->n_w8; i++) {
+		free(m->w8[i].q);
+		free(m->w8[i].scale);
+	}
+	if (m)
+		free(m->w8);
 	if (!m)
 		return;
 	for (int64_t i = 0; m->layers && i < m->hp.n_layer; i++) {
@@ -282,6 +297,37 @@ fail:
 	return rc;
 }
 
+int qp_llama_set_w8a8(struct qp_llama *m, struct qp_err *err)
+{
+	if (m->w8)
+		return 0;
+	size_t n = (size_t)m->hp.n_layer * 7;
+	if (!(m->w8 = calloc(n, sizeof(*m->w8))))
+		return qp_err_nomem(err);
+	for (int64_t i = 0; i < m->hp.n_layer; i++) {
+		const struct layer *l = &m->layers[i];
+		const struct qp_gguf_tensor *ts[7] = {l->wq, l->wk, l->wv, l->wo, l->wg, l->wu, l->wd};
+		for (int j = 0; j < 7; j++) {
+			const struct qp_gguf_tensor *t = ts[j];
+			struct w8 *w = &m->w8[m->n_w8++];
+			int64_t rows = t->ne[1], cols = t->ne[0];
+			float *f = falloc(rows, cols);
+			w->t = t;
+			w->q = malloc((size_t)(rows * cols));
+			w->scale = falloc(rows, 1);
+			int rc = !f || !w->q || !w->scale ? qp_err_nomem(err) : 0;
+			if (!rc)
+				rc = qp_convert_rows(QP_TYPE_F32, f, t->type, t->data, rows, cols, m->threads, err);
+			if (!rc)
+				rc = qp_w8a8_quantize_weights(w->q, w->scale, f, rows, cols, err);
+			free(f);
+			if (rc)
+				return qp_err_prefix(err, "%s: tensor '%s'", m->path, t->name), rc;
+		}
+	}
+	return 0;
+}
+
 const struct qp_llama_hparams *qp_llama_hparams(const struct qp_llama *m) { return &m->hp; }
 
 void qp_llama_set_observer(struct qp_llama *m, qp_llama_observer fn, void *user)
@@ -307,6 +353,12 @@ const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m) { return m->f
 static int matmul(const struct qp_llama *m, float *y, const struct qp_gguf_tensor *w,
                   const float *x, int64_t n, struct qp_err *err)
 {
+	for (size_t i = 0; i < m->n_w8; i++)
+		if (m->w8[i].t == w) {
+			int rc = qp_w8a8_matmul(y, w->ne[1], m->w8[i].q, m->w8[i].scale, w->ne[1], w->ne[0], x, n, m->threads,
+			                        err);
+			return rc ? qp_err_prefix(err, "%s: tensor '%s' (w8a8)", m->path, w->name), rc : 0;
+		}
 	int rc = qp_ops_matmul(y, w->ne[1], w->type, w->data, w->ne[1], w->ne[0], x, n, m->threads, err);
 	if (rc)
 		qp_err_prefix(err, "%s: tensor '%s'", m->path, w->name);

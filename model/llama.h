@@ -33,6 +33,13 @@ int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int th
                   struct qp_err *err);
 void qp_llama_free(struct qp_llama *m);
 
+/* W8A8 from now on (SmoothQuant's setting): every linear of the layers is
+ * quantized to int8 per output row (s = max |w| / 127) and each product
+ * quantizes its input per token to int8 (kernels/w8a8.h), accumulating
+ * int8 x int8 in int32. Embeddings and the output projection stay as they
+ * are. */
+int qp_llama_set_w8a8(struct qp_llama *m, struct qp_err *err);
+
 const struct qp_llama_hparams *qp_llama_hparams(const struct qp_llama *m);
 /* The mapped file (borrowed until free), e.g. for its tokenizer. */
 const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m);

@@ -53,6 +53,10 @@
  *                 per character of the choice), their standard errors
  *                 T_acc_stderr, T_acc_norm_stderr, T_n items and T_file.
  *                 Each item's tokens must fit n_ctx
+ *   act_quant     w8a8: ppl, kld, speed and mc run the model with its
+ *                 layers' linears as int8 per output channel and their
+ *                 inputs quantized per token to int8 (qp_llama_set_w8a8),
+ *                 the base model (kld) unchanged
  *   memory        peak_rss_mb: the stage process's peak resident set
  *                 (getrusage ru_maxrss, MB = 10^6 bytes) at its end, so it
  *                 includes whatever the other metrics loaded (the base
@@ -79,6 +83,8 @@
 #include "stages/common.h"
 #include "stages/stage.h"
 
+static const char *const act_quants[] = {"none", "w8a8", NULL};
+
 static const struct qp_param_decl params[] = {
 	{.name = "model", .type = QP_P_INPUT, .doc = "the quantize stage to measure"},
 	{.name = "reference", .type = QP_P_INPUT, .def = "",
@@ -92,6 +98,8 @@ static const struct qp_param_decl params[] = {
 	{.name = "text", .type = QP_P_PATH, .def = "", .doc = "text file for ppl"},
 	{.name = "n_ctx", .type = QP_P_INT, .def = "512", .min = 8, .max = 1048576,
 	 .doc = "ppl: tokens per chunk"},
+	{.name = "act_quant", .type = QP_P_ENUM, .def = "none", .choices = act_quants,
+	 .doc = "none, or w8a8: the layers' linears int8 per channel, inputs int8 per token (SmoothQuant's setting)"},
 	{.name = "chunks", .type = QP_P_INT, .def = "0", .min = 0, .max = 1e9,
 	 .doc = "ppl: chunks to score, 0 for all the text holds"},
 	{.name = "tasks", .type = QP_P_PATHS, .def = "",
@@ -280,8 +288,10 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 	float *logits = NULL, *blogits = NULL;
 	json_t *met = qp_ctx_metrics(ctx);
 	double t0 = qp_os_now();
-	if ((rc = qp_llama_open(&m, gpath, p.n_ctx, threads, err)))
+	bool w8a8 = !strcmp(qp_ctx_param(ctx, "act_quant")->s, "w8a8");
+	if ((rc = qp_llama_open(&m, gpath, p.n_ctx, threads, err)) || (w8a8 && (rc = qp_llama_set_w8a8(m, err))))
 		goto out;
+	json_object_set_new(met, "act_quant", json_string(w8a8 ? "w8a8" : "none"));
 	double load_s = qp_os_now() - t0;
 	if ((rc = qp_tokenizer_from_gguf(&tok, qp_llama_gguf(m), err)))
 		goto out;

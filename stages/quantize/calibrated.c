@@ -6,10 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+static bool named(const char *text, const char *name)
+{
+	size_t n = strlen(name);
+	return !strncmp(text, name, n) && (!text[n] || text[n] == ':');
+}
+
 bool qp_calibrated_is(const char *text)
 {
-	return !strncmp(text, "gptq", 4) && (!text[4] || text[4] == ':') ? true
-	       : !strncmp(text, "awq", 3) && (!text[3] || text[3] == ':');
+	return named(text, "gptq") || named(text, "awq") || named(text, "smoothquant");
 }
 
 static int num(const char *text, const char *key, const char *v, double lo, double hi, double *out,
@@ -46,6 +51,13 @@ static int item(struct qp_calibrated *c, char *it, const char *text, struct qp_e
 	int *bits = c->awq ? &c->awq_p.bits : &c->gptq.bits;
 	int64_t *group = c->awq ? &c->awq_p.group : &c->gptq.group;
 	bool *sym = c->awq ? &c->awq_p.sym : &c->gptq.sym, *f16 = c->awq ? &c->awq_p.scale_f16 : &c->gptq.scale_f16;
+	if (c->smooth) {
+		if (strcmp(it, "alpha") || !v)
+			return qp_err_set(err, QP_EINVAL, "method '%s': unknown key '%s' (alpha=F)", text, it);
+		if (!(rc = num(text, it, v, 0, 1, &d, err)))
+			c->alpha = (float)d;
+		return rc;
+	}
 	if (!strcmp(it, "sym") || !strcmp(it, "asym")) {
 		if (v)
 			return qp_err_set(err, QP_EINVAL, "method '%s': %s takes no value", text, it);
@@ -97,8 +109,10 @@ int qp_calibrated_parse(struct qp_calibrated *c, const char *text, struct qp_err
 {
 	memset(c, 0, sizeof(*c));
 	if (!qp_calibrated_is(text))
-		return qp_err_set(err, QP_EINVAL, "'%s' is not gptq or awq", text);
+		return qp_err_set(err, QP_EINVAL, "'%s' is not gptq, awq or smoothquant", text);
 	c->awq = text[0] == 'a';
+	c->smooth = text[0] == 's';
+	c->alpha = 0.5f;
 	qp_gptq_params_default(&c->gptq);
 	qp_awq_params_default(&c->awq_p);
 	const char *colon = strchr(text, ':');
@@ -118,7 +132,9 @@ int qp_calibrated_parse(struct qp_calibrated *c, const char *text, struct qp_err
 
 void qp_calibrated_format(const struct qp_calibrated *c, char *buf, size_t n)
 {
-	if (c->awq) {
+	if (c->smooth) {
+		snprintf(buf, n, "smoothquant:alpha=%g", (double)c->alpha);
+	} else if (c->awq) {
 		const struct qp_awq_params *p = &c->awq_p;
 		snprintf(buf, n, "awq:bits=%d:group=%lld:%s:grid=%d:clip=%s:clip_grid=%d:shrink=%g:scale=%s", p->bits,
 		         (long long)p->group, p->sym ? "sym" : "asym", p->n_grid, p->clip ? "true" : "false", p->clip_grid,
@@ -188,6 +204,19 @@ static int f32_copy(const struct qp_calib_stats *s, const char *owner, const cha
 		return qp_err_nomem(err);
 	memcpy(*out, t->data, (size_t)n * sizeof(float));
 	return 0;
+}
+
+int qp_calib_stats_vec(const struct qp_calib_stats *s, const char *weight, const char *what, int64_t cols,
+                       float **out, struct qp_err *err)
+{
+	*out = NULL;
+	char key[512], suffix[64];
+	snprintf(key, sizeof(key), "%s.input", weight);
+	const char *owner = qp_st_metadata(s->st, key);
+	if (!owner)
+		return qp_err_set(err, QP_ENOTFOUND, "%s: calibrate recorded no input for '%s'", s->path, weight);
+	snprintf(suffix, sizeof(suffix), ".%s", what);
+	return f32_copy(s, owner, suffix, cols, out, err);
 }
 
 int qp_calib_stats_input(const struct qp_calib_stats *s, const char *weight, int64_t cols, float **gram,

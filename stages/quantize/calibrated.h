@@ -5,6 +5,11 @@
  *       [:damp=F][:block=N][:scale=f16|f32]
  *   awq[:bits=N][:group=N][:sym|:asym][:grid=N][:clip=true|false]
  *      [:clip_grid=N][:shrink=F][:scale=f16|f32]
+ *   smoothquant[:alpha=F]
+ * SmoothQuant (kernels/smooth.h) only smooths: the q/k/v and gate/up
+ * inputs' factors are folded into the norms and the weights, which stay
+ * f32 (model.gguf); the int8 weights and per-token int8 activations are
+ * the evaluation's act_quant: w8a8, where a W8A8 runtime would make them.
  *
  * Defaults: AutoGPTQ's (4 bits, group 128, asym, damp 0.01, block 128)
  * and llm-awq's (4 bits, group 128, asym, grid 20, clipping on). Both
@@ -27,7 +32,9 @@
 #include "kernels/gptq.h"
 
 struct qp_calibrated {
-	bool awq;                  /* else GPTQ */
+	bool awq;                  /* else GPTQ, unless smooth */
+	bool smooth;               /* SmoothQuant: smoothing only, weights kept in f32 */
+	float alpha;               /* SmoothQuant's migration strength (0.5) */
 	struct qp_gptq_params gptq;
 	struct qp_awq_params awq_p;
 };
@@ -35,6 +42,13 @@ struct qp_calibrated {
 /* Does text name a calibrated method ("gptq", "awq", with options)? */
 bool qp_calibrated_is(const char *text);
 int qp_calibrated_parse(struct qp_calibrated *c, const char *text, struct qp_err *err);
+struct qp_calib_stats;
+
+/* A vector statistic ("act_max_abs", "act_mean_abs") of weight's input
+ * (cols floats, malloc'd copy). */
+int qp_calib_stats_vec(const struct qp_calib_stats *s, const char *weight, const char *what, int64_t cols,
+                       float **out, struct qp_err *err);
+
 /* Canonical text (every option), as metrics and metadata record it. */
 void qp_calibrated_format(const struct qp_calibrated *c, char *buf, size_t n);
 /* The RTN spec its tensors are stored under. */

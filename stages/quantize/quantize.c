@@ -44,6 +44,7 @@
 #include "formats/safetensors.h"
 #include "kernels/convert.h"
 #include "stages/common.h"
+#include "kernels/smooth.h"
 #include "stages/quantize/calibrated.h"
 #include "stages/quantize/imatrix.h"
 #include "stages/quantize/preset.h"
@@ -76,6 +77,7 @@ static const struct qp_param_decl params[] = {
 struct target {
 	bool is_method;
 	bool calibrated;          /* GPTQ or AWQ (cal), stored under spec */
+	bool smooth;              /* the model-wide choice is SmoothQuant (cal): f32 after smoothing */
 	enum qp_type type;
 	struct qp_qspec spec;
 	struct qp_calibrated cal;
@@ -151,8 +153,13 @@ static int check_params(const struct qp_stage_ctx *ctx, struct target *main_to, 
 			return rc;
 		if (qp_ctx_param(ctx, "calib")->s[0] == '\0')
 			return qp_err_set(err, QP_EINVAL, "method '%s' needs 'calib' (a calibrate stage)", method);
-		main_to->is_method = main_to->calibrated = true;
-		qp_calibrated_spec(&main_to->cal, &main_to->spec);
+		if (main_to->cal.smooth) {
+			main_to->smooth = true;
+			main_to->type = QP_TYPE_F32;
+		} else {
+			main_to->is_method = main_to->calibrated = true;
+			qp_calibrated_spec(&main_to->cal, &main_to->spec);
+		}
 	} else if (method[0]) {
 		if (!qp_qspec_is_method(method))
 			return qp_err_set(err, QP_EINVAL, "method '%s' is not one of rtn, binary, ternary, nf4, fp8, kmeans, gptq, awq",
@@ -230,7 +237,7 @@ static bool fits(const struct target *to, int64_t rows, int64_t cols)
 
 static void target_name(const struct target *to, char *buf, size_t n)
 {
-	if (to->calibrated)
+	if (to->calibrated || to->smooth)
 		qp_calibrated_format(&to->cal, buf, n);
 	else if (to->is_method)
 		qp_qspec_format(&to->spec, buf, n);
@@ -260,6 +267,7 @@ static int plan_types(struct qp_stage_ctx *ctx, const struct qp_artifact *in, co
 		pt[i].cols = t->ndim ? t->shape[t->ndim - 1] : 1;
 		pt[i].rows = pt[i].cols ? t->nelem / pt[i].cols : 0;
 		struct target to = *main_to;
+		to.smooth = false; /* per tensor: f32 */
 		bool fell_back = false;
 		if (t->ndim < 2) {
 			to = (struct target){.type = QP_TYPE_F32};
@@ -360,7 +368,7 @@ static int ensure_f32(struct plan_tensor *pt, int threads, struct qp_err *err)
  * down_proj) and of v_proj (for o_proj, only when their shapes agree, as
  * llm-awq requires; with grouped-query attention o_proj keeps s = 1). */
 static int awq_fold(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, const struct qp_calib_stats *stats,
-                    json_t *report, struct qp_err *err)
+                    const struct qp_calibrated *cal, json_t *report, struct qp_err *err)
 {
 	static const struct {
 		const char *lin[3];
@@ -385,7 +393,7 @@ static int awq_fold(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, 
 			int nl = 0;
 			for (int k = 0; k < 3 && groups[g].lin[k]; k++) {
 				ptrdiff_t i = find_pt(pt, n, prefix, groups[g].lin[k]);
-				if (i < 0 || !pt[i].dst.calibrated)
+				if (i < 0 || !(pt[i].dst.calibrated || cal->smooth))
 					continue;
 				li[nl] = i;
 				if ((rc = ensure_f32(&pt[i], threads, err)))
@@ -396,14 +404,16 @@ static int awq_fold(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, 
 			if (!nl || pi < 0)
 				continue;
 			int64_t cols = pt[li[0]].cols;
-			if (groups[g].producer_rows && pt[pi].rows != cols)
-				continue; /* the shapes do not let s be folded */
+			if (groups[g].producer_rows && (cal->smooth || pt[pi].rows != cols))
+				continue; /* SmoothQuant smooths the norms' outputs; the shapes do not let s be folded */
 			float *h = NULL, *m = NULL, *sc = malloc((size_t)cols * sizeof(float)), alpha = 0;
 			double l_rtn = 0, l_best = 0;
-			rc = sc ? qp_calib_stats_input(stats, pt[li[0]].t->name, cols, &h, &m, err) : qp_err_nomem(err);
-			if (!rc)
-				rc = qp_awq_search(&pt[li[0]].dst.cal.awq_p, w, rows, nl, cols, h, m, sc, &alpha, &l_rtn, &l_best,
-				                   threads, err);
+			if (!sc)
+				rc = qp_err_nomem(err);
+			else if (cal->smooth && !(rc = qp_calib_stats_vec(stats, pt[li[0]].t->name, "act_max_abs", cols, &m, err)))
+				qp_smooth_scales(w, rows, nl, cols, m, cal->alpha, sc);
+			else if (!cal->smooth && !(rc = qp_calib_stats_input(stats, pt[li[0]].t->name, cols, &h, &m, err)))
+				rc = qp_awq_search(&cal->awq_p, w, rows, nl, cols, h, m, sc, &alpha, &l_rtn, &l_best, threads, err);
 			if (!rc)
 				rc = ensure_f32(&pt[pi], threads, err);
 			if (!rc) {
@@ -416,11 +426,13 @@ static int awq_fold(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, 
 					else
 						memcpy(pt[li[k]].awq_s, sc, (size_t)cols * sizeof(float));
 				}
-				json_t *e = json_object();
-				json_object_set_new(e, "alpha", json_real(alpha));
-				json_object_set_new(e, "loss_rtn", json_real(l_rtn));
-				json_object_set_new(e, "loss_awq", json_real(l_best));
-				json_object_set_new(report, pt[li[0]].t->name, e);
+				if (!cal->smooth) {
+					json_t *e = json_object();
+					json_object_set_new(e, "alpha", json_real(alpha));
+					json_object_set_new(e, "loss_rtn", json_real(l_rtn));
+					json_object_set_new(e, "loss_awq", json_real(l_best));
+					json_object_set_new(report, pt[li[0]].t->name, e);
+				}
 			}
 			free(h);
 			free(m);
@@ -608,7 +620,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		goto out;
 	json_t *awq_report = json_object();
 	json_object_set_new(qp_ctx_metrics(ctx), "awq", awq_report);
-	if (main_to.calibrated) {
+	if (main_to.calibrated || main_to.smooth) {
 		const struct qp_artifact *ca = qp_ctx_input(ctx, "calib");
 		const char *spath;
 		if ((rc = qp_stage_need_file(ca, "stats.safetensors", &spath, err)) ||
@@ -628,7 +640,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 				fb_names[n_fb++] = pt[i].t->name;
 			}
 		}
-		if (main_to.cal.awq && (rc = awq_fold(ctx, pt, n, stats, awq_report, err)))
+		if ((main_to.cal.awq || main_to.smooth) && (rc = awq_fold(ctx, pt, n, stats, &main_to.cal, awq_report, err)))
 			goto out;
 	}
 	bool layout = false;

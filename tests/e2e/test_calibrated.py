@@ -117,5 +117,47 @@ class Calibrated(unittest.TestCase):
         self.assertTrue(any(r["alpha"] > 0 for r in report.values()))
 
 
+SMOOTH = """\
+stages:
+  model: {{ uses: model.local, with: {{ path: {model} }} }}
+  base_q: {{ uses: quantize, with: {{ model: model, type: f32 }} }}
+  base: {{ uses: export.gguf, with: {{ model: base_q }} }}
+  calib: {{ uses: calibrate, with: {{ gguf: base, text: "{cal}", samples: 4, seq_len: 128, hessian: false }} }}
+  smooth: {{ uses: quantize, with: {{ model: model, method: "smoothquant:alpha=0.5", calib: calib }} }}
+  smooth_gguf: {{ uses: export.gguf, with: {{ model: smooth }} }}
+  eval:
+    uses: evaluate
+    matrix: {{ act_quant: [none, w8a8] }}
+    with: {{ model: smooth, gguf: smooth_gguf, base: base, metrics: [ppl, kld], text: "{text}", n_ctx: 128,
+            chunks: 4, act_quant: "${{matrix.act_quant}}" }}
+"""
+
+
+class SmoothQuant(unittest.TestCase):
+    def setUp(self):
+        self.w = qptest.Workdir()
+
+    def tearDown(self):
+        self.w.cleanup()
+
+    def test_smoothquant__keeps_the_f32_model_and_w8a8_changes_it(self):
+        text = os.path.join(qptest.SHARED, "data", "text", "kernel-docs-heldout", "heldout.txt")
+        cal = os.path.join(qptest.SHARED, "data", "text", "wikitext-2-raw-test", "wiki.test.hfrows.lf.raw")
+        r = self.w.write("r.yaml", SMOOTH.format(model=qptest.model_dir("llama-docs-27m"), cal=cal, text=text))
+        _, ev = self.w.run(r)
+        st = qptest.stage_events(ev)
+
+        def met(stage):
+            with open(os.path.join(self.w.cache, "actions", st[stage]["key"][:2], st[stage]["key"][2:])) as f:
+                return json.load(f)["metrics"]
+        plain, w8 = met("eval[act_quant=none]"), met("eval[act_quant=w8a8]")
+        # smoothing moves factors between norms and weights: the f32 model computes the same function
+        self.assertLess(plain["kld"], 1e-6)
+        self.assertEqual(plain["act_quant"], "none")
+        self.assertEqual(w8["act_quant"], "w8a8")
+        self.assertGreater(w8["kld"], 10 * max(plain["kld"], 1e-9))
+        self.assertEqual(met("smooth")["type"], "smoothquant:alpha=0.5")
+
+
 if __name__ == "__main__":
     qptest.main()
