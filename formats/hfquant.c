@@ -6,14 +6,10 @@
 
 #include "kernels/kernels.h"
 
+/* Code of element (r, c) of q. */
 static unsigned code_at(const struct qp_qtensor *q, int64_t r, int64_t c, int bits)
 {
-	const uint8_t *row = q->codes + (size_t)r * q->row_bytes;
-	uint64_t bit = (uint64_t)c * (uint64_t)bits;
-	unsigned v = row[bit / 8];
-	if (bit % 8 + (unsigned)bits > 8)
-		v |= (unsigned)row[bit / 8 + 1] << 8;
-	return (v >> (bit % 8)) & ((1u << bits) - 1);
+	return qp_qcode_get(q->codes + (size_t)r * q->row_bytes, c, bits);
 }
 
 bool qp_hfq_needs_v2(const struct qp_qtensor *q)

@@ -466,16 +466,6 @@ int qp_ql_dequantize(const struct qp_ql_model *m, const struct qp_ql_entry *e, f
 	return rc ? qp_err_prefix(err, "entry '%s'", e->name), rc : 0;
 }
 
-/* Code j of a row packed bits wide, LSB first. */
-static unsigned get_code(const uint8_t *row, int64_t j, int bits)
-{
-	uint64_t bit = (uint64_t)j * (uint64_t)bits;
-	unsigned v = row[bit / 8];
-	if (bit % 8 + (unsigned)bits > 8) /* spans two bytes; the row holds both */
-		v |= (unsigned)row[bit / 8 + 1] << 8;
-	return (v >> (bit % 8)) & ((1u << bits) - 1);
-}
-
 /* RTN sym g32 f16 rows as q8_0 / q5_0 / q4_0 blocks. */
 static void pack_rtn32(const struct qp_qtensor *q, int bits, const uint16_t *d16, uint8_t *out, size_t row_size)
 {
@@ -486,7 +476,7 @@ static void pack_rtn32(const struct qp_qtensor *q, int bits, const uint16_t *d16
 			uint16_t d = d16[r * q->scale_cols + g];
 			unsigned c[32];
 			for (int j = 0; j < 32; j++)
-				c[j] = get_code(codes, g * 32 + j, bits);
+				c[j] = qp_qcode_get(codes, g * 32 + j, bits);
 			if (bits == 8) {
 				struct qp_block_q8_0 *b = (struct qp_block_q8_0 *)dst + g;
 				b->d = d;

@@ -200,6 +200,19 @@ int qp_qmethod_dequantize(const struct qp_qspec *spec, const struct qp_qtensor *
 
 void qp_qtensor_free(struct qp_qtensor *q);
 
+/* Code j of a packed row (bits wide, LSB first), as the layout above
+ * stores it; for readers of the codes (layouts, checkpoint formats). */
+static inline unsigned qp_qcode_get(const uint8_t *row, int64_t j, int bits)
+{
+	const int64_t bit = j * bits;
+	const int shift = (int)(bit & 7);
+	const uint8_t *p = row + (bit >> 3);
+	unsigned v = (unsigned)p[0] >> shift;
+	if (shift + bits > 8)
+		v |= (unsigned)p[1] << (8 - shift);
+	return v & ((1u << bits) - 1u);
+}
+
 /* RTN's scale and zero point for one unit of n values (the formulas
  * above, scale_f16 included); GPTQ and AWQ quantize through these too. */
 void qp_rtn_scale_zero(const float *w, int64_t n, int bits, bool sym, bool scale_f16, float *s,

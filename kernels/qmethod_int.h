@@ -25,13 +25,7 @@ static inline void qm_put(uint8_t *row, int64_t j, int bits, unsigned code)
 
 static inline unsigned qm_get(const uint8_t *row, int64_t j, int bits)
 {
-	const int64_t bit = j * bits;
-	const int shift = (int)(bit & 7);
-	const uint8_t *p = row + (bit >> 3);
-	unsigned v = (unsigned)p[0] >> shift;
-	if (shift + bits > 8)
-		v |= (unsigned)p[1] << (8 - shift);
-	return v & ((1u << bits) - 1u);
+	return qp_qcode_get(row, j, bits);
 }
 
 /* The number of mids[0..n) below x: with mids the midpoints of an
