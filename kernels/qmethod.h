@@ -188,7 +188,9 @@ const char *qp_qmethod_name(enum qp_qmethod m);
 int qp_qmethod_from_name(const char *name);
 
 /* Quantize w (rows x cols f32) by spec into out, using up to threads
- * threads. out is overwritten (not freed first). */
+ * threads (units, rows or LUT groups split over them; the result is the
+ * same for any count). out is overwritten (not freed first); on failure
+ * it holds no arrays. */
 int qp_qmethod_quantize(const struct qp_qspec *spec, const float *w, int64_t rows, int64_t cols,
                         struct qp_qtensor *out, int threads, struct qp_err *err);
 
