@@ -188,7 +188,9 @@ const char *qp_qmethod_name(enum qp_qmethod m);
 int qp_qmethod_from_name(const char *name);
 
 /* Quantize w (rows x cols f32) by spec into out, using up to threads
- * threads. out is overwritten (not freed first). */
+ * threads (units, rows or LUT groups split over them; the result is the
+ * same for any count). out is overwritten (not freed first); on failure
+ * it holds no arrays. */
 int qp_qmethod_quantize(const struct qp_qspec *spec, const float *w, int64_t rows, int64_t cols,
                         struct qp_qtensor *out, int threads, struct qp_err *err);
 
@@ -220,8 +222,11 @@ void qp_rtn_scale_zero(const float *w, int64_t n, int bits, bool sym, bool scale
 /* RTN's code of one value: clamp(round(w / s) + z, 0, 2^bits - 1). */
 uint8_t qp_rtn_code(float w, float s, uint8_t z, int bits);
 
-/* Bits of stored data per weight: codes plus scales, zeros, LUTs and
- * second-level constants, over rows * cols. */
+/* Bits of stored data per weight, over rows * cols: codes (codes_bytes *
+ * 8, row padding included), scales (16 bits when scale_f16 applies to the
+ * method, else 32), zeros (bits each, sym too: GPTQ stores them), g_idx
+ * (32 a column), LUT entries (32 each) and NF4's second level (8 a block,
+ * 32 per absmax scale, 32 for the offset). */
 double qp_qtensor_bits_per_weight(const struct qp_qspec *spec, const struct qp_qtensor *q);
 
 /* Tables, exposed for tests and the layout reader. */
