@@ -1,5 +1,6 @@
 /* AWQ's scale search and clipping search over Gram matrices; see awq.h. */
 #include "kernels/awq.h"
+#include "kernels/blas.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -85,7 +86,7 @@ int qp_awq_search(const struct qp_awq_params *p, const float *const *w, const in
                   double *loss_rtn, double *loss_best, int threads, struct qp_err *err)
 {
 	int rc = check(p, cols, err);
-	if (rc)
+	if (rc || (rc = qp_blas_load(err)))
 		return rc;
 	int64_t max_rows = 0;
 	for (int i = 0; i < n; i++)
@@ -142,7 +143,7 @@ int qp_awq_quantize(const struct qp_awq_params *p, const float *w, int64_t rows,
 {
 	memset(out, 0, sizeof(*out));
 	int rc = check(p, cols, err);
-	if (rc)
+	if (rc || (rc = qp_blas_load(err)))
 		return rc;
 	struct qp_qspec spec;
 	qp_awq_spec(p, &spec);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/blas.h"
 #include "kernels/ops.h"
 
 void qp_gptq_params_default(struct qp_gptq_params *p)
@@ -240,7 +241,7 @@ int qp_gptq_quantize(const struct qp_gptq_params *p, const float *w, const float
 {
 	memset(out, 0, sizeof(*out));
 	int rc = qp_gptq_check(p, rows, cols, err);
-	if (rc)
+	if (rc || (rc = qp_blas_load(err)))
 		return rc;
 	/* BLAS and LAPACK take int sizes; every product below fits in size_t then */
 	if (rows > INT32_MAX || cols > INT32_MAX || (uint64_t)cols * (uint64_t)cols > SIZE_MAX / sizeof(double) ||
@@ -389,10 +390,13 @@ done:
 	return rc;
 }
 
-void qp_gptq_hessian_add(float *h, int64_t *n, const float *x, int64_t n_tok, int64_t cols)
+int qp_gptq_hessian_add(float *h, int64_t *n, const float *x, int64_t n_tok, int64_t cols, struct qp_err *err)
 {
+	int rc = qp_blas_load(err);
+	if (rc)
+		return rc;
 	if (n_tok <= 0)
-		return;
+		return 0;
 	const double total = (double)*n + (double)n_tok;
 	const float keep = (float)((double)*n / total), add = (float)(2.0 / total);
 	/* syrk updates the upper triangle only; the lower is its mirror */
@@ -402,4 +406,5 @@ void qp_gptq_hessian_add(float *h, int64_t *n, const float *x, int64_t n_tok, in
 		for (int64_t k = i + 1; k < cols; k++)
 			h[k * cols + i] = h[i * cols + k];
 	*n += n_tok;
+	return 0;
 }

@@ -91,7 +91,8 @@ int qp_gptq_quantize(const struct qp_gptq_params *p, const float *w, const float
 /* Fold n_tok more inputs x (n_tok x cols f32, one input a row) into h
  * (cols x cols f32) holding the mean over *n inputs so far:
  * h = (*n h + 2 sum x x^T) / (*n + n_tok); *n += n_tok. Start from h = 0,
- * *n = 0. */
-void qp_gptq_hessian_add(float *h, int64_t *n, const float *x, int64_t n_tok, int64_t cols);
+ * *n = 0. Fails only when OpenBLAS cannot be loaded (blas.h). */
+int qp_gptq_hessian_add(float *h, int64_t *n, const float *x, int64_t n_tok, int64_t cols,
+                        struct qp_err *err);
 
 #endif

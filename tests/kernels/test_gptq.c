@@ -60,7 +60,7 @@ static float *hessian_of(const float *x, int64_t n_tok, int64_t cols)
 {
 	float *h = calloc((size_t)(cols * cols), sizeof(float));
 	int64_t n = 0;
-	qp_gptq_hessian_add(h, &n, x, n_tok, cols);
+	qp_gptq_hessian_add(h, &n, x, n_tok, cols, &err);
 	return h;
 }
 
@@ -370,9 +370,9 @@ static void gptq__hessian_add_is_the_running_mean_of_2xxT(void)
 	float *x = correlated_inputs(n1 + n2, cols);
 	float *h = calloc((size_t)(cols * cols), sizeof(float));
 	int64_t n = 0;
-	qp_gptq_hessian_add(h, &n, x, n1, cols);
-	qp_gptq_hessian_add(h, &n, x + n1 * cols, n2, cols);
-	qp_gptq_hessian_add(h, &n, x, 0, cols);
+	qp_gptq_hessian_add(h, &n, x, n1, cols, &err);
+	qp_gptq_hessian_add(h, &n, x + n1 * cols, n2, cols, &err);
+	qp_gptq_hessian_add(h, &n, x, 0, cols, &err);
 	CHECK_EQ_INT(n, n1 + n2);
 	for (int64_t i = 0; i < cols; i++)
 		for (int64_t k = 0; k < cols; k++) {
