@@ -7,11 +7,9 @@
 #include <cblas.h>
 #include <lapacke.h>
 
-#include <dlfcn.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <string.h>
 
+#include "common/dlib.h"
 #include "kernels/blas.h"
 
 #define BLAS_SONAME "libopenblas.so.0"
@@ -37,48 +35,31 @@ static struct {
 	lapack_int (*dtrtri)(int, char, char, lapack_int, double *, lapack_int);
 } lib = {.once = PTHREAD_ONCE_INIT};
 
-static int sym(void *h, const char *soname, void *slot, const char *name)
-{
-	void *p = dlsym(h, name);
-	if (!p) {
-		snprintf(lib.why, sizeof(lib.why), "%s: no symbol '%s'", soname, name);
-		return -1;
-	}
-	/* POSIX guarantees that dlsym's pointer converts to a function pointer */
-	memcpy(slot, &p, sizeof(p));
-	return 0;
-}
-
-static void *open_lib(const char *soname)
-{
-	void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		const char *e = dlerror();
-		snprintf(lib.why, sizeof(lib.why), "%s (install libopenblas-dev and liblapacke-dev)", e ? e : soname);
-	}
-	return h;
-}
-
 static void load(void)
 {
-	void *b = open_lib(BLAS_SONAME), *l = b ? open_lib(LAPACKE_SONAME) : NULL;
-	if (!b || !l)
-		return;
-	if (sym(b, BLAS_SONAME, &lib.sgemm, "cblas_sgemm") || sym(b, BLAS_SONAME, &lib.dgemm, "cblas_dgemm") ||
-	    sym(b, BLAS_SONAME, &lib.sgemv, "cblas_sgemv") || sym(b, BLAS_SONAME, &lib.ssyrk, "cblas_ssyrk") ||
-	    sym(b, BLAS_SONAME, &lib.get_threads, "openblas_get_num_threads") ||
-	    sym(b, BLAS_SONAME, &lib.set_threads, "openblas_set_num_threads") ||
-	    sym(l, LAPACKE_SONAME, &lib.dpotrf, "LAPACKE_dpotrf_work") ||
-	    sym(l, LAPACKE_SONAME, &lib.dtrtri, "LAPACKE_dtrtri_work"))
-		return;
-	lib.ok = 1; /* the handles stay open for the life of the process */
+	const struct qp_dlsym blas[] = {
+		{"cblas_sgemm", &lib.sgemm},
+		{"cblas_dgemm", &lib.dgemm},
+		{"cblas_sgemv", &lib.sgemv},
+		{"cblas_ssyrk", &lib.ssyrk},
+		{"openblas_get_num_threads", &lib.get_threads},
+		{"openblas_set_num_threads", &lib.set_threads},
+	};
+	const struct qp_dlsym lapacke[] = {
+		{"LAPACKE_dpotrf_work", &lib.dpotrf},
+		{"LAPACKE_dtrtri_work", &lib.dtrtri},
+	};
+	/* the handles stay open for the life of the process */
+	lib.ok = qp_dlib_load(BLAS_SONAME, blas, sizeof(blas) / sizeof(blas[0]), lib.why, sizeof(lib.why)) == 0 &&
+	         qp_dlib_load(LAPACKE_SONAME, lapacke, sizeof(lapacke) / sizeof(lapacke[0]), lib.why,
+	                      sizeof(lib.why)) == 0;
 }
 
 int qp_blas_load(struct qp_err *err)
 {
 	pthread_once(&lib.once, load);
 	if (!lib.ok)
-		return qp_err_set(err, QP_ENOTFOUND, "%s", lib.why);
+		return qp_err_set(err, QP_ENOTFOUND, "%s (install libopenblas-dev and liblapacke-dev)", lib.why);
 	return 0;
 }
 

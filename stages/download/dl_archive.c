@@ -7,11 +7,11 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/dlib.h"
 #include "stages/download/dl.h"
 
 #define SONAME "libarchive.so.13"
@@ -49,32 +49,11 @@ static struct {
 	ARCHIVE_FUNCTIONS(FIELD)
 } lib = {.once = PTHREAD_ONCE_INIT};
 
-static int sym(void *h, void *slot, const char *name)
-{
-	void *p = dlsym(h, name);
-	if (!p) {
-		snprintf(lib.why, sizeof(lib.why), "%s: no symbol '%s'", SONAME, name);
-		return -1;
-	}
-	/* POSIX guarantees that dlsym's pointer converts to a function pointer */
-	memcpy(slot, &p, sizeof(p));
-	return 0;
-}
-
 static void load(void)
 {
-	void *h = dlopen(SONAME, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		const char *e = dlerror();
-		snprintf(lib.why, sizeof(lib.why), "%s", e ? e : SONAME ": cannot load");
-		return;
-	}
-#define LOAD(ret, name, params, args, fail) sym(h, &lib.name, #name) ||
-	if (ARCHIVE_FUNCTIONS(LOAD) 0) {
-		dlclose(h);
-		return;
-	}
-	lib.ok = 1; /* h stays open for the life of the process */
+#define SYM(ret, name, params, args, fail) {#name, &lib.name},
+	const struct qp_dlsym syms[] = {ARCHIVE_FUNCTIONS(SYM)};
+	lib.ok = qp_dlib_load(SONAME, syms, sizeof(syms) / sizeof(syms[0]), lib.why, sizeof(lib.why)) == 0;
 }
 
 int qp_dl_archive(struct qp_err *err)

@@ -8,12 +8,12 @@
 #define CURL_DISABLE_TYPECHECK /* the gcc type-check macros would rename our definitions */
 #include <curl/curl.h>
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/dlib.h"
 #include "stages/download/dl.h"
 
 #define SONAME "libcurl.so.4"
@@ -47,35 +47,17 @@ static struct {
 	CURLcode (*curl_easy_getinfo)(CURL *h, CURLINFO info, ...);
 } lib = {.once = PTHREAD_ONCE_INIT};
 
-static int sym(void *h, void *slot, const char *name)
-{
-	void *p = dlsym(h, name);
-	if (!p) {
-		snprintf(lib.why, sizeof(lib.why), "%s: no symbol '%s'", SONAME, name);
-		return -1;
-	}
-	/* POSIX guarantees that dlsym's pointer converts to a function pointer */
-	memcpy(slot, &p, sizeof(p));
-	return 0;
-}
-
 static void load(void)
 {
-	void *h = dlopen(SONAME, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		const char *e = dlerror();
-		snprintf(lib.why, sizeof(lib.why), "%s", e ? e : SONAME ": cannot load");
-		return;
-	}
-#define LOAD(ret, name, params, args, fail) sym(h, &lib.name, #name) ||
-	if (CURL_FUNCTIONS(LOAD) sym(h, &lib.curl_easy_cleanup, "curl_easy_cleanup") ||
-	    sym(h, &lib.curl_slist_free_all, "curl_slist_free_all") ||
-	    sym(h, &lib.curl_easy_setopt, "curl_easy_setopt") ||
-	    sym(h, &lib.curl_easy_getinfo, "curl_easy_getinfo")) {
-		dlclose(h);
-		return;
-	}
-	lib.ok = 1; /* h stays open for the life of the process */
+#define SYM(ret, name, params, args, fail) {#name, &lib.name},
+	const struct qp_dlsym syms[] = {
+		CURL_FUNCTIONS(SYM)
+		{"curl_easy_cleanup", &lib.curl_easy_cleanup},
+		{"curl_slist_free_all", &lib.curl_slist_free_all},
+		{"curl_easy_setopt", &lib.curl_easy_setopt},
+		{"curl_easy_getinfo", &lib.curl_easy_getinfo},
+	};
+	lib.ok = qp_dlib_load(SONAME, syms, sizeof(syms) / sizeof(syms[0]), lib.why, sizeof(lib.why)) == 0;
 }
 
 int qp_dl_curl(struct qp_err *err)
