@@ -117,8 +117,7 @@ static int check_method(struct qp_ql_model *m, struct qp_ql_entry *e, struct qp_
 	int rc;
 	if ((rc = qp_qspec_check(s, rows, cols, err)))
 		return qp_err_prefix(err, "entry '%s'", e->name), rc;
-	int bits = s->method == QP_QM_RTN || s->method == QP_QM_KMEANS ? s->bits
-	         : s->method == QP_QM_BINARY ? 1 : s->method == QP_QM_TERNARY ? 2 : s->method == QP_QM_NF4 ? 4 : 8;
+	int bits = s->bits; /* qp_qspec_check holds the fixed-width methods to theirs */
 	int64_t row_bytes = (cols * bits + 7) / 8;
 	if ((rc = check_part(m, e, P_CODES, true, QP_ST_U8, 2, rows, row_bytes, err)))
 		return rc;

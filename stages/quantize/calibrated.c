@@ -206,15 +206,32 @@ static int f32_copy(const struct qp_calib_stats *s, const char *owner, const cha
 	return 0;
 }
 
+/* The weight whose record holds name's input statistics, or NULL. */
+static const char *owner_of(const struct qp_calib_stats *s, const char *weight)
+{
+	char key[512];
+	snprintf(key, sizeof(key), "%s.input", weight);
+	return qp_st_metadata(s->st, key);
+}
+
+bool qp_calib_stats_has(const struct qp_calib_stats *s, const char *weight)
+{
+	return owner_of(s, weight) != NULL;
+}
+
+static int no_input(const struct qp_calib_stats *s, const char *weight, struct qp_err *err)
+{
+	return qp_err_set(err, QP_ENOTFOUND, "%s: calibrate recorded no input for '%s'", s->path, weight);
+}
+
 int qp_calib_stats_vec(const struct qp_calib_stats *s, const char *weight, const char *what, int64_t cols,
                        float **out, struct qp_err *err)
 {
 	*out = NULL;
-	char key[512], suffix[64];
-	snprintf(key, sizeof(key), "%s.input", weight);
-	const char *owner = qp_st_metadata(s->st, key);
+	const char *owner = owner_of(s, weight);
 	if (!owner)
-		return qp_err_set(err, QP_ENOTFOUND, "%s: calibrate recorded no input for '%s'", s->path, weight);
+		return no_input(s, weight, err);
+	char suffix[64];
 	snprintf(suffix, sizeof(suffix), ".%s", what);
 	return f32_copy(s, owner, suffix, cols, out, err);
 }
@@ -225,11 +242,9 @@ int qp_calib_stats_input(const struct qp_calib_stats *s, const char *weight, int
 	*gram = NULL;
 	if (mean_abs)
 		*mean_abs = NULL;
-	char key[512];
-	snprintf(key, sizeof(key), "%s.input", weight);
-	const char *owner = qp_st_metadata(s->st, key);
+	const char *owner = owner_of(s, weight);
 	if (!owner)
-		return qp_err_set(err, QP_ENOTFOUND, "%s: calibrate recorded no input for '%s'", s->path, weight);
+		return no_input(s, weight, err);
 	int rc = f32_copy(s, owner, ".hessian", cols * cols, gram, err);
 	if (!rc && mean_abs)
 		rc = f32_copy(s, owner, ".act_mean_abs", cols, mean_abs, err);
@@ -238,9 +253,4 @@ int qp_calib_stats_input(const struct qp_calib_stats *s, const char *weight, int
 		*gram = NULL;
 	}
 	return rc;
-}
-
-const char *qp_calib_stats_meta(const struct qp_calib_stats *s, const char *key)
-{
-	return qp_st_metadata(s->st, key);
 }

@@ -58,8 +58,8 @@ void qp_calibrated_spec(const struct qp_calibrated *c, struct qp_qspec *out);
 struct qp_calib_stats;
 int qp_calib_stats_open(struct qp_calib_stats **out, const char *path, struct qp_err *err);
 void qp_calib_stats_close(struct qp_calib_stats *s);
-/* A metadata value of stats.safetensors ("W.input": the weight holding W's input statistics), or NULL. */
-const char *qp_calib_stats_meta(const struct qp_calib_stats *s, const char *key);
+/* Did calibrate record the input of weight (Hugging Face name)? */
+bool qp_calib_stats_has(const struct qp_calib_stats *s, const char *weight);
 
 /* For weight name (Hugging Face), the Gram matrix of its input (cols x
  * cols, malloc'd copy) and mean |x| (cols, malloc'd) when mean_abs is not

@@ -630,9 +630,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		for (size_t i = 0; i < n; i++) {
 			if (!pt[i].dst.calibrated)
 				continue;
-			char key[512];
-			snprintf(key, sizeof(key), "%s.input", pt[i].t->name);
-			if (!qp_calib_stats_meta(stats, key)) {
+			if (!qp_calib_stats_has(stats, pt[i].t->name)) {
 				pt[i].dst = (struct target){.type = fallback};
 				size_t row;
 				qp_type_row_size(fallback, pt[i].cols, &row);
