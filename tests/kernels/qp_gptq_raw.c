@@ -13,11 +13,8 @@
  * shape), OUT.gidx (int32 x COLS; only when the result has a g_idx) and
  * OUT.deq (float32 ROWS x COLS: qp_qmethod_dequantize of the result).
  * Exit status: 0 ok, 1 failure (message on stderr), 2 usage. */
-#include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define RAW_PROG "qp_gptq_raw"
+#include "raw_io.h"
 
 #include "kernels/gptq.h"
 
@@ -27,57 +24,6 @@ static int usage(void)
 	                "                   [--damp X] [--block B] [--f32-scales] [--threads T]\n"
 	                "                   W.f32 H.f32 ROWS COLS OUT\n");
 	return 2;
-}
-
-__attribute__((format(printf, 1, 2)))
-static int die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("qp_gptq_raw: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	return 1;
-}
-
-static int parse_int(const char *s, long long *out)
-{
-	char *end;
-	errno = 0;
-	*out = strtoll(s, &end, 10);
-	return errno || end == s || *end ? -1 : 0;
-}
-
-/* Exactly n bytes of path into a new buffer, or NULL after a message. */
-static void *read_exact(const char *path, size_t n)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		die("%s: %s", path, strerror(errno));
-		return NULL;
-	}
-	void *buf = malloc(n ? n : 1);
-	size_t got = buf ? fread(buf, 1, n, f) : 0;
-	int extra = fgetc(f);
-	fclose(f);
-	if (!buf || got != n || extra != EOF) {
-		die("%s: expected exactly %zu bytes", path, n);
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
-static int write_file(const char *prefix, const char *ext, const void *data, size_t n)
-{
-	char path[4096];
-	if (snprintf(path, sizeof(path), "%s.%s", prefix, ext) >= (int)sizeof(path))
-		return die("%s.%s: path too long", prefix, ext);
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0)
-		return die("%s: %s", path, strerror(errno));
-	return 0;
 }
 
 int main(int argc, char **argv)

@@ -11,11 +11,8 @@
  * as qp_w8a8_matmul quantizes it; OUT.y (float32 NTOK x ROWS): the
  * product. The level is QPIPE_KERNELS's (auto when unset).
  * Exit status: 0 ok, 1 failure (message on stderr), 2 usage. */
-#include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define RAW_PROG "qp_w8a8_raw"
+#include "raw_io.h"
 
 #include "kernels/kernels.h"
 #include "kernels/w8a8.h"
@@ -24,60 +21,6 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: qp_w8a8_raw [--threads T] W.f32 X.f32 ROWS K NTOK OUT\n");
 	return 2;
-}
-
-__attribute__((format(printf, 1, 2)))
-static int die(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs("qp_w8a8_raw: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	return 1;
-}
-
-static int parse_int(const char *s, long long *out)
-{
-	char *end;
-	errno = 0;
-	*out = strtoll(s, &end, 10);
-	return errno || end == s || *end ? -1 : 0;
-}
-
-/* Exactly n bytes of path into a new buffer, or NULL after a message. */
-static void *read_exact(const char *path, size_t n)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		die("%s: %s", path, strerror(errno));
-		return NULL;
-	}
-	void *buf = malloc(n ? n : 1);
-	size_t got = buf ? fread(buf, 1, n, f) : 0;
-	int extra = fgetc(f);
-	fclose(f);
-	if (!buf || got != n || extra != EOF) {
-		die("%s: expected exactly %zu bytes", path, n);
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
-static int write_file(const char *prefix, const char *ext, const void *data, size_t n)
-{
-	char path[4096];
-	if (snprintf(path, sizeof(path), "%s.%s", prefix, ext) >= (int)sizeof(path))
-		return die("%s.%s: path too long", prefix, ext);
-	FILE *f = fopen(path, "wb");
-	if (!f)
-		return die("%s: %s", path, strerror(errno));
-	const int bad = fwrite(data, 1, n, f) != n;
-	if (fclose(f) != 0 || bad)
-		return die("%s: %s", path, strerror(errno));
-	return 0;
 }
 
 int main(int argc, char **argv)
