@@ -48,7 +48,7 @@ static double quad_loss(const float *d, const float *h, int64_t rows, int64_t co
 	return sum;
 }
 
-/* d = w - Q(w diag(s)) diag(s)^-1 for one linear; scaled, deq: scratch. */
+/* d = w - Q(w diag(s)) diag(s)^-1 for one linear; scaled: scratch. */
 static int scaled_error(const struct qp_qspec *spec, const float *w, int64_t rows, int64_t cols, const float *s,
                         float *scaled, float *d, int threads, struct qp_err *err)
 {
@@ -151,16 +151,14 @@ int qp_awq_quantize(const struct qp_awq_params *p, const float *w, int64_t rows,
 		return qp_qmethod_quantize(&spec, w, rows, cols, out, threads, err);
 	int64_t g = p->group, ng = cols / g;
 	float *wc = malloc((size_t)(rows * cols) * sizeof(float)), *hg = malloc((size_t)(g * g) * sizeof(float));
-	float *row = malloc((size_t)g * sizeof(float)), *deq = malloc((size_t)g * sizeof(float));
+	float *row = malloc((size_t)g * sizeof(float));
 	float *dv = malloc((size_t)g * sizeof(float)), *hd = malloc((size_t)g * sizeof(float));
-	if (!wc || !hg || !row || !deq || !dv || !hd) {
+	if (!wc || !hg || !row || !dv || !hd) {
 		rc = qp_err_nomem(err);
 		goto out;
 	}
 	memcpy(wc, w, (size_t)(rows * cols) * sizeof(float));
-	struct qp_qspec one = spec;
-	one.group = g;
-	for (int64_t gi = 0; gi < ng && !rc; gi++) {
+	for (int64_t gi = 0; gi < ng; gi++) {
 		/* H of this group's columns, in the scaled input's coordinates */
 		for (int64_t a = 0; a < g; a++)
 			for (int64_t b = 0; b < g; b++) {
@@ -168,7 +166,7 @@ int qp_awq_quantize(const struct qp_awq_params *p, const float *w, int64_t rows,
 				float v = h[ca * cols + cb];
 				hg[a * g + b] = s ? v / (s[ca] * s[cb]) : v;
 			}
-		for (int64_t r = 0; r < rows && !rc; r++) {
+		for (int64_t r = 0; r < rows; r++) {
 			const float *src = w + r * cols + gi * g;
 			float amax = 0;
 			for (int64_t j = 0; j < g; j++)
@@ -179,15 +177,12 @@ int qp_awq_quantize(const struct qp_awq_params *p, const float *w, int64_t rows,
 				float ratio = 1.0f - (float)k * p->max_shrink / (float)p->clip_grid, mv = amax * ratio;
 				for (int64_t j = 0; j < g; j++)
 					row[j] = src[j] > mv ? mv : src[j] < -mv ? -mv : src[j];
-				struct qp_qtensor q;
-				rc = qp_qmethod_quantize(&one, row, 1, g, &q, 1, err);
-				if (!rc)
-					rc = qp_qmethod_dequantize(&one, &q, deq, err);
-				qp_qtensor_free(&q);
-				if (rc)
-					break;
+				/* RTN of this one group, as qp_qmethod_quantize would do it */
+				float sc;
+				uint8_t z;
+				qp_rtn_scale_zero(row, g, p->bits, p->sym, p->scale_f16, &sc, &z);
 				for (int64_t j = 0; j < g; j++)
-					dv[j] = src[j] - deq[j];
+					dv[j] = src[j] - sc * (float)((int)qp_rtn_code(row[j], sc, z, p->bits) - (int)z);
 				cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)g, (int)g, 1.0f, hg, (int)g, dv, 1, 0.0f, hd, 1);
 				double loss = 0;
 				for (int64_t j = 0; j < g; j++)
@@ -202,13 +197,11 @@ int qp_awq_quantize(const struct qp_awq_params *p, const float *w, int64_t rows,
 				wc[r * cols + gi * g + j] = src[j] > mv ? mv : src[j] < -mv ? -mv : src[j];
 		}
 	}
-	if (!rc)
-		rc = qp_qmethod_quantize(&spec, wc, rows, cols, out, threads, err);
+	rc = qp_qmethod_quantize(&spec, wc, rows, cols, out, threads, err);
 out:
 	free(wc);
 	free(hg);
 	free(row);
-	free(deq);
 	free(dv);
 	free(hd);
 	return rc;
