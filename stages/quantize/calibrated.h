@@ -39,15 +39,9 @@ struct qp_calibrated {
 	struct qp_awq_params awq_p;
 };
 
-/* Does text name a calibrated method ("gptq", "awq", with options)? */
+/* Does text name a calibrated method (gptq, awq, smoothquant, with options)? */
 bool qp_calibrated_is(const char *text);
 int qp_calibrated_parse(struct qp_calibrated *c, const char *text, struct qp_err *err);
-struct qp_calib_stats;
-
-/* A vector statistic ("act_max_abs", "act_mean_abs") of weight's input
- * (cols floats, malloc'd copy). */
-int qp_calib_stats_vec(const struct qp_calib_stats *s, const char *weight, const char *what, int64_t cols,
-                       float **out, struct qp_err *err);
 
 /* Canonical text (every option), as metrics and metadata record it. */
 void qp_calibrated_format(const struct qp_calibrated *c, char *buf, size_t n);
@@ -60,6 +54,10 @@ int qp_calib_stats_open(struct qp_calib_stats **out, const char *path, struct qp
 void qp_calib_stats_close(struct qp_calib_stats *s);
 /* Did calibrate record the input of weight (Hugging Face name)? */
 bool qp_calib_stats_has(const struct qp_calib_stats *s, const char *weight);
+/* A vector statistic ("act_max_abs", "act_mean_abs") of weight's input
+ * (cols floats, malloc'd copy). */
+int qp_calib_stats_vec(const struct qp_calib_stats *s, const char *weight, const char *what, int64_t cols,
+                       float **out, struct qp_err *err);
 
 /* For weight name (Hugging Face), the Gram matrix of its input (cols x
  * cols, malloc'd copy) and mean |x| (cols, malloc'd) when mean_abs is not

@@ -361,13 +361,15 @@ static int ensure_f32(struct plan_tensor *pt, int threads, struct qp_err *err)
 	return qp_convert_rows(QP_TYPE_F32, pt->f32, pt->src, pt->t->data, pt->rows, pt->cols, threads, err);
 }
 
-/* AWQ, before anything is quantized: per layer and per shared input, the
- * scales s that minimise the output error, folded into the model (linears'
- * columns times s, the producer of the input divided by s), as llm-awq
- * applies them. Producers: the two RMSNorms, and the rows of up_proj (for
- * down_proj) and of v_proj (for o_proj, only when their shapes agree, as
- * llm-awq requires; with grouped-query attention o_proj keeps s = 1). */
-static int awq_fold(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, const struct qp_calib_stats *stats,
+/* AWQ and SmoothQuant, before anything is quantized: per layer and per
+ * shared input, per-channel scales s folded into the model (linears'
+ * columns times s, the producer of the input divided by s). AWQ's s
+ * minimise the output error (awq.h), SmoothQuant's move activation
+ * outliers into the weights (smooth.h). Producers: the two RMSNorms, and
+ * for AWQ only the rows of up_proj (for down_proj) and of v_proj (for
+ * o_proj, only when their shapes agree, as llm-awq requires; with
+ * grouped-query attention o_proj keeps s = 1). */
+static int fold_input_scales(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, const struct qp_calib_stats *stats,
                     const struct qp_calibrated *cal, json_t *report, struct qp_err *err)
 {
 	static const struct {
@@ -438,7 +440,7 @@ static int awq_fold(struct qp_stage_ctx *ctx, struct plan_tensor *pt, size_t n, 
 			free(m);
 			free(sc);
 			if (!rc)
-				rc = qp_ctx_progress(ctx, "awq search", layer * 4 + (int64_t)g + 1, layer * 4 + 4, err);
+				rc = qp_ctx_progress(ctx, "input scales", layer * 4 + (int64_t)g + 1, layer * 4 + 4, err);
 		}
 		if (rc)
 			return rc;
@@ -459,7 +461,7 @@ struct provenance {
 	size_t n_fb;
 };
 
-static int write_layout(struct qp_stage_ctx *ctx, struct plan_tensor *pt, struct qp_qtensor *qt, size_t n,
+static int write_layout(struct plan_tensor *pt, struct qp_qtensor *qt, size_t n,
                         const struct provenance *pv, const char *path, struct qp_err *err)
 {
 	struct qp_ql_writer *w;
@@ -496,7 +498,6 @@ static int write_layout(struct qp_stage_ctx *ctx, struct plan_tensor *pt, struct
 	free(fbs);
 	free(ovt);
 	qp_ql_writer_free(w);
-	(void)ctx;
 	return rc;
 }
 
@@ -638,7 +639,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 				fb_names[n_fb++] = pt[i].t->name;
 			}
 		}
-		if ((main_to.cal.awq || main_to.smooth) && (rc = awq_fold(ctx, pt, n, stats, &main_to.cal, awq_report, err)))
+		if ((main_to.cal.awq || main_to.smooth) && (rc = fold_input_scales(ctx, pt, n, stats, &main_to.cal, awq_report, err)))
 			goto out;
 	}
 	bool layout = false;
@@ -682,7 +683,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	const char *out_name = layout ? "model.safetensors" : "model.gguf";
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/%s", qp_ctx_out_dir(ctx), out_name);
-	rc = layout ? write_layout(ctx, pt, qt, n, &pv, path, err) : write_gguf(pt, n, &pv, im, qp_ctx_metrics(ctx), path, err);
+	rc = layout ? write_layout(pt, qt, n, &pv, path, err) : write_gguf(pt, n, &pv, im, qp_ctx_metrics(ctx), path, err);
 	if (rc || (rc = qp_ctx_add_output(ctx, out_name, err)))
 		goto out;
 	for (size_t i = 0; qp_model_side_files[i] && !rc; i++) {
