@@ -99,10 +99,10 @@ int qp_ppl_hf_plan(int64_t *n_windows, int64_t n_tokens, const struct qp_ppl_hf_
                    struct qp_err *err)
 {
 	if (p->max_length < 2)
-		return qp_err_set(err, QP_EINVAL, "max_length %lld leaves no token to score",
+		return qp_err_set(err, QP_EINVAL, "a window of %lld token(s) leaves none to score",
 		                  (long long)p->max_length);
 	if (p->stride < 1 || p->stride > p->max_length)
-		return qp_err_set(err, QP_EINVAL, "stride %lld is outside 1 .. max_length (%lld)",
+		return qp_err_set(err, QP_EINVAL, "stride %lld is outside 1 .. %lld, the window length (n_ctx)",
 		                  (long long)p->stride, (long long)p->max_length);
 	if (n_tokens < 2)
 		return qp_err_set(err, QP_EINVAL, "the text is %lld token(s) long: nothing to score",

@@ -37,8 +37,9 @@ def log_softmax(x):
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-def docs_loop(ref, ids, max_length, stride):
-    """(exact mean NLL, the docs page's weighted mean, windows)."""
+def docs_loop(ref, ids, max_length, stride, max_windows=None):
+    """(exact mean NLL, the docs page's weighted mean, windows, tokens
+    scored), over the first max_windows windows if given."""
     ids = np.asarray(ids)
     seq_len = len(ids)
     nll_sum = weighted = 0.0
@@ -63,7 +64,7 @@ def docs_loop(ref, ids, max_length, stride):
         n_weights += num_loss_tokens
         windows += 1
         prev_end_loc = end_loc
-        if end_loc == seq_len:
+        if end_loc == seq_len or windows == max_windows:
             break
     return nll_sum / n_tokens, weighted / n_weights, windows, n_tokens
 
@@ -120,8 +121,8 @@ class StridedPerplexity(unittest.TestCase):
         path = os.path.join(self.tmp.name, "short.txt")
         with open(path, "w") as f:
             f.write("Once upon a time")
-        for args, msg in ((["16", "17"], "stride 17 is outside 1 .. max_length (16)"),
-                          (["16", "0"], "stride 0 is outside"), (["1", "1"], "max_length 1 leaves no token")):
+        for args, msg in ((["16", "17"], "stride 17 is outside 1 .. 16, the window length"),
+                          (["16", "0"], "stride 0 is outside"), (["1", "1"], "a window of 1 token(s) leaves none to score")):
             p = subprocess.run([TOOL, "pplhf", model_dir("stories260K"), path] + args + ["0", "1"],
                                capture_output=True, text=True)
             self.assertNotEqual(p.returncode, 0)
