@@ -16,18 +16,24 @@ scaling (model/rope.c), against the numpy reference (llama_ref.py):
 - RoPE scaling: folders with the weights symlinked and config.json edited
   (linear factor 2, dynamic, yarn, llama3, in rope_scaling and in
   transformers 5's rope_parameters), the context lengths shrunk so the
-  prompt crosses them, within 1e-4;
+  prompt crosses them, within 1e-4; and the f32 GGUF given the keys
+  llama.cpp's converter writes (scaling.type linear and yarn, llama3's
+  rope_freqs.weight computed as the converter does), within 1e-4;
+- a sharded folder (index + two files) equals the single file; a BF16
+  folder runs in place (to 2e-2: bf16 activations);
 - errors: another architecture, an unknown RoPE type, a missing tensor.
 
     python3 test_llama_hf.py QP_MODEL_TOOL QPIPE
 """
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import unittest
 
+import gguf
 import numpy as np
 import sentencepiece as spm
 from safetensors.numpy import load_file, save_file
@@ -178,6 +184,109 @@ class LlamaHfFolder(unittest.TestCase):
         self.scaled(src, "d-llama3", "llama3", {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                 "original_max_position_embeddings": 64},
                     key="rope_parameters", weights=w)
+
+    def gguf_with(self, src, name, kv, tensors=None):
+        """A copy of GGUF src with keys kv {key: (value, GGUFValueType)}
+        and f32 tensors added, as llama.cpp's converter writes them."""
+        r = gguf.GGUFReader(src)
+        dst = os.path.join(self.tmp.name, name + ".gguf")
+        w = gguf.GGUFWriter(dst, arch="llama")
+        for f in r.fields.values():
+            if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
+                continue
+            t = f.types[0]
+            if t == gguf.GGUFValueType.ARRAY and not f.contents():
+                continue  # the writer takes no empty arrays; none is read for logits
+            w.add_key_value(f.name, f.contents(), t, sub_type=f.types[-1] if t == gguf.GGUFValueType.ARRAY else None)
+        for k, (v, t) in kv.items():
+            w.add_key_value(k, v, t)
+        for t in r.tensors:
+            w.add_tensor(t.name, np.array(t.data))
+        for k, v in (tensors or {}).items():
+            w.add_tensor(k, v.astype(np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return dst
+
+    def test_rope_scaling_from_gguf_keys(self):
+        # the f32 GGUF of the f32 copy, given the scaling keys llama.cpp's
+        # converter writes, against numpy on the same scaling in config.json
+        g = exported(QPIPE, self.tmp.name, self.docs32, ["f32"])["f32"]
+        S, F, U = gguf.GGUFValueType.STRING, gguf.GGUFValueType.FLOAT32, gguf.GGUFValueType.UINT32
+        ids = self.ids_of(self.docs32)
+
+        def check(name, kv, params, tensors=None):
+            d = self.folder(name, self.docs32, config=lambda c: c.update(rope_scaling=params, rope_parameters=None))
+            ref = LlamaRef(d, self.docs_w).logits(np.array(ids))
+            ours = self.logits(self.gguf_with(g, name, kv, tensors), ids)
+            self.assertLess(rel_err(ours, ref), 1e-4, name)
+        check("g-linear", {"llama.rope.scaling.type": ("linear", S), "llama.rope.scaling.factor": (2.0, F)},
+              {"rope_type": "linear", "factor": 2.0})
+        check("g-yarn", {"llama.rope.scaling.type": ("yarn", S), "llama.rope.scaling.factor": (4.0, F),
+                         "llama.rope.scaling.original_context_length": (64, U)},
+              {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})
+        # llama3 as llama.cpp's converter stores it: a divisor per pair
+        # (convert_hf_to_gguf.py, LlamaModel's rope_freqs), written here
+        # from that script, not from transformers' formula
+        factor, lo, hi, old = 8.0, 1.0, 4.0, 64
+        freqs = 1.0 / (10000.0 ** (np.arange(0, 64, 2, dtype=np.float32) / 64))
+        rope_factors = []
+        for freq in freqs:
+            wavelen = 2 * math.pi / freq
+            if wavelen < old / hi:
+                rope_factors.append(1)
+            elif wavelen > old / lo:
+                rope_factors.append(factor)
+            else:
+                smooth = (old / wavelen - lo) / (hi - lo)
+                rope_factors.append(1 / ((1 - smooth) / factor + smooth))
+        check("g-llama3", {}, {"rope_type": "llama3", "factor": factor, "low_freq_factor": lo,
+                               "high_freq_factor": hi, "original_max_position_embeddings": old},
+              {"rope_freqs.weight": np.array(rope_factors)})
+
+    def test_sharded_and_bf16_folders(self):
+        # two shards and an index: the same logits as the single file
+        src = model_dir("stories260K")
+        w = load_file(os.path.join(src, "model.safetensors"))
+        d = self.folder("sharded", src, weights={})
+        os.unlink(os.path.join(d, "model.safetensors"))
+        names = sorted(w)
+        index = {"metadata": {}, "weight_map": {}}
+        for i, part in enumerate((names[:20], names[20:])):
+            fn = "model-%05d-of-00002.safetensors" % (i + 1)
+            save_file({k: w[k] for k in part}, os.path.join(d, fn))
+            index["weight_map"].update({k: fn for k in part})
+        with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+            json.dump(index, f)
+        ids = self.ids_of(src)
+        self.assertTrue((self.logits(d, ids) == self.logits(src, ids)).all())
+        # BF16 (numpy has none: the bytes are written here) runs in place;
+        # the bf16 kernels round activations to bf16, hence 2e-2 against
+        # numpy on the bf16 values, and the top token mostly kept
+        wb = {}
+        for k, v in w.items():
+            u = v.astype(np.float32).view(np.uint32)
+            u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
+            wb[k] = (u, (u.astype(np.uint32) << 16).view(np.float32))
+        d = os.path.join(self.tmp.name, "bf16")
+        os.makedirs(d)
+        os.symlink(os.path.abspath(os.path.join(src, "config.json")), os.path.join(d, "config.json"))
+        header, off, blobs = {}, 0, []
+        for k in sorted(wb):
+            b = wb[k][0].tobytes()
+            header[k] = {"dtype": "BF16", "shape": list(w[k].shape), "data_offsets": [off, off + len(b)]}
+            off += len(b)
+            blobs.append(b)
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        with open(os.path.join(d, "model.safetensors"), "wb") as f:
+            f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+        ref = LlamaRef(d, {k: v[1] for k, v in wb.items()}).logits(np.array(ids))
+        ours = self.logits(d, ids)
+        self.assertLess(rel_err(ours, ref), 2e-2)
+        self.assertGreater((ours.argmax(-1) == ref.argmax(-1)).mean(), 0.9)
 
     def test_errors_name_what_is_wrong(self):
         src = model_dir("stories260K")
