@@ -268,8 +268,11 @@ static int read_config(struct qp_hf_config *c, const json_t *o, const char *name
 		c->rope_theta = json_number_value(v);
 	}
 
-	if ((rc = read_rope_scaling(c, o, name, err)))
+	if ((rc = read_rope_scaling(c, o, name, err)) ||
+	    (rc = get_str(o, "hidden_act", c->hidden_act, sizeof(c->hidden_act), name, err)))
 		return rc;
+	if (!c->hidden_act[0])
+		snprintf(c->hidden_act, sizeof(c->hidden_act), "silu");
 
 	if ((rc = get_bool(o, "tie_word_embeddings", &c->tie_word_embeddings, false, name, err)) ||
 	    (rc = get_token_id(o, "bos_token_id", &c->bos_token_id, name, err)) ||

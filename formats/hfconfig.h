@@ -33,6 +33,7 @@ struct qp_hf_config {
 	int rope_original_max_position_embeddings;  /* top level wins, as in transformers */
 	double partial_rotary_factor; /* default 1 */
 	int sliding_window;          /* Mistral; 0 if absent or null */
+	char hidden_act[24];         /* hidden_act; "silu" if absent */
 	bool tie_word_embeddings;    /* default false */
 	int bos_token_id;            /* -1 if absent */
 	int eos_token_id;            /* -1 if absent; first of a list */

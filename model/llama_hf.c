@@ -64,6 +64,9 @@ static int fill_hparams(struct qp_llama_hparams *hp, const struct qp_hf_config *
 		return qp_err_set(err, QP_EINVAL,
 		                  "%s: sliding_window %d is shorter than n_ctx %lld; qpipe computes full "
 		                  "attention only", file, c->sliding_window, (long long)n_ctx);
+	if (strcmp(c->hidden_act, "silu"))
+		return qp_err_set(err, QP_EINVAL, "%s: hidden_act '%s' is not supported (the pass computes SwiGLU: "
+		                  "silu)", file, c->hidden_act);
 	if (c->partial_rotary_factor != 1.0)
 		return qp_err_set(err, QP_EINVAL, "%s: partial_rotary_factor %g is not supported (Llama rotates "
 		                  "whole heads)", file, c->partial_rotary_factor);

@@ -169,6 +169,7 @@ static void hfconfig__rope_scaling_from_either_object(void)
 	struct qp_hf_config c;
 	CHECK_OK(cfg(&c, "{" BASE "}"));
 	CHECK_EQ_STR(c.rope_type, "default");
+	CHECK_EQ_STR(c.hidden_act, "silu");
 	CHECK(c.rope_factor == 0.0 && c.rope_truncate && c.partial_rotary_factor == 1.0);
 	CHECK_EQ_INT(c.rope_original_max_position_embeddings, 0);
 	CHECK_OK(cfg(&c, "{" BASE ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}"));

@@ -295,6 +295,16 @@ class LlamaHfFolder(unittest.TestCase):
         d = self.folder("e-rope", src, config=lambda c: c.update(rope_scaling={"rope_type": "longrope",
                                                                                 "factor": 2.0}))
         self.fails(d, "config.json", "'longrope'", "supported: default, linear, dynamic, yarn, llama3")
+        d = self.folder("e-act", src, config=lambda c: c.update(hidden_act="gelu"))
+        self.fails(d, "hidden_act 'gelu' is not supported")
+        # Mistral is the same pass while its sliding window covers n_ctx (2 here)
+        d = self.folder("e-mistral", src, config=lambda c: c.update(architectures=["MistralForCausalLM"],
+                                                                      model_type="mistral", sliding_window=1))
+        self.fails(d, "sliding_window 1 is shorter than n_ctx 2")
+        d = self.folder("mistral", src, config=lambda c: c.update(architectures=["MistralForCausalLM"],
+                                                                    model_type="mistral", sliding_window=4096))
+        ids = self.ids_of(src)
+        self.assertTrue((self.logits(d, ids) == self.logits(src, ids)).all())
         d = self.folder("e-factor", src, config=lambda c: c.update(rope_scaling={"type": "linear"}))
         self.fails(d, "config.json", "linear needs a positive 'factor'")
         w = load_file(os.path.join(src, "model.safetensors"))
