@@ -179,7 +179,7 @@ void qp_llama_free(struct qp_llama *m)
 
 /* RoPE scaling as llama.cpp's converter writes it: llama.rope.scaling.type
  * (none, linear, yarn) with .factor and .original_context_length (yarn's
- * betas and attention factor when present, else transformers' defaults),
+ * betas and attn_factor when present, else the defaults),
  * the older llama.rope.scale_linear, and llama3's rope_freqs.weight
  * (per-pair divisors of the frequencies). The rows are in the
  * interleaved layout export.gguf writes. */
@@ -221,7 +221,10 @@ static int gguf_rope(struct qp_llama *m, struct qp_err *err)
 	}
 	r->factor = factor;
 	r->orig_max_pos = orig ? orig : hp->n_ctx_train;
-	r->attention_factor = attn;
+	/* ggml's yarn multiplies attn_factor into its own 1 + 0.1 ln(factor),
+	 * where transformers' attention_factor replaces it */
+	if (r->kind == QP_ROPE_YARN && factor > 1.0f)
+		r->attention_factor = (attn > 0.0f ? attn : 1.0) * (0.1 * log(factor) + 1.0);
 	r->beta_fast = bf;
 	r->beta_slow = bs;
 	const struct qp_gguf_tensor *ff = qp_gguf_find_tensor(m->f, "rope_freqs.weight");
