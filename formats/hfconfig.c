@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,6 +114,83 @@ static int get_token_id(const json_t *o, const char *key, int *out, const char *
 	return get_int(o, key, out, -1, false, 0, name, err);
 }
 
+/* An optional number of object o (key at path "where.key" for messages):
+ * absent or null leaves *out as it is. */
+static int opt_num(const json_t *o, const char *where, const char *key, double *out,
+                   const char *name, struct qp_err *err)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_number(v) || !isfinite(json_number_value(v)))
+		return qp_err_set(err, QP_ECORRUPT, "%s: '%s%s' must be a number", name, where, key);
+	*out = json_number_value(v);
+	return 0;
+}
+
+/* rope_parameters (transformers 5) or rope_scaling (older): one object for
+ * every layer. transformers 5 also allows one object per attention kind;
+ * then that of full attention is read, as for rope_theta. */
+static int read_rope_scaling(struct qp_hf_config *c, const json_t *o, const char *name,
+                             struct qp_err *err)
+{
+	int rc;
+	snprintf(c->rope_type, sizeof(c->rope_type), "default");
+	c->rope_truncate = true;
+	c->partial_rotary_factor = 1.0;
+	const char *where = "rope_parameters.";
+	json_t *rp = json_object_get(o, "rope_parameters");
+	if (json_is_object(rp) && !json_object_get(rp, "rope_type") &&
+	    json_is_object(json_object_get(rp, "full_attention"))) {
+		rp = json_object_get(rp, "full_attention");
+		where = "rope_parameters.full_attention.";
+	}
+	if (!json_is_object(rp)) {
+		if (rp && !json_is_null(rp))
+			return qp_err_set(err, QP_ECORRUPT, "%s: 'rope_parameters' must be an object", name);
+		rp = json_object_get(o, "rope_scaling");
+		where = "rope_scaling.";
+		if (rp && !json_is_null(rp) && !json_is_object(rp))
+			return qp_err_set(err, QP_ECORRUPT, "%s: 'rope_scaling' must be an object or null", name);
+	}
+	double omax = 0, sw = 0;
+	if ((rc = opt_num(o, "", "partial_rotary_factor", &c->partial_rotary_factor, name, err)) ||
+	    (rc = opt_num(o, "", "original_max_position_embeddings", &omax, name, err)) ||
+	    (rc = opt_num(o, "", "sliding_window", &sw, name, err)))
+		return rc;
+	if (json_is_object(rp)) {
+		const char *tkey = json_object_get(rp, "rope_type") ? "rope_type" : "type";
+		json_t *t = json_object_get(rp, tkey);
+		if (t && !json_is_null(t) &&
+		    (rc = get_str(rp, tkey, c->rope_type, sizeof(c->rope_type), name, err)))
+			return rc;
+		if (!c->rope_type[0])
+			snprintf(c->rope_type, sizeof(c->rope_type), "default");
+		double rmax = 0;
+		if ((rc = opt_num(rp, where, "factor", &c->rope_factor, name, err)) ||
+		    (rc = opt_num(rp, where, "low_freq_factor", &c->rope_low_freq_factor, name, err)) ||
+		    (rc = opt_num(rp, where, "high_freq_factor", &c->rope_high_freq_factor, name, err)) ||
+		    (rc = opt_num(rp, where, "beta_fast", &c->rope_beta_fast, name, err)) ||
+		    (rc = opt_num(rp, where, "beta_slow", &c->rope_beta_slow, name, err)) ||
+		    (rc = opt_num(rp, where, "attention_factor", &c->rope_attention_factor, name, err)) ||
+		    (rc = opt_num(rp, where, "mscale", &c->rope_mscale, name, err)) ||
+		    (rc = opt_num(rp, where, "mscale_all_dim", &c->rope_mscale_all_dim, name, err)) ||
+		    (rc = opt_num(rp, where, "partial_rotary_factor", &c->partial_rotary_factor, name, err)) ||
+		    (rc = opt_num(rp, where, "original_max_position_embeddings", &rmax, name, err)) ||
+		    (rc = get_bool(rp, "truncate", &c->rope_truncate, true, name, err)))
+			return rc;
+		if (!omax)
+			omax = rmax;
+	}
+	if (omax < 0 || omax > INT_MAX || omax != floor(omax) || sw < 0 || sw > INT_MAX || sw != floor(sw))
+		return qp_err_set(err, QP_ECORRUPT,
+		                  "%s: original_max_position_embeddings and sliding_window must be integers "
+		                  "from 0 to %d", name, INT_MAX);
+	c->rope_original_max_position_embeddings = (int)omax;
+	c->sliding_window = (int)sw;
+	return 0;
+}
+
 static int read_config(struct qp_hf_config *c, const json_t *o, const char *name,
                        struct qp_err *err)
 {
@@ -189,6 +267,12 @@ static int read_config(struct qp_hf_config *c, const json_t *o, const char *name
 			                  rkey);
 		c->rope_theta = json_number_value(v);
 	}
+
+	if ((rc = read_rope_scaling(c, o, name, err)) ||
+	    (rc = get_str(o, "hidden_act", c->hidden_act, sizeof(c->hidden_act), name, err)))
+		return rc;
+	if (!c->hidden_act[0])
+		snprintf(c->hidden_act, sizeof(c->hidden_act), "silu");
 
 	if ((rc = get_bool(o, "tie_word_embeddings", &c->tie_word_embeddings, false, name, err)) ||
 	    (rc = get_token_id(o, "bos_token_id", &c->bos_token_id, name, err)) ||

@@ -21,6 +21,19 @@ struct qp_hf_config {
 	int max_position_embeddings;
 	double rms_norm_eps;
 	double rope_theta;           /* rope_theta, or rope_parameters.rope_theta; 10000 if absent */
+	/* RoPE scaling, from transformers 5's rope_parameters or the older
+	 * rope_scaling object (the first that is present); numbers absent
+	 * from the file are 0, and model/rope.c checks which a type needs. */
+	char rope_type[24];          /* rope_type (or legacy "type"); "default" if absent */
+	double rope_factor;
+	double rope_low_freq_factor, rope_high_freq_factor;     /* llama3 */
+	double rope_beta_fast, rope_beta_slow;                  /* yarn */
+	double rope_attention_factor, rope_mscale, rope_mscale_all_dim; /* yarn */
+	bool rope_truncate;          /* yarn: floor/ceil the correction range; default true */
+	int rope_original_max_position_embeddings;  /* top level wins, as in transformers */
+	double partial_rotary_factor; /* default 1 */
+	int sliding_window;          /* Mistral; 0 if absent or null */
+	char hidden_act[24];         /* hidden_act; "silu" if absent */
 	bool tie_word_embeddings;    /* default false */
 	int bos_token_id;            /* -1 if absent */
 	int eos_token_id;            /* -1 if absent; first of a list */

@@ -21,12 +21,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "formats/gguf.h"
 #include "kernels/kernels.h"
 #include "kernels/convert.h"
 #include "kernels/ops.h"
 #include "kernels/w8a8.h"
+#include "model/llama_hf.h"
 
 const char qp_llama_supported[] = "llama";
 
@@ -37,7 +39,9 @@ struct layer {
 };
 
 struct qp_llama {
-	struct qp_gguf_file *f;
+	struct qp_gguf_file *f;  /* the GGUF, or NULL for a Hugging Face checkpoint: */
+	struct qp_llama_hf *hf;  /* its tensors under llama.cpp names */
+	double *inv_freq;        /* RoPE, n_rot / 2, set per batch */
 	char *path;             /* copy, for messages */
 	struct qp_llama_hparams hp;
 	int64_t n_ctx;
@@ -95,12 +99,18 @@ static int kv_float(const struct qp_llama *m, const char *key, float *out, struc
 	return 0;
 }
 
+/* Tensor by llama.cpp name from either source; NULL if absent. */
+static const struct qp_gguf_tensor *find(const struct qp_llama *m, const char *name)
+{
+	return m->hf ? qp_llama_hf_find(m->hf, name) : qp_gguf_find_tensor(m->f, name);
+}
+
 /* Tensor name with shape [ne0, ne1] (ne1 0: 1-D of ne0); 2-D ones need a
  * dot product kernel for their type. */
 static int need(struct qp_llama *m, const char *name, int64_t ne0, int64_t ne1,
                 const struct qp_gguf_tensor **out, struct qp_err *err)
 {
-	const struct qp_gguf_tensor *t = qp_gguf_find_tensor(m->f, name);
+	const struct qp_gguf_tensor *t = find(m, name);
 	*out = t;
 	if (!t)
 		return qp_err_set(err, QP_EINVAL, "%s: tensor '%s' is missing", m->path, name);
@@ -161,8 +171,70 @@ void qp_llama_free(struct qp_llama *m)
 	free(m->g);
 	free(m->u);
 	qp_gguf_close(m->f);
+	qp_llama_hf_close(m->hf);
+	free(m->inv_freq);
 	free(m->path);
 	free(m);
+}
+
+/* RoPE scaling as llama.cpp's converter writes it: llama.rope.scaling.type
+ * (none, linear, yarn) with .factor and .original_context_length (yarn's
+ * betas and attn_factor when present, else the defaults),
+ * the older llama.rope.scale_linear, and llama3's rope_freqs.weight
+ * (per-pair divisors of the frequencies). The rows are in the
+ * interleaved layout export.gguf writes. */
+static int gguf_rope(struct qp_llama *m, struct qp_err *err)
+{
+	struct qp_llama_hparams *hp = &m->hp;
+	struct qp_rope *r = &hp->rope;
+	int rc;
+	memset(r, 0, sizeof(*r));
+	r->theta = hp->rope_base;
+	r->truncate = true;
+	r->max_pos = hp->n_ctx_train;
+	float factor = 0.0f, attn = 0.0f, bf = 0.0f, bs = 0.0f, lin = 0.0f;
+	int64_t orig = 0;
+	if ((rc = kv_float(m, "llama.rope.scaling.factor", &factor, err)) ||
+	    (rc = kv_float(m, "llama.rope.scale_linear", &lin, err)) ||
+	    (rc = kv_float(m, "llama.rope.scaling.attn_factor", &attn, err)) ||
+	    (rc = kv_float(m, "llama.rope.scaling.yarn_beta_fast", &bf, err)) ||
+	    (rc = kv_float(m, "llama.rope.scaling.yarn_beta_slow", &bs, err)) ||
+	    (rc = kv_int(m, "llama.rope.scaling.original_context_length", &orig, false, err)))
+		return rc;
+	const struct qp_gguf_kv *type = qp_gguf_find_kv(m->f, "llama.rope.scaling.type");
+	if (type && type->type != QP_GGUF_STRING)
+		return qp_err_set(err, QP_ECORRUPT, "%s: key 'llama.rope.scaling.type' is not a string", m->path);
+	char tname[32] = "none";
+	if (type)
+		snprintf(tname, sizeof(tname), "%.*s", (int)(type->v.str.len < 31 ? type->v.str.len : 31),
+		         type->v.str.data);
+	if (!strcmp(tname, "none")) {
+		r->kind = lin > 0.0f && lin != 1.0f ? QP_ROPE_LINEAR : QP_ROPE_DEFAULT;
+		factor = lin;
+	} else if (!strcmp(tname, "linear")) {
+		r->kind = QP_ROPE_LINEAR;
+	} else if (!strcmp(tname, "yarn")) {
+		r->kind = QP_ROPE_YARN;
+	} else {
+		return qp_err_set(err, QP_EINVAL, "%s: RoPE scaling type '%s' is not supported (supported: "
+		                  "none, linear, yarn; llama3 as rope_freqs.weight)", m->path, tname);
+	}
+	r->factor = factor;
+	r->orig_max_pos = orig ? orig : hp->n_ctx_train;
+	/* ggml's yarn multiplies attn_factor into its own 1 + 0.1 ln(factor),
+	 * where transformers' attention_factor replaces it */
+	if (r->kind == QP_ROPE_YARN && factor > 1.0f)
+		r->attention_factor = (attn > 0.0f ? attn : 1.0) * (0.1 * log(factor) + 1.0);
+	r->beta_fast = bf;
+	r->beta_slow = bs;
+	const struct qp_gguf_tensor *ff = qp_gguf_find_tensor(m->f, "rope_freqs.weight");
+	if (ff) {
+		if (ff->type != QP_TYPE_F32 || ff->ndim != 1 || ff->ne[0] != hp->n_rot / 2)
+			return qp_err_set(err, QP_EINVAL, "%s: tensor 'rope_freqs.weight' is not %lld f32 values",
+			                  m->path, (long long)(hp->n_rot / 2));
+		r->freq_factors = ff->data;
+	}
+	return qp_rope_check(r, hp->n_rot, m->path, err);
 }
 
 static int load_hparams(struct qp_llama *m, struct qp_err *err)
@@ -207,6 +279,8 @@ static int load_hparams(struct qp_llama *m, struct qp_err *err)
 	if (!(hp->rope_base > 0.0f) || !(hp->eps >= 0.0f))
 		return qp_err_set(err, QP_EINVAL, "%s: rope base %g or rms epsilon %g is invalid", m->path,
 		                  (double)hp->rope_base, (double)hp->eps);
+	if ((rc = gguf_rope(m, err)))
+		return rc;
 	const struct qp_gguf_tensor *te = qp_gguf_find_tensor(m->f, "token_embd.weight");
 	if (!te || te->ndim != 2)
 		return qp_err_set(err, QP_EINVAL, "%s: tensor 'token_embd.weight' is missing or not 2-D", m->path);
@@ -221,8 +295,13 @@ static float *falloc(int64_t a, int64_t b)
 	return malloc((size_t)a * (size_t)b * sizeof(float));
 }
 
-int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int threads,
-                  struct qp_err *err)
+/* Source: a GGUF file (gguf), a folder (dir), or config + weights files. */
+struct source {
+	const char *gguf, *dir, *config, *weights;
+};
+
+static int open_any(struct qp_llama **out, const char *path, const struct source *src, int64_t n_ctx,
+                    int threads, struct qp_err *err)
 {
 	*out = NULL;
 	struct qp_llama *m = calloc(1, sizeof(*m));
@@ -236,8 +315,19 @@ int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int th
 	m->threads = threads < 1 ? 1 : threads;
 	m->n_ctx = n_ctx;
 	int rc;
-	if ((rc = qp_gguf_open(&m->f, path, err)) || (rc = load_hparams(m, err)))
+	if (src->gguf) {
+		if (!(rc = qp_gguf_open(&m->f, path, err)))
+			rc = load_hparams(m, err);
+	} else if (src->dir)
+		rc = qp_llama_hf_open_dir(&m->hf, src->dir, n_ctx, &m->hp, err);
+	else
+		rc = qp_llama_hf_open(&m->hf, src->config, src->weights, n_ctx, &m->hp, err);
+	if (rc)
 		goto fail;
+	if (!(m->inv_freq = calloc((size_t)m->hp.n_rot / 2 + 1, sizeof(double)))) {
+		rc = qp_err_nomem(err);
+		goto fail;
+	}
 	if (n_ctx < 1 || n_ctx > (1 << 20)) {
 		rc = qp_err_set(err, QP_EINVAL, "n_ctx %lld is out of range [1, 1048576]", (long long)n_ctx);
 		goto fail;
@@ -248,7 +338,7 @@ int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int th
 	    (rc = norm_weights(m, "output_norm.weight", &m->out_norm, err)))
 		goto fail;
 	m->output = m->tok_embd;
-	if (qp_gguf_find_tensor(m->f, "output.weight") &&
+	if (find(m, "output.weight") &&
 	    (rc = need(m, "output.weight", d, hp->n_vocab, &m->output, err)))
 		goto fail;
 	m->layers = calloc((size_t)hp->n_layer, sizeof(*m->layers));
@@ -295,6 +385,22 @@ int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int th
 fail:
 	qp_llama_free(m);
 	return rc;
+}
+
+int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int threads,
+                  struct qp_err *err)
+{
+	struct stat st;
+	bool dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+	struct source src = {.gguf = dir ? NULL : path, .dir = dir ? path : NULL};
+	return open_any(out, path, &src, n_ctx, threads, err);
+}
+
+int qp_llama_open_hf(struct qp_llama **out, const char *config_path, const char *weights_path,
+                     int64_t n_ctx, int threads, struct qp_err *err)
+{
+	struct source src = {.config = config_path, .weights = weights_path};
+	return open_any(out, weights_path, &src, n_ctx, threads, err);
 }
 
 int qp_llama_set_w8a8(struct qp_llama *m, struct qp_err *err)
@@ -413,6 +519,9 @@ int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t 
 		                  m->x + t * d, d);
 	}
 	int rc;
+	/* the frequencies of this batch (dynamic NTK depends on its length) */
+	double rope_scale;
+	qp_rope_freqs(&hp->rope, hp->n_rot, pos + n, m->inv_freq, &rope_scale);
 	for (int64_t li = 0; li < hp->n_layer; li++) {
 		struct layer *l = &m->layers[li];
 		for (int64_t t = 0; t < n; t++)
@@ -422,8 +531,8 @@ int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t 
 		    (rc = matmul(m, m->v, l->wv, m->h, n, err)))
 			return rc;
 		for (int64_t t = 0; t < n; t++) {
-			qp_ops_rope_norm(m->q + t * nq, hp->n_head, hd, hp->n_rot, pos + t, hp->rope_base);
-			qp_ops_rope_norm(m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, pos + t, hp->rope_base);
+			qp_rope_apply(&hp->rope, m->q + t * nq, hp->n_head, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
+			qp_rope_apply(&hp->rope, m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
 		}
 		memcpy(l->k_cache + pos * nkv, m->k, (size_t)(n * nkv) * sizeof(float));
 		memcpy(l->v_cache + pos * nkv, m->v, (size_t)(n * nkv) * sizeof(float));

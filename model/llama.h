@@ -2,14 +2,18 @@
  * llama.cpp's converter) writes it: llama.cpp's tensor names, q/k rows in
  * the interleaved RoPE layout ("normal" RoPE), 2-D weights of any type
  * the kernel table can take a dot product with, tied output when the file
- * has no output.weight. Grouped-query attention, RMSNorm, SwiGLU, a KV
- * cache of n_ctx positions, and matrix products split over threads. */
+ * has no output.weight. Or over a Hugging Face checkpoint (llama_hf.h):
+ * its tensors in place, q/k in their own order with rotate_half RoPE.
+ * RoPE scaling (model/rope.h) from either. Grouped-query attention,
+ * RMSNorm, SwiGLU, a KV cache of n_ctx positions, and matrix products
+ * split over threads. */
 #ifndef QP_LLAMA_H
 #define QP_LLAMA_H
 
 #include <stdint.h>
 
 #include "common/err.h"
+#include "model/rope.h"
 
 struct qp_llama;
 struct qp_gguf_file;
@@ -19,18 +23,27 @@ struct qp_llama_hparams {
 	int64_t n_rot;          /* RoPE dimensions per head (<= head_dim) */
 	int64_t n_ctx_train;    /* llama.context_length */
 	float eps;              /* RMSNorm epsilon */
-	float rope_base;        /* llama.rope.freq_base */
+	float rope_base;        /* llama.rope.freq_base (rope.theta as a float) */
+	struct qp_rope rope;    /* layout, base and scaling of RoPE */
 };
 
 /* Architectures qp_llama_open accepts, for messages: "llama". */
 extern const char qp_llama_supported[];
 
-/* Map the GGUF at path and check every tensor the pass needs (name, shape,
- * type has a dot product); a KV cache of n_ctx positions; up to threads
- * threads. Fails naming the file and tensor or key; an architecture other
- * than llama is refused with the list of supported ones. */
+/* Map the GGUF at path, or the Hugging Face folder at path, and check
+ * every tensor the pass needs (name, shape, type has a dot product); a KV
+ * cache of n_ctx positions; up to threads threads. Fails naming the file
+ * and tensor or key; an architecture other than llama (LlamaForCausalLM,
+ * MistralForCausalLM for a folder) is refused with the list of supported
+ * ones. */
 int qp_llama_open(struct qp_llama **out, const char *path, int64_t n_ctx, int threads,
                   struct qp_err *err);
+/* A Hugging Face Llama checkpoint (model/llama_hf.h): path a folder with
+ * config.json and model.safetensors (or its sharded index) also works in
+ * qp_llama_open; this form takes the two files where they are not in one
+ * folder (a stage's input artifact). Messages name weights_path. */
+int qp_llama_open_hf(struct qp_llama **out, const char *config_path, const char *weights_path,
+                     int64_t n_ctx, int threads, struct qp_err *err);
 void qp_llama_free(struct qp_llama *m);
 
 /* W8A8 from now on (SmoothQuant's setting): every linear of the layers is
@@ -41,7 +54,8 @@ void qp_llama_free(struct qp_llama *m);
 int qp_llama_set_w8a8(struct qp_llama *m, struct qp_err *err);
 
 const struct qp_llama_hparams *qp_llama_hparams(const struct qp_llama *m);
-/* The mapped file (borrowed until free), e.g. for its tokenizer. */
+/* The mapped GGUF (borrowed until free), e.g. for its tokenizer; NULL for
+ * a Hugging Face checkpoint (its tokenizer is in its folder). */
 const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m);
 
 /* Run n tokens at positions pos .. pos + n - 1 in one batch, after the

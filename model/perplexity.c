@@ -94,3 +94,59 @@ out:
 	free(chunk);
 	return rc;
 }
+
+int qp_ppl_hf_plan(int64_t *n_windows, int64_t n_tokens, const struct qp_ppl_hf_params *p,
+                   struct qp_err *err)
+{
+	if (p->max_length < 2)
+		return qp_err_set(err, QP_EINVAL, "a window of %lld token(s) leaves none to score",
+		                  (long long)p->max_length);
+	if (p->stride < 1 || p->stride > p->max_length)
+		return qp_err_set(err, QP_EINVAL, "stride %lld is outside 1 .. %lld, the window length (n_ctx)",
+		                  (long long)p->stride, (long long)p->max_length);
+	if (n_tokens < 2)
+		return qp_err_set(err, QP_EINVAL, "the text is %lld token(s) long: nothing to score",
+		                  (long long)n_tokens);
+	/* windows until one reaches the end: begin = k stride for k = 0 ..
+	 * while begin + max_length < n_tokens, then one more */
+	int64_t n = n_tokens <= p->max_length ? 1 : (n_tokens - p->max_length + p->stride - 1) / p->stride + 1;
+	*n_windows = p->windows > 0 && p->windows < n ? p->windows : n;
+	return 0;
+}
+
+int qp_ppl_hf_run(struct qp_ppl_result *out, struct qp_llama *m, const int32_t *tokens,
+                  int64_t n_tokens, const struct qp_ppl_hf_params *p, qp_ppl_progress_fn progress,
+                  void *arg, struct qp_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	int64_t n_windows;
+	int rc = qp_ppl_hf_plan(&n_windows, n_tokens, p, err);
+	if (rc)
+		return rc;
+	int64_t nv = qp_llama_hparams(m)->n_vocab;
+	int64_t len = p->max_length < n_tokens ? p->max_length : n_tokens;
+	float *logits = malloc((size_t)len * (size_t)nv * sizeof(float));
+	if (!logits)
+		return qp_err_nomem(err);
+	struct qp_nll_sums sums = {0};
+	int64_t prev_end = 0;
+	for (int64_t w = 0; w < n_windows && !rc; w++) {
+		int64_t begin = w * p->stride;
+		int64_t end = begin + p->max_length < n_tokens ? begin + p->max_length : n_tokens;
+		int64_t n = end - begin, trg = end - prev_end;
+		/* targets: window positions max(n - trg, 1) .. n - 1, each scored
+		 * from the logits of the position before it */
+		int64_t first_target = n - trg > 1 ? n - trg : 1;
+		rc = qp_ppl_window(&sums, m, tokens + begin, n, first_target - 1, logits, err);
+		prev_end = end;
+		if (!rc && progress)
+			rc = progress(arg, w + 1, n_windows, err);
+	}
+	if (!rc) {
+		qp_ppl_finish(out, &sums);
+		out->n_chunks = n_windows;
+		out->n_tokens = n_tokens;
+	}
+	free(logits);
+	return rc;
+}

@@ -63,4 +63,37 @@ void qp_ppl_chunk(int32_t *chunk, const int32_t *tokens, int64_t c, int64_t n_ct
 /* PPL and its uncertainty from sums, as above. */
 void qp_ppl_finish(struct qp_ppl_result *out, const struct qp_nll_sums *sums);
 
+/* Perplexity by Hugging Face's strided sliding window, the loop of the
+ * transformers docs page "Perplexity of fixed-length models": the text is
+ * tokenized once by the tokenizer's rules (BOS once, at the start; no
+ * per-window BOS); windows [begin, end) with begin = 0, stride, 2 stride,
+ * ... and end = min(begin + max_length, n_tokens), until a window reaches
+ * the end of the text. Each window runs from an empty cache and scores
+ * only its last trg_len = end - prev_end tokens (prev_end: the previous
+ * window's end, 0 at first), with the labels shifted inside the window,
+ * so a window's first token is never scored (the text's first token
+ * never is). PPL = exp(sum of the scored tokens' NLL / their count).
+ *
+ * The docs page weights each window's mean loss by num_valid_tokens - 1
+ * (trg_len - 1), although every window after the first scores trg_len
+ * tokens; older versions of the page weighted by trg_len and divided by
+ * the last end. This is the exact token mean, which the docs' figure
+ * approaches as trg_len grows (they differ by under 1/trg_len). ppl_err is
+ * computed over the scored tokens as for llama.cpp's method. */
+struct qp_ppl_hf_params {
+	int64_t max_length;   /* tokens per window (at most the model's KV cache) */
+	int64_t stride;       /* 1 .. max_length */
+	int64_t windows;      /* windows to run, the first ones; 0: all */
+};
+
+/* How many windows the method runs over n_tokens (p->windows or all);
+ * fails with a clear message on bad parameters or a text of < 2 tokens. */
+int qp_ppl_hf_plan(int64_t *n_windows, int64_t n_tokens, const struct qp_ppl_hf_params *p,
+                   struct qp_err *err);
+
+/* The method over tokens[n_tokens]; out->n_chunks counts the windows. */
+int qp_ppl_hf_run(struct qp_ppl_result *out, struct qp_llama *m, const int32_t *tokens,
+                  int64_t n_tokens, const struct qp_ppl_hf_params *p, qp_ppl_progress_fn progress,
+                  void *arg, struct qp_err *err);
+
 #endif

@@ -1,7 +1,9 @@
 /* evaluate: metrics of a quantized model.
  *
  * metrics (a list) picks what is measured:
- *   size          size (MB = 10^6 bytes of tensor data), bits per weight
+ *   size          of `model` (a quantize stage, or a model folder's plain
+ *                 safetensors as they are):
+ *                 size (MB = 10^6 bytes of tensor data), bits per weight
  *                 (tensor data bits over all elements, 1-D tensors
  *                 included, as llama.cpp counts BPW); always computed.
  *                 For qpipe's safetensors layout (a quantize method) the
@@ -12,10 +14,19 @@
  *                 rel_err = sqrt(sum (w - q)^2 / sum w^2), w the source
  *                 weight in f32, q the dequantized weight
  *   ppl           perplexity of the exported GGUF (`gguf`, the
- *                 export.gguf stage) on `text`, by llama.cpp's
- *                 llama-perplexity method (model/perplexity.h): n_ctx
- *                 tokens per chunk, the first `chunks` chunks (0: all),
- *                 with the GGUF's own tokenizer
+ *                 export.gguf stage; or a Hugging Face model folder,
+ *                 model.local or hf.download, run from its safetensors)
+ *                 on `text`, with the model's own tokenizer, by
+ *                 ppl_method (model/perplexity.h):
+ *                   llama.cpp  llama-perplexity's: n_ctx tokens per
+ *                              chunk, the first `chunks` chunks (0: all)
+ *                   hf         transformers' strided sliding window:
+ *                              windows of n_ctx tokens every `stride`
+ *                              (0: n_ctx / 2), each scoring the tokens
+ *                              past the previous window's end; `chunks`
+ *                              limits the windows
+ *                 ppl_method, n_ctx, stride (hf), chunks and tokenizer
+ *                 are in the metrics, for the report
  *   kld           KL divergence of `gguf` from `base` (the export.gguf
  *                 stage of the unquantized model, e.g. a quantize of type
  *                 f32 or f16 and its export) on the very tokens ppl scores
@@ -70,9 +81,11 @@
 
 #include "common/os.h"
 #include "formats/gguf.h"
+#include "formats/hfconfig.h"
 #include "formats/qlayout.h"
 #include "formats/qspec.h"
 #include "formats/safetensors.h"
+#include "formats/spm.h"
 #include "kernels/convert.h"
 #include "kernels/vec.h"
 #include "model/kld.h"
@@ -84,15 +97,18 @@
 #include "stages/stage.h"
 
 static const char *const act_quants[] = {"none", "w8a8", NULL};
+static const char *const ppl_methods[] = {"llama.cpp", "hf", NULL};
 
 static const struct qp_param_decl params[] = {
-	{.name = "model", .type = QP_P_INPUT, .doc = "the quantize stage to measure"},
+	{.name = "model", .type = QP_P_INPUT,
+	 .doc = "the quantize stage to measure, or a model folder (model.local, hf.download) as it is"},
 	{.name = "reference", .type = QP_P_INPUT, .def = "",
 	 .doc = "the unquantized model (model.local); needed for weight_error"},
 	{.name = "gguf", .type = QP_P_INPUT, .def = "",
-	 .doc = "the export.gguf stage of the same model; needed for ppl"},
+	 .doc = "the export.gguf stage of the same model, or a model folder (model.local, hf.download); "
+	        "needed for ppl, kld, speed, mc"},
 	{.name = "base", .type = QP_P_INPUT, .def = "",
-	 .doc = "the export.gguf stage of the unquantized model; needed for kld"},
+	 .doc = "the export.gguf stage of the unquantized model, or its folder; needed for kld"},
 	{.name = "metrics", .type = QP_P_LIST, .def = "size,weight_error",
 	 .doc = "what to measure: size, weight_error, ppl, kld, speed, mc, memory"},
 	{.name = "text", .type = QP_P_PATH, .def = "", .doc = "text file for ppl"},
@@ -101,7 +117,11 @@ static const struct qp_param_decl params[] = {
 	{.name = "act_quant", .type = QP_P_ENUM, .def = "none", .choices = act_quants,
 	 .doc = "none, or w8a8: the layers' linears int8 per channel, inputs int8 per token (SmoothQuant's setting)"},
 	{.name = "chunks", .type = QP_P_INT, .def = "0", .min = 0, .max = 1e9,
-	 .doc = "ppl: chunks to score, 0 for all the text holds"},
+	 .doc = "ppl: chunks (hf: windows) to score, 0 for all the text holds"},
+	{.name = "ppl_method", .type = QP_P_ENUM, .def = "llama.cpp", .choices = ppl_methods,
+	 .doc = "ppl: llama.cpp (chunks, BOS first, second half scored) or hf (transformers' strided sliding window)"},
+	{.name = "stride", .type = QP_P_INT, .def = "0", .min = 0, .max = 1048576,
+	 .doc = "ppl with ppl_method hf: tokens between window starts, 1 .. n_ctx; 0 for n_ctx / 2"},
 	{.name = "tasks", .type = QP_P_PATHS, .def = "",
 	 .doc = "mc: HellaSwag / PIQA JSONL task files, at most one of each"},
 	{.name = "mc_limit", .type = QP_P_INT, .def = "0", .min = 0, .max = 1e9,
@@ -248,6 +268,49 @@ static int run_mc(struct qp_stage_ctx *ctx, struct qp_llama *m, const struct qp_
 	return rc;
 }
 
+/* The model of input a: its model.gguf, or else the Hugging Face
+ * checkpoint (config.json and safetensors) of a model folder stage; *path
+ * names it in messages. */
+static int open_model(struct qp_llama **m, const char **path, const struct qp_artifact *a, int64_t n_ctx,
+                      int threads, struct qp_err *err)
+{
+	const char *cfg = qp_artifact_file(a, "config.json");
+	*path = qp_artifact_file(a, "model.gguf");
+	if (*path)
+		return qp_llama_open(m, *path, n_ctx, threads, err);
+	if (!cfg)
+		return qp_err_set(err, QP_EINVAL, "input '%s' has neither model.gguf nor config.json: give an "
+		                  "export.gguf stage or a model folder (model.local, hf.download)", a->instance);
+	int rc = qp_stage_weights_path(a, path, err);
+	return rc ? rc : qp_llama_open_hf(m, cfg, *path, n_ctx, threads, err);
+}
+
+/* The tokenizer of input a, opened as m: the GGUF's own, or the folder's
+ * tokenizer.model with its tokenizer_config.json rules. */
+static int open_tokenizer(struct qp_tokenizer **tok, const struct qp_llama *m, const struct qp_artifact *a,
+                          struct qp_err *err)
+{
+	if (qp_llama_gguf(m))
+		return qp_tokenizer_from_gguf(tok, qp_llama_gguf(m), err);
+	const char *sp, *tc = qp_artifact_file(a, "tokenizer_config.json");
+	struct qp_hf_tokenizer_config c = {.add_bos_token = true, .add_eos_token = false};
+	int rc = qp_stage_need_file(a, "tokenizer.model", &sp, err);
+	if (rc || (tc && (rc = qp_hf_tokenizer_config_read(&c, tc, err))))
+		return rc;
+	struct qp_spm *spm;
+	if ((rc = qp_spm_read(&spm, sp, err)))
+		return rc;
+	struct qp_tokenizer_rules rules = {.add_bos = c.add_bos_token, .add_eos = c.add_eos_token};
+	rc = qp_tokenizer_from_spm(tok, spm, &rules, err);
+	qp_spm_free(spm);
+	return rc;
+}
+
+static int hf_progress(void *ctx, int64_t done, int64_t total, struct qp_err *err)
+{
+	return qp_ctx_progress(ctx, "ppl windows", done, total, err);
+}
+
 /* ppl, kld, speed and mc: the metrics that run the model. */
 static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool want_speed,
                     bool want_mc, struct qp_err *err)
@@ -257,8 +320,8 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 	const char *text_path = qp_ctx_param(ctx, "text")->s;
 	const char *first_metric = want_ppl ? "ppl" : want_kld ? "kld" : want_speed ? "speed" : "mc";
 	if (!ga)
-		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'gguf' (the export.gguf stage)",
-		                  first_metric);
+		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'gguf' (the export.gguf stage), or "
+		                  "a model folder there", first_metric);
 	if (want_kld && !ba)
 		return qp_err_set(err, QP_EINVAL,
 		                  "metric 'kld' needs parameter 'base' (the export.gguf stage of the unquantized model)");
@@ -272,10 +335,8 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 	if (need_text && !text_path[0])
 		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'text' (a text file)",
 		                  want_ppl ? "ppl" : "kld");
-	const char *gpath, *bpath = NULL;
-	int rc = qp_stage_need_file(ga, "model.gguf", &gpath, err);
-	if (rc || (want_kld && (rc = qp_stage_need_file(ba, "model.gguf", &bpath, err))))
-		return rc;
+	const char *gpath = NULL, *bpath = NULL;
+	int rc;
 	struct qp_ppl_params p = {.n_ctx = qp_ctx_param(ctx, "n_ctx")->i,
 	                          .chunks = qp_ctx_param(ctx, "chunks")->i, .first = -1};
 	int threads = qp_ctx_threads(ctx);
@@ -289,18 +350,18 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 	json_t *met = qp_ctx_metrics(ctx);
 	double t0 = qp_os_now();
 	bool w8a8 = !strcmp(qp_ctx_param(ctx, "act_quant")->s, "w8a8");
-	if ((rc = qp_llama_open(&m, gpath, p.n_ctx, threads, err)) || (w8a8 && (rc = qp_llama_set_w8a8(m, err))))
+	if ((rc = open_model(&m, &gpath, ga, p.n_ctx, threads, err)) || (w8a8 && (rc = qp_llama_set_w8a8(m, err))))
 		goto out;
 	json_object_set_new(met, "act_quant", json_string(w8a8 ? "w8a8" : "none"));
 	double load_s = qp_os_now() - t0;
-	if ((rc = qp_tokenizer_from_gguf(&tok, qp_llama_gguf(m), err)))
+	if ((rc = open_tokenizer(&tok, m, ga, err)))
 		goto out;
 	if (text_path[0] && ((rc = qp_os_read_file(&text, &len, text_path, (size_t)1 << 31, err)) ||
 	                     (rc = qp_tokenizer_encode(tok, text, len, true, &ids, &n, err))))
 		goto out;
 	int64_t nv = qp_llama_hparams(m)->n_vocab, n_ctx = p.n_ctx;
 	if (want_kld) {
-		if ((rc = qp_llama_open(&base, bpath, n_ctx, threads, err)))
+		if ((rc = open_model(&base, &bpath, ba, n_ctx, threads, err)))
 			goto out;
 		if (qp_llama_hparams(base)->n_vocab != nv) {
 			rc = qp_err_set(err, QP_EINVAL, "kld: base %s has %lld tokens in its vocabulary, %s has %lld",
@@ -313,7 +374,36 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 		rc = qp_err_nomem(err);
 		goto out;
 	}
-	if (need_text) {
+	bool hf = !strcmp(qp_ctx_param(ctx, "ppl_method")->s, "hf");
+	if (want_ppl && hf) {
+		struct qp_ppl_hf_params hp = {.max_length = n_ctx, .stride = qp_ctx_param(ctx, "stride")->i,
+		                              .windows = p.chunks};
+		if (!hp.stride)
+			hp.stride = n_ctx / 2;
+		struct qp_ppl_result r;
+		if ((rc = qp_ppl_hf_run(&r, m, ids, (int64_t)n, &hp, hf_progress, ctx, err))) {
+			if (rc != QP_EINTR)
+				qp_err_prefix(err, "%s", text_path);
+			goto out;
+		}
+		json_object_set_new(met, "ppl", json_real(r.ppl));
+		json_object_set_new(met, "ppl_err", json_real(r.ppl_err));
+		json_object_set_new(met, "ppl_nll", json_real(r.nll));
+		char desc[256];
+		snprintf(desc, sizeof(desc), "hf: strided sliding window (transformers docs), windows of n_ctx "
+		         "every %lld tokens, each scoring the tokens past the previous one's end, BOS once",
+		         (long long)hp.stride);
+		json_object_set_new(met, "ppl_method", json_string(desc));
+		json_object_set_new(met, "stride", json_integer(hp.stride));
+		json_object_set_new(met, "n_ctx", json_integer(n_ctx));
+		json_object_set_new(met, "chunks", json_integer(r.n_chunks));
+		json_object_set_new(met, "tokens_scored", json_integer(r.n_scored));
+		json_object_set_new(met, "text_tokens", json_integer((int64_t)n));
+		json_object_set_new(met, "tokenizer", json_string(qp_tokenizer_describe(tok)));
+		json_object_set_new(met, "text", json_string(text_path));
+		want_ppl = false; /* done: the chunks below are kld's only */
+	}
+	if (want_ppl || want_kld) {
 		int32_t bos = qp_tokenizer_bos(tok);
 		int64_t n_chunks, first;
 		if ((rc = qp_ppl_plan(&n_chunks, &first, (int64_t)n, &p, err))) {
@@ -360,8 +450,8 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 			json_object_set_new(met, "base", json_string(ba->instance));
 		}
 		json_object_set_new(met, "n_ctx", json_integer(n_ctx));
-		json_object_set_new(met, "chunks", json_integer(n_chunks));
-		json_object_set_new(met, "tokens_scored", json_integer(sums.n));
+		json_object_set_new(met, hf ? "kld_chunks" : "chunks", json_integer(n_chunks));
+		json_object_set_new(met, hf ? "kld_tokens_scored" : "tokens_scored", json_integer(sums.n));
 		json_object_set_new(met, "text_tokens", json_integer((int64_t)n));
 		json_object_set_new(met, "tokenizer", json_string(qp_tokenizer_describe(tok)));
 		json_object_set_new(met, "text", json_string(text_path));
@@ -421,7 +511,12 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		return qp_err_set(err, QP_EINVAL, "metric 'weight_error' needs parameter 'reference' (the source model)");
 	const char *gpath = qp_artifact_file(qa, "model.gguf"), *lpath = qp_artifact_file(qa, "model.safetensors");
 	const char *wpath = NULL, *mpath = gpath ? gpath : lpath;
-	int rc;
+	int rc, layout = 1;
+	/* a model folder (model.local, hf.download) is measured as it is */
+	if (!gpath && qp_artifact_file(qa, "config.json") && (rc = qp_stage_weights_path(qa, &lpath, err)) == 0 &&
+	    (rc = qp_ql_probe(lpath, &layout, err)))
+		return rc;
+	mpath = gpath ? gpath : lpath;
 	if (!mpath)
 		return qp_err_set(err, QP_EINVAL, "input '%s' has neither model.gguf nor model.safetensors: is it a quantize stage?",
 		                  qa->instance);
@@ -429,9 +524,9 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		return rc;
 	struct qp_gguf_file *q = NULL;
 	struct qp_ql_model *ql = NULL;
-	struct qp_st_model *ref = NULL;
+	struct qp_st_model *ref = NULL, *plain = NULL;
 	float *deq = NULL;
-	if ((rc = gpath ? qp_gguf_open(&q, gpath, err) : qp_ql_open(&ql, lpath, err)) ||
+	if ((rc = gpath ? qp_gguf_open(&q, gpath, err) : layout ? qp_ql_open(&ql, lpath, err) : qp_st_open(&plain, lpath, err)) ||
 	    (weight_error && (rc = qp_st_open(&ref, wpath, err))))
 		goto out;
 	struct qp_err_stats all = {0};
@@ -439,21 +534,30 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	int64_t elems = 0;
 	json_t *tensors = json_array();
 	json_object_set_new(qp_ctx_metrics(ctx), "tensors", tensors);
-	size_t nt = q ? qp_gguf_tensor_count(q) : qp_ql_count(ql);
+	size_t nt = q ? qp_gguf_tensor_count(q) : ql ? qp_ql_count(ql) : qp_st_count(plain);
 	for (size_t i = 0; i < nt; i++) {
-		/* one view of a tensor of either format */
+		/* one view of a tensor of any of the formats */
 		const struct qp_gguf_tensor *gt = q ? qp_gguf_tensor_at(q, i) : NULL;
 		const struct qp_ql_entry *le = ql ? qp_ql_at(ql, i) : NULL;
-		const char *name = gt ? gt->name : le->name;
-		int64_t nelem = gt ? gt->nelem : le->nelem;
-		int ndim = gt ? gt->ndim : le->ndim;
-		int64_t cols = gt ? gt->ne[0] : le->ndim ? le->shape[le->ndim - 1] : 1, rows = cols ? nelem / cols : 0;
+		const struct qp_st_tensor *pt = plain ? qp_st_at(plain, i) : NULL;
+		if (pt && qp_type_of_st_dtype(pt->dtype) < 0) {
+			rc = qp_err_set(err, QP_EINVAL, "%s: tensor '%s' has dtype %s, not a weight type", lpath, pt->name,
+			                qp_st_dtype_name(pt->dtype));
+			goto out;
+		}
+		const char *name = gt ? gt->name : le ? le->name : pt->name;
+		int64_t nelem = gt ? gt->nelem : le ? le->nelem : pt->nelem;
+		int ndim = gt ? gt->ndim : le ? le->ndim : pt->ndim;
+		int64_t cols = gt ? gt->ne[0] : le ? (le->ndim ? le->shape[le->ndim - 1] : 1) : pt->ndim ? pt->shape[pt->ndim - 1] : 1,
+		        rows = cols ? nelem / cols : 0;
 		char tname[256];
-		if (gt || le->kind != QP_QL_METHOD)
+		if (pt)
+			snprintf(tname, sizeof(tname), "%s", qp_type_traits((enum qp_type)qp_type_of_st_dtype(pt->dtype))->name);
+		else if (gt || le->kind != QP_QL_METHOD)
 			snprintf(tname, sizeof(tname), "%s", qp_type_traits(gt ? gt->type : le->type)->name);
 		else
 			qp_qspec_format(&le->spec, tname, sizeof(tname));
-		bytes += gt ? gt->nbytes : le->nbytes;
+		bytes += gt ? gt->nbytes : le ? le->nbytes : pt->nbytes;
 		elems += nelem;
 		if (!weight_error)
 			continue;
@@ -478,7 +582,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 			if ((rc = qp_ql_dequantize(ql, le, deq, qp_ctx_threads(ctx), err)))
 				goto out;
 		}
-		if ((rc = qp_compare_rows(&s, (enum qp_type)rt, r->data, gt ? gt->type : QP_TYPE_F32, gt ? gt->data : deq,
+		enum qp_type mt = gt ? gt->type : pt ? (enum qp_type)qp_type_of_st_dtype(pt->dtype) : QP_TYPE_F32;
+		if ((rc = qp_compare_rows(&s, (enum qp_type)rt, r->data, mt, gt ? gt->data : pt ? pt->data : deq,
 		                          rows, cols, err))) {
 			qp_err_prefix(err, "tensor '%s'", name);
 			goto out;
@@ -526,6 +631,8 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		q = NULL;
 		qp_ql_close(ql);
 		ql = NULL;
+		qp_st_close(plain);
+		plain = NULL;
 		rc = run_text(ctx, want_ppl, want_kld, want_speed, want_mc, err);
 	}
 	if (!rc && want_metric(metrics, "memory"))
@@ -533,6 +640,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 out:
 	free(deq);
 	qp_st_close(ref);
+	qp_st_close(plain);
 	qp_gguf_close(q);
 	qp_ql_close(ql);
 	return rc;

@@ -251,7 +251,7 @@ static json_t *build_caption(struct qp_stage_ctx *ctx, const struct qp_artifact 
 		const char *text = json_string_value(json_object_get(m, "text"));
 		if (text)
 			json_object_set_new(cap, "text", json_string(basename_of(text)));
-		static const char *const keys[] = {"n_ctx", "chunks", "tokens_scored", "tokenizer", "ppl_method"};
+		static const char *const keys[] = {"n_ctx", "stride", "chunks", "tokens_scored", "tokenizer", "ppl_method"};
 		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
 			if (json_object_get(m, keys[k]))
 				json_object_set(cap, keys[k], json_object_get(m, keys[k]));

@@ -164,6 +164,42 @@ static void hfconfig__deeply_nested_json_fails_cleanly(void)
 	CHECK(strstr(err.msg, "config.json:1:") == err.msg);
 }
 
+static void hfconfig__rope_scaling_from_either_object(void)
+{
+	struct qp_hf_config c;
+	CHECK_OK(cfg(&c, "{" BASE "}"));
+	CHECK_EQ_STR(c.rope_type, "default");
+	CHECK_EQ_STR(c.hidden_act, "silu");
+	CHECK(c.rope_factor == 0.0 && c.rope_truncate && c.partial_rotary_factor == 1.0);
+	CHECK_EQ_INT(c.rope_original_max_position_embeddings, 0);
+	CHECK_OK(cfg(&c, "{" BASE ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}"));
+	CHECK_EQ_STR(c.rope_type, "linear");
+	CHECK(c.rope_factor == 2.0);
+	/* transformers 5: rope_parameters wins over a leftover rope_scaling */
+	CHECK_OK(cfg(&c, "{" BASE ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}, "
+	                 "\"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, "
+	                 "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+	                 "\"original_max_position_embeddings\": 8192}}"));
+	CHECK_EQ_STR(c.rope_type, "llama3");
+	CHECK(c.rope_factor == 8.0 && c.rope_low_freq_factor == 1.0 && c.rope_high_freq_factor == 4.0);
+	CHECK(c.rope_theta == 500000.0);
+	CHECK_EQ_INT(c.rope_original_max_position_embeddings, 8192);
+	/* yarn's optional keys; the top-level pretraining length wins (Phi-3) */
+	CHECK_OK(cfg(&c, "{" BASE ", \"original_max_position_embeddings\": 4096, \"sliding_window\": null, "
+	                 "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"beta_fast\": 16, "
+	                 "\"mscale\": 0.7, \"mscale_all_dim\": 0.5, \"truncate\": false, "
+	                 "\"original_max_position_embeddings\": 2048}}"));
+	CHECK_EQ_STR(c.rope_type, "yarn");
+	CHECK(c.rope_factor == 4.0 && c.rope_beta_fast == 16.0 && c.rope_beta_slow == 0.0);
+	CHECK(c.rope_mscale == 0.7 && c.rope_mscale_all_dim == 0.5 && !c.rope_truncate);
+	CHECK_EQ_INT(c.rope_original_max_position_embeddings, 4096);
+	CHECK_EQ_INT(c.sliding_window, 0);
+	CHECK_ERR(cfg(&c, "{" BASE ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": \"2\"}}"),
+	          QP_ECORRUPT, "config.json: 'rope_scaling.factor' must be a number");
+	CHECK_ERR(cfg(&c, "{" BASE ", \"rope_scaling\": [1]}"), QP_ECORRUPT,
+	          "config.json: 'rope_scaling' must be an object or null");
+}
+
 int main(int argc, char **argv)
 {
 	static const struct tf_test tests[] = {
@@ -173,6 +209,7 @@ int main(int argc, char **argv)
 		TF_TEST(hfconfig__defaults_fill_optional_keys),
 		TF_TEST(hfconfig__rope_theta_under_rope_parameters_and_eos_list),
 		TF_TEST(hfconfig__errors_name_the_file_and_the_key),
+		TF_TEST(hfconfig__rope_scaling_from_either_object),
 		TF_TEST(hfconfig__deeply_nested_json_fails_cleanly),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));

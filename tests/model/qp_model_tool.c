@@ -5,16 +5,21 @@
  *   qp_model_tool tokenize SRC FILE [--no-special]
  *       ids of FILE's bytes, space-separated on one line; SRC is a model
  *       folder (tokenizer.model) or a GGUF file
- *   qp_model_tool logits GGUF OUT THREADS ID...
+ *   qp_model_tool logits MODEL OUT THREADS ID...
  *       logits of the IDs run as one batch from position 0, written to OUT
  *       as float32 [n_ids][n_vocab]
  *   qp_model_tool score GGUF IDS N_CTX FIRST THREADS
  *       IDS holds whitespace-separated ids, cut into windows of N_CTX run
  *       each from an empty cache; prints the NLL sums of positions >= FIRST
  *       as JSON
- *   qp_model_tool ppl GGUF TEXT N_CTX CHUNKS THREADS
- *       llama.cpp's perplexity method on TEXT with the GGUF's tokenizer;
+ *   qp_model_tool ppl MODEL TEXT N_CTX CHUNKS THREADS
+ *       llama.cpp's perplexity method on TEXT with the model's tokenizer;
  *       prints the result and the prefill rate as JSON
+ *   qp_model_tool pplhf MODEL TEXT MAX_LENGTH STRIDE WINDOWS THREADS
+ *       Hugging Face's strided method (qp_ppl_hf_run); prints the result
+ *       as JSON
+ *
+ * MODEL (and GGUF above) is a GGUF file or a Hugging Face model folder.
  *
  * QPIPE_KERNELS picks the kernel level, as for qpipe.
  */
@@ -147,8 +152,7 @@ static int cmd_ppl(int argc, char **argv)
 	size_t len;
 	int32_t *ids;
 	size_t n;
-	if (qp_llama_open(&m, argv[0], p.n_ctx, atoi(argv[4]), &err) ||
-	    qp_tokenizer_from_gguf(&t, qp_llama_gguf(m), &err) ||
+	if (qp_llama_open(&m, argv[0], p.n_ctx, atoi(argv[4]), &err) || load_tokenizer(&t, argv[0], &err) ||
 	    qp_os_read_file(&text, &len, argv[1], (size_t)1 << 30, &err) ||
 	    qp_tokenizer_encode(t, text, len, true, &ids, &n, &err))
 		return die(&err);
@@ -161,6 +165,36 @@ static int cmd_ppl(int argc, char **argv)
 	       "\"scored\": %lld, \"tokens\": %lld, \"seconds\": %.3f, \"prefill_tok_s\": %.1f}\n",
 	       r.ppl, r.ppl_err, r.nll, (long long)r.n_chunks, (long long)r.n_scored,
 	       (long long)r.n_tokens, dt, dt > 0 ? (double)(r.n_chunks * p.n_ctx) / dt : 0.0);
+	free(ids);
+	free(text);
+	qp_tokenizer_free(t);
+	qp_llama_free(m);
+	return 0;
+}
+
+static int cmd_pplhf(int argc, char **argv)
+{
+	struct qp_err err = {0};
+	if (argc < 6)
+		return 2;
+	struct qp_ppl_hf_params p = {.max_length = atoll(argv[2]), .stride = atoll(argv[3]),
+	                             .windows = atoll(argv[4])};
+	struct qp_llama *m;
+	struct qp_tokenizer *t;
+	char *text;
+	size_t len;
+	int32_t *ids;
+	size_t n;
+	if (qp_llama_open(&m, argv[0], p.max_length, atoi(argv[5]), &err) || load_tokenizer(&t, argv[0], &err) ||
+	    qp_os_read_file(&text, &len, argv[1], (size_t)1 << 30, &err) ||
+	    qp_tokenizer_encode(t, text, len, true, &ids, &n, &err))
+		return die(&err);
+	struct qp_ppl_result r;
+	if (qp_ppl_hf_run(&r, m, ids, (int64_t)n, &p, NULL, NULL, &err))
+		return die(&err);
+	printf("{\"ppl\": %.17g, \"ppl_err\": %.17g, \"nll\": %.17g, \"windows\": %lld, "
+	       "\"scored\": %lld, \"tokens\": %lld}\n",
+	       r.ppl, r.ppl_err, r.nll, (long long)r.n_chunks, (long long)r.n_scored, (long long)r.n_tokens);
 	free(ids);
 	free(text);
 	qp_tokenizer_free(t);
@@ -181,6 +215,8 @@ int main(int argc, char **argv)
 		return cmd_score(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "ppl") == 0)
 		return cmd_ppl(argc - 2, argv + 2);
-	fprintf(stderr, "usage: qp_model_tool tokenize|logits|score|ppl ... (see the source)\n");
+	if (argc >= 2 && strcmp(argv[1], "pplhf") == 0)
+		return cmd_pplhf(argc - 2, argv + 2);
+	fprintf(stderr, "usage: qp_model_tool tokenize|logits|score|ppl|pplhf ... (see the source)\n");
 	return 2;
 }
