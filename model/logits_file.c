@@ -16,7 +16,7 @@
 #define STEP_SHIFT 12                  /* codes count steps of 2^-12 nats */
 #define STEP (1.0 / (double)(1 << STEP_SHIFT))
 #define MAX_CODE 65535
-#define REC_HEAD 32                    /* top, n_keep, lp_max, lp_next, tail, corr */
+#define REC_HEAD 36                    /* top, n_keep, lp_max, lp_next, tail, corr */
 #define TRAILER 16
 #define MAX_STR 4096
 
@@ -225,14 +225,14 @@ static size_t encode_row(struct qp_logits_writer *w, const float *x, int32_t nex
 		w->codes[k] = code;
 		w->ids[k++] = (uint32_t)i;
 	}
-	float lp_next = next >= 0 && next < nv ? (float)((double)x[next] - (double)m - lse) : -INFINITY;
+	double lp_next = next >= 0 && next < nv ? (double)x[next] - (double)m - lse : -INFINITY;
 	uint8_t *p = w->rec;
 	put_u32(p, (uint32_t)top);
 	put_u32(p + 4, (uint32_t)k);
 	put_f32(p + 8, lp_max);
-	put_f32(p + 12, lp_next);
-	put_f64(p + 16, tail);
-	put_f64(p + 24, corr);
+	put_f64(p + 12, lp_next);
+	put_f64(p + 20, tail);
+	put_f64(p + 28, corr);
 	p += REC_HEAD;
 	if (set_kind(nv, k) == QP_LOGITS_SET_LIST) {
 		int ib = id_bytes(nv);
@@ -348,7 +348,7 @@ static int check_rec(const struct qp_logits_file *f, uint64_t *pos, uint64_t end
 	if (top >= (uint64_t)nv || k > (uint64_t)nv)
 		return BAD("top id %u or kept count %u out of the vocabulary of %lld", path, (unsigned long long)at,
 		           (long long)c, (long long)j, top, k, (long long)nv);
-	double tail = get_f64(d + at + 16), corr = get_f64(d + at + 24);
+	double tail = get_f64(d + at + 20), corr = get_f64(d + at + 28);
 	float lp_max = get_f32(d + at + 8);
 	if (!(tail >= 0.0 && tail <= 1.0) || !isfinite(corr) || !(lp_max <= 0.0f))
 		return BAD("bad values (lp_max %g, tail %g, corr %g)", path, (unsigned long long)at, (long long)c,
@@ -477,9 +477,9 @@ void qp_logits_rec(struct qp_logits_rec *r, const struct qp_logits_file *f, int6
 	r->top = get_u32(p);
 	r->n_keep = get_u32(p + 4);
 	r->lp_max = get_f32(p + 8);
-	r->lp_next = get_f32(p + 12);
-	r->tail = get_f64(p + 16);
-	r->corr = get_f64(p + 24);
+	r->lp_next = get_f64(p + 12);
+	r->tail = get_f64(p + 20);
+	r->corr = get_f64(p + 28);
 	r->set_kind = set_kind(f->info.n_vocab, r->n_keep);
 	r->set = p + REC_HEAD;
 	r->codes = r->set + set_bytes(f->info.n_vocab, r->n_keep);

@@ -5,8 +5,8 @@
  * What a scored token needs (model/kld.h): kld_t needs the base's p over
  * the vocabulary, rms dp the base's p[next], top-1 its argmax. Per token
  * the file keeps:
- *   top, lp_max, lp_next  exact (f32): argmax id, log p of the argmax
- *                         and of the text's next token
+ *   top, lp_max, lp_next  exact: argmax id, log p of the argmax (f32)
+ *                         and of the text's next token (f64)
  *   kept set              every id whose log p lies within 16 nats of
  *                         lp_max, with its distance from lp_max rounded
  *                         to a step of 2^-12 nats (a uint16 code: a
@@ -32,7 +32,7 @@
  *   q8_0 (kld 3.6e-4): kld relative error 1.5e-5, median 1.1e-3, p99 6e-5;
  *   q4_0 (kld 3.6e-2): kld 4.9e-5, median 6.7e-5, p99 1.6e-5;
  *   rms dp and top-1 are exact (from lp_next and top).
- * Size: 32 + min(bitmap, id list) + 2 bytes per kept id per token; on
+ * Size: 36 + min(bitmap, id list) + 2 bytes per kept id per token; on
  * llama-docs-27m 5534 of 8192 ids are kept on average: about 12.1 KB per
  * token, against llama.cpp's 2 * n_vocab + 8 = 16.4 KB. A large-vocabulary
  * model is peakier: its kept set is a small share of the vocabulary, so
@@ -46,7 +46,7 @@
  *            tokenizer (its description), text (the text's identity)
  *   tokens   n_chunks * n_ctx i32: each chunk as run, BOS first
  *   records  for each chunk, for positions first .. n_ctx - 2:
- *            u32 top, u32 n_keep, f32 lp_max, f32 lp_next, f64 tail,
+ *            u32 top, u32 n_keep, f32 lp_max, f64 lp_next, f64 tail,
  *            f64 corr, the kept set, n_keep u16 codes (ascending id
  *            order). The set is an id list (u16 ids when n_vocab <=
  *            65536, else u32) when that is smaller than a bitmap of
@@ -74,8 +74,8 @@ struct qp_logits_info {
 /* One scored token as stored; codes and set point into the file. */
 struct qp_logits_rec {
 	uint32_t top, n_keep;
-	float lp_max, lp_next;
-	double tail, corr;
+	float lp_max;
+	double lp_next, tail, corr;
 	int set_kind;             /* QP_LOGITS_SET_LIST or _BITMAP */
 	const uint8_t *set;
 	const uint8_t *codes;     /* n_keep little-endian u16 */
