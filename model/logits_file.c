@@ -350,9 +350,10 @@ static int check_rec(const struct qp_logits_file *f, uint64_t *pos, uint64_t end
 		           (long long)c, (long long)j, top, k, (long long)nv);
 	double tail = get_f64(d + at + 20), corr = get_f64(d + at + 28);
 	float lp_max = get_f32(d + at + 8);
-	if (!(tail >= 0.0 && tail <= 1.0) || !isfinite(corr) || !(lp_max <= 0.0f))
-		return BAD("bad values (lp_max %g, tail %g, corr %g)", path, (unsigned long long)at, (long long)c,
-		           (long long)j, (double)lp_max, tail, corr);
+	double lp_next = get_f64(d + at + 12);
+	if (!(tail >= 0.0 && tail <= 1.0) || !isfinite(corr) || !(lp_max <= 0.0f) || !(lp_next <= 0.0))
+		return BAD("bad values (lp_max %g, lp_next %g, tail %g, corr %g)", path, (unsigned long long)at,
+		           (long long)c, (long long)j, (double)lp_max, lp_next, tail, corr);
 	uint64_t sb = set_bytes(nv, k), need = sb + 2 * (uint64_t)k;
 	if (end - at - REC_HEAD < need)
 		return BAD("%u kept ids run past the end of the data", path, (unsigned long long)at, (long long)c,

@@ -46,7 +46,7 @@
  *                 and `base: base` in evaluate's with; having no
  *                 coordinate in common, it pairs with every instance.
  *                 With stored logits kld differs from the exact path by
- *                 the file's rounding (model/logits_file.h: relative 1e-5
+ *                 the file's rounding (model/logits_file.h: about 5e-5 relative
  *                 on kld for q8_0, rms_dp and top1_pct exact), and the
  *                 metric base_logits names the file's base
  *   speed         on `gguf`, after one untimed warm-up each: prefill_tok_s,
