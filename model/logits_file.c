@@ -13,10 +13,14 @@
 #define MAGIC "QPLOGITS"
 #define END_MAGIC "QPLEND\0\0"
 #define VERSION 1
-#define STEP_SHIFT 12                  /* codes count steps of 2^-12 nats */
+#define STEP_SHIFT 12                  /* fine codes count steps of 2^-12 nats */
 #define STEP (1.0 / (double)(1 << STEP_SHIFT))
-#define MAX_CODE 65535
-#define REC_HEAD 36                    /* top, n_keep, lp_max, lp_next, tail, corr */
+#define FINE_CODES 32768               /* fine: distance 0 .. 8 nats, two bytes */
+#define COARSE_FROM 8.0                /* coarse: 8 + w / 16 nats, w < 128, one byte */
+#define COARSE_STEP (1.0 / 16.0)
+#define COARSE_CODES 128
+#define COARSE_BIT 0x8000              /* in a code held as u16: a coarse one */
+#define REC_HEAD 40                    /* top, n_keep, n_fine, lp_max, lp_next, tail, corr */
 #define TRAILER 16
 #define MAX_STR 4096
 
@@ -95,7 +99,27 @@ static uint64_t set_bytes(int64_t n_vocab, uint64_t n_keep)
 	                                                       : bitmap_bytes(n_vocab);
 }
 
-static double decode(float lp_max, uint16_t code) { return (double)lp_max - (double)code * STEP; }
+/* log p' of a code held as u16: fine v (distance v * 2^-12) or
+ * COARSE_BIT | w (distance 8 + w / 16) */
+static double decode(float lp_max, uint16_t code)
+{
+	if (code & COARSE_BIT)
+		return (double)lp_max - (COARSE_FROM + (double)(code & 0x7f) * COARSE_STEP);
+	return (double)lp_max - (double)code * STEP;
+}
+
+/* The code at *p of the code bytes, advancing *p: a byte with its top bit
+ * set is a coarse code, else it and the next byte are a fine one. */
+static uint16_t next_code(const uint8_t **p)
+{
+	const uint8_t *b = *p;
+	if (b[0] & 0x80) {
+		*p += 1;
+		return (uint16_t)(COARSE_BIT | (b[0] & 0x7f));
+	}
+	*p += 2;
+	return (uint16_t)(b[0] << 8 | b[1]);
+}
 
 /* ---- writer ---- */
 
@@ -211,17 +235,22 @@ static size_t encode_row(struct qp_logits_writer *w, const float *x, int32_t nex
 	double lse = log(s);
 	float lp_max = (float)-lse;
 	double tail = 0.0, corr = 0.0;
-	uint64_t k = 0;
+	uint64_t k = 0, fine = 0;
 	for (int64_t i = 0; i < nv; i++) {
 		double d = (double)m - (double)x[i], lp = -d - lse;
-		double c = nearbyint(d / STEP);
-		if (c > MAX_CODE) {
+		double v = nearbyint(d / STEP), cw = nearbyint((d - COARSE_FROM) / COARSE_STEP);
+		uint16_t code;
+		if (v < FINE_CODES) {
+			code = (uint16_t)v;
+		} else if (cw < COARSE_CODES) {
+			code = (uint16_t)(COARSE_BIT | (cw > 0 ? (int)cw : 0));
+		} else {
 			tail += exp(lp);
 			continue;
 		}
-		uint16_t code = (uint16_t)c;
 		double lq = decode(lp_max, code);
 		corr += exp(lq) * (lq - lp);
+		fine += !(code & COARSE_BIT);
 		w->codes[k] = code;
 		w->ids[k++] = (uint32_t)i;
 	}
@@ -229,10 +258,11 @@ static size_t encode_row(struct qp_logits_writer *w, const float *x, int32_t nex
 	uint8_t *p = w->rec;
 	put_u32(p, (uint32_t)top);
 	put_u32(p + 4, (uint32_t)k);
-	put_f32(p + 8, lp_max);
-	put_f64(p + 12, lp_next);
-	put_f64(p + 20, tail);
-	put_f64(p + 28, corr);
+	put_u32(p + 8, (uint32_t)fine);
+	put_f32(p + 12, lp_max);
+	put_f64(p + 16, lp_next);
+	put_f64(p + 24, tail);
+	put_f64(p + 32, corr);
 	p += REC_HEAD;
 	if (set_kind(nv, k) == QP_LOGITS_SET_LIST) {
 		int ib = id_bytes(nv);
@@ -248,8 +278,13 @@ static size_t encode_row(struct qp_logits_writer *w, const float *x, int32_t nex
 			p[w->ids[j] / 8] |= (uint8_t)(1u << (w->ids[j] % 8));
 		p += nb;
 	}
-	for (uint64_t j = 0; j < k; j++, p += 2)
-		put_u16(p, w->codes[j]);
+	for (uint64_t j = 0; j < k; j++)
+		if (w->codes[j] & COARSE_BIT) {
+			*p++ = (uint8_t)(0x80 | (w->codes[j] & 0x7f));
+		} else {
+			*p++ = (uint8_t)(w->codes[j] >> 8);
+			*p++ = (uint8_t)w->codes[j];
+		}
 	return (size_t)(p - w->rec);
 }
 
@@ -344,17 +379,17 @@ static int check_rec(const struct qp_logits_file *f, uint64_t *pos, uint64_t end
 	if (end - at < REC_HEAD)
 		return BAD("record runs past the end of the data", path, (unsigned long long)at, (long long)c,
 		           (long long)j);
-	uint32_t top = get_u32(d + at), k = get_u32(d + at + 4);
-	if (top >= (uint64_t)nv || k > (uint64_t)nv)
-		return BAD("top id %u or kept count %u out of the vocabulary of %lld", path, (unsigned long long)at,
-		           (long long)c, (long long)j, top, k, (long long)nv);
-	double tail = get_f64(d + at + 20), corr = get_f64(d + at + 28);
-	float lp_max = get_f32(d + at + 8);
-	double lp_next = get_f64(d + at + 12);
+	uint32_t top = get_u32(d + at), k = get_u32(d + at + 4), fine = get_u32(d + at + 8);
+	if (top >= (uint64_t)nv || k > (uint64_t)nv || fine > k)
+		return BAD("top id %u, kept count %u or fine count %u out of the vocabulary of %lld", path,
+		           (unsigned long long)at, (long long)c, (long long)j, top, k, fine, (long long)nv);
+	double tail = get_f64(d + at + 24), corr = get_f64(d + at + 32);
+	float lp_max = get_f32(d + at + 12);
+	double lp_next = get_f64(d + at + 16);
 	if (!(tail >= 0.0 && tail <= 1.0) || !isfinite(corr) || !(lp_max <= 0.0f) || !(lp_next <= 0.0))
 		return BAD("bad values (lp_max %g, lp_next %g, tail %g, corr %g)", path, (unsigned long long)at,
 		           (long long)c, (long long)j, (double)lp_max, lp_next, tail, corr);
-	uint64_t sb = set_bytes(nv, k), need = sb + 2 * (uint64_t)k;
+	uint64_t sb = set_bytes(nv, k), need = sb + (uint64_t)k + fine;
 	if (end - at - REC_HEAD < need)
 		return BAD("%u kept ids run past the end of the data", path, (unsigned long long)at, (long long)c,
 		           (long long)j, k);
@@ -377,6 +412,13 @@ static int check_rec(const struct qp_logits_file *f, uint64_t *pos, uint64_t end
 			return BAD("bitmap holds %llu ids, the record says %u", path, (unsigned long long)at, (long long)c,
 			           (long long)j, (unsigned long long)bits, k);
 	}
+	const uint8_t *code = set + sb, *code_end = code + k + fine;
+	uint32_t n_fine = 0;
+	for (uint32_t i = 0; i < k && code < code_end; i++)
+		n_fine += !(next_code(&code) & COARSE_BIT);
+	if (code != code_end || n_fine != fine)
+		return BAD("codes do not add up to %u kept ids, %u of them fine", path, (unsigned long long)at,
+		           (long long)c, (long long)j, k, fine);
 #undef BAD
 	*pos = at + REC_HEAD + need;
 	return 0;
@@ -477,10 +519,11 @@ void qp_logits_rec(struct qp_logits_rec *r, const struct qp_logits_file *f, int6
 	const uint8_t *p = f->map.data + f->off[c * f->per_chunk + (j - f->info.first)];
 	r->top = get_u32(p);
 	r->n_keep = get_u32(p + 4);
-	r->lp_max = get_f32(p + 8);
-	r->lp_next = get_f64(p + 12);
-	r->tail = get_f64(p + 20);
-	r->corr = get_f64(p + 28);
+	r->n_fine = get_u32(p + 8);
+	r->lp_max = get_f32(p + 12);
+	r->lp_next = get_f64(p + 16);
+	r->tail = get_f64(p + 24);
+	r->corr = get_f64(p + 32);
 	r->set_kind = set_kind(f->info.n_vocab, r->n_keep);
 	r->set = p + REC_HEAD;
 	r->codes = r->set + set_bytes(f->info.n_vocab, r->n_keep);
@@ -488,19 +531,19 @@ void qp_logits_rec(struct qp_logits_rec *r, const struct qp_logits_file *f, int6
 
 void qp_logits_expand(const struct qp_logits_rec *r, int64_t n_vocab, double *lp)
 {
-	uint32_t k = 0;
+	const uint8_t *code = r->codes;
 	if (r->set_kind == QP_LOGITS_SET_LIST) {
 		int ib = id_bytes(n_vocab);
 		for (int64_t i = 0; i < n_vocab; i++)
 			lp[i] = -INFINITY;
-		for (; k < r->n_keep; k++) {
+		for (uint32_t k = 0; k < r->n_keep; k++) {
 			int64_t id = ib == 2 ? get_u16(r->set + (size_t)k * 2) : get_u32(r->set + (size_t)k * 4);
-			lp[id] = decode(r->lp_max, get_u16(r->codes + (size_t)k * 2));
+			lp[id] = decode(r->lp_max, next_code(&code));
 		}
 		return;
 	}
 	for (int64_t i = 0; i < n_vocab; i++)
-		lp[i] = r->set[i / 8] >> (i % 8) & 1 ? decode(r->lp_max, get_u16(r->codes + (size_t)k++ * 2)) : -INFINITY;
+		lp[i] = r->set[i / 8] >> (i % 8) & 1 ? decode(r->lp_max, next_code(&code)) : -INFINITY;
 }
 
 void qp_logits_close(struct qp_logits_file *f)

@@ -75,7 +75,7 @@ def qpl_tokens(path):
         d = f.read()
     assert d[:8] == b"QPLOGITS"
     n_vocab, n_ctx, n_chunks = struct.unpack_from("<3I", d, 12)
-    pos = 44
+    pos = 44  # the fixed header
     for _ in range(3):
         pos += 2 + struct.unpack_from("<H", d, pos)[0]
     toks = struct.unpack_from("<%di" % (n_chunks * n_ctx), d, pos)
