@@ -39,12 +39,12 @@
  * Measured on llama-docs-27m (vocabulary 8192, held-out text, n_ctx 512,
  * 8 chunks, 2040 tokens: recipes/demo.yaml's) against the exact float
  * path (model/kld.h), relative errors of the file's statistics:
- *   q8_0 (kld 3.3e-4): kld 3.8e-5, median 8.7e-4, p99 3.7e-4, max 1.9e-4;
- *   q4_0 (kld 3.3e-2): kld 5.7e-5, median 2.4e-5, p99 3.0e-5, max 3.3e-5;
+ *   q8_0 (kld 3.3e-4): kld 6.7e-5, median 1.4e-3, p99 2.7e-4, max 3.7e-4;
+ *   q4_0 (kld 3.3e-2): kld 6.8e-5, median 1.9e-4, p99 2.9e-5, max 3.1e-5;
  *   rms dp and top-1 are exact (from lp_next and top).
- * Size: 36 + min(bitmap, id list) + 2 bytes per kept id per token; on
- * llama-docs-27m about 5200 of 8192 ids are kept: 11.4 KB per token
- * (23.3 MB for the demo's 2040 tokens), against llama.cpp's 2 * n_vocab +
+ * Size: 40 + min(bitmap, id list) + 2 bytes per fine and 1 per coarse id
+ * per token; on llama-docs-27m 6.5 KB per token (13.3 MB for the demo's
+ * 2040 tokens), against llama.cpp's 2 * n_vocab +
  * 8 = 16.4 KB. A large-vocabulary model should be peakier (not measured:
  * none can be brought onto these machines): where its kept set is a small
  * share of the vocabulary the id list replaces the bitmap and the file

@@ -46,8 +46,8 @@
  *                 and `base: base` in evaluate's with; having no
  *                 coordinate in common, it pairs with every instance.
  *                 With stored logits kld differs from the exact path by
- *                 the file's rounding (model/logits_file.h: about 5e-5 relative
- *                 on kld for q8_0, rms_dp and top1_pct exact), and the
+ *                 the file's rounding (model/logits_file.h: about 7e-5 relative
+ *                 on kld for q8_0 and q4_0, rms_dp and top1_pct exact), and the
  *                 metric base_logits names the file's base
  *   speed         on `gguf`, after one untimed warm-up each: prefill_tok_s,
  *                 n_ctx tokens in one batch from an empty cache (the first
