@@ -2,7 +2,7 @@
 --kl-divergence's, on llama-docs-27m's f16 base and its q4_0 (and q8_0)
 GGUF files made by qpipe, on the first 2 chunks of 512 tokens of the
 held-out text (BOS first, second half scored; 510 tokens). llama.cpp's
-logits come through llama-cpp-python, with an f32 KV cache. About 90 s
+logits come through llama-cpp-python, with an f32 KV cache. 70 to 100 s
 on 2 cores, most of it the forward passes.
 
 Two checks, because the two programs' forward passes differ (llama.cpp's
