@@ -338,8 +338,10 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 		goto out;
 	int64_t nv = qp_llama_hparams(m)->n_vocab, n_ctx = p.n_ctx;
 	if (want_kld && lpath) {
-		if ((rc = qp_logits_open(&stored, lpath, err)))
+		if ((rc = qp_logits_open(&stored, lpath, err))) {
+			qp_err_prefix(err, "kld: base '%s'", ba->instance);
 			goto out;
+		}
 		const struct qp_logits_info *bi = qp_logits_info(stored);
 		if (bi->n_vocab != nv) {
 			rc = qp_err_set(err, QP_EINVAL, "kld: base '%s' has %lld tokens in its vocabulary, %s has %lld",
