@@ -1,8 +1,12 @@
 #include "model/kld.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "model/logits_file.h"
 
 /* log-softmax normaliser of x[n]: max and log sum exp(x - max), in double */
 static void lse(const float *x, int64_t n, double *max, double *log_sum, int64_t *arg)
@@ -22,6 +26,33 @@ static void lse(const float *x, int64_t n, double *max, double *log_sum, int64_t
 	*arg = a;
 }
 
+/* Room for n more tokens. */
+static int reserve(struct qp_kld_acc *acc, int64_t n, struct qp_err *err)
+{
+	int64_t need = acc->n + n;
+	if (need <= acc->cap)
+		return 0;
+	int64_t cap = acc->cap ? acc->cap : 1024;
+	while (cap < need)
+		cap *= 2;
+	double *k = realloc(acc->kld, (size_t)cap * sizeof(double));
+	if (!k)
+		return qp_err_nomem(err);
+	acc->kld = k;
+	acc->cap = cap;
+	return 0;
+}
+
+static void add_token(struct qp_kld_acc *acc, double kld, double dp, bool same_top)
+{
+	acc->kld[acc->n++] = kld;
+	acc->sum += kld;
+	acc->sum2 += kld * kld;
+	acc->dp += dp;
+	acc->dp2 += dp * dp;
+	acc->same_top += same_top;
+}
+
 int qp_kld_add(struct qp_kld_acc *acc, const float *base, const float *quant, int64_t nv,
                const int32_t *tokens, int64_t n, int64_t first, struct qp_err *err)
 {
@@ -29,17 +60,9 @@ int qp_kld_add(struct qp_kld_acc *acc, const float *base, const float *quant, in
 		first = 0;
 	if (n - 1 - first <= 0)
 		return 0;
-	int64_t need = acc->n + (n - 1 - first);
-	if (need > acc->cap) {
-		int64_t cap = acc->cap ? acc->cap : 1024;
-		while (cap < need)
-			cap *= 2;
-		double *k = realloc(acc->kld, (size_t)cap * sizeof(double));
-		if (!k)
-			return qp_err_nomem(err);
-		acc->kld = k;
-		acc->cap = cap;
-	}
+	int rc = reserve(acc, n - 1 - first, err);
+	if (rc)
+		return rc;
 	for (int64_t j = first; j < n - 1; j++) {
 		const float *b = base + j * nv, *q = quant + j * nv;
 		double bm, bl, qm, ql;
@@ -55,13 +78,48 @@ int qp_kld_add(struct qp_kld_acc *acc, const float *base, const float *quant, in
 		double dp = 0.0;
 		if (t >= 0 && t < nv)
 			dp = exp((double)q[t] - qm - ql) - exp((double)b[t] - bm - bl);
-		acc->kld[acc->n++] = kld;
-		acc->sum += kld;
-		acc->sum2 += kld * kld;
-		acc->dp += dp;
-		acc->dp2 += dp * dp;
-		acc->same_top += ba == qa;
+		add_token(acc, kld, dp, ba == qa);
 	}
+	return 0;
+}
+
+int qp_kld_add_stored(struct qp_kld_acc *acc, const struct qp_logits_file *base, int64_t c, const float *quant,
+                      struct qp_err *err)
+{
+	const struct qp_logits_info *in = qp_logits_info(base);
+	int64_t nv = in->n_vocab, n = in->n_ctx;
+	const int32_t *tokens = in->tokens + c * n;
+	int rc = reserve(acc, n - 1 - in->first, err);
+	if (rc)
+		return rc;
+	double *lp = malloc((size_t)nv * sizeof(double));
+	if (!lp)
+		return qp_err_nomem(err);
+	for (int64_t j = in->first; j < n - 1; j++) {
+		struct qp_logits_rec r;
+		qp_logits_rec(&r, base, c, j);
+		qp_logits_expand(&r, nv, lp);
+		const float *q = quant + j * nv;
+		double qm, ql;
+		int64_t qa;
+		lse(q, nv, &qm, &ql, &qa);
+		/* the kept ids, rounded, less the rounding's own divergence;
+		 * the tail as one outcome (logits_file.h) */
+		double kld = -r.corr, q_tail = 0.0;
+		for (int64_t i = 0; i < nv; i++) {
+			double lq = (double)q[i] - qm - ql;
+			if (lp[i] == -INFINITY)
+				q_tail += exp(lq);
+			else
+				kld += exp(lp[i]) * (lp[i] - lq);
+		}
+		if (r.tail > 0.0)
+			kld += r.tail * (log(r.tail) - log(q_tail > 0.0 ? q_tail : DBL_MIN));
+		int32_t t = tokens[j + 1];
+		double dp = t >= 0 && t < nv ? exp((double)q[t] - qm - ql) - exp((double)r.lp_next) : 0.0;
+		add_token(acc, kld, dp, (int64_t)r.top == qa);
+	}
+	free(lp);
 	return 0;
 }
 

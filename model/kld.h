@@ -14,13 +14,17 @@
  *   rms_dp   100 * sqrt(mean dp_t^2), in percent as llama.cpp prints it
  *   top1_pct 100 * (tokens with top1_t) / N
  * llama.cpp stores the base log-probabilities as uint16 (a rounding of
- * about 16/65535 nats); these come from exact float logits instead. */
+ * about 16/65535 nats); qp_kld_add uses exact float logits instead, and
+ * qp_kld_add_stored the base's stored distributions (model/logits_file.h:
+ * its error bounds and measured errors). */
 #ifndef QP_KLD_H
 #define QP_KLD_H
 
 #include <stdint.h>
 
 #include "common/err.h"
+
+struct qp_logits_file;
 
 struct qp_kld_acc {
 	double *kld;            /* kld_t of every token so far */
@@ -43,6 +47,12 @@ struct qp_kld_result {
  * next token. */
 int qp_kld_add(struct qp_kld_acc *acc, const float *base, const float *quant, int64_t n_vocab,
                const int32_t *tokens, int64_t n, int64_t first, struct qp_err *err);
+
+/* Add the scored tokens of chunk c of base (a base-logits file): quant
+ * holds the n_ctx * n_vocab logits of the quantized model on that chunk
+ * (the file's tokens), the base's p comes from the file. */
+int qp_kld_add_stored(struct qp_kld_acc *acc, const struct qp_logits_file *base, int64_t c, const float *quant,
+                      struct qp_err *err);
 
 /* The statistics above (sorts acc->kld). */
 void qp_kld_finish(struct qp_kld_result *out, struct qp_kld_acc *acc);

@@ -10,6 +10,7 @@ extern const struct qp_stage_kind qp_kind_calibrate;
 extern const struct qp_stage_kind qp_kind_export_gguf;
 extern const struct qp_stage_kind qp_kind_export_hf;
 extern const struct qp_stage_kind qp_kind_evaluate;
+extern const struct qp_stage_kind qp_kind_evaluate_base;
 extern const struct qp_stage_kind qp_kind_report_markdown;
 extern const struct qp_stage_kind qp_kind_report_csv;
 extern const struct qp_stage_kind qp_kind_report_json;
@@ -26,6 +27,7 @@ const struct qp_stage_kind *const qp_stage_kinds[] = {
 	&qp_kind_export_gguf,
 	&qp_kind_export_hf,
 	&qp_kind_evaluate,
+	&qp_kind_evaluate_base,
 	&qp_kind_report_markdown,
 	&qp_kind_report_csv,
 	&qp_kind_report_json,

@@ -40,15 +40,26 @@
  *                   rms_dp     100 * sqrt(mean (q[next] - p[next])^2), percent,
  *                              next the text's next token (mean_dp: the mean)
  *                   top1_pct   percent of tokens where argmax p == argmax q
- *                 The base model runs in this stage process, chunk by
- *                 chunk beside the quantized one, so each evaluation pays
- *                 for its forward passes again; caching the base logits
- *                 across evaluations is a later optimization. Wiring: give
- *                 the base its own stages without the matrix coordinate,
- *                   base_q:    { uses: quantize, with: { model: model, type: f32 } }
+ *                 `base` is either an evaluate.base stage (stages/evaluate/
+ *                 base.c: the base's distributions computed once, stored
+ *                 compactly, read here; its text, n_ctx and chunks must
+ *                 give this stage's very tokens and its vocabulary this
+ *                 model's, else the stage fails saying which differs) or
+ *                 an export.gguf stage (the base model then runs here,
+ *                 chunk by chunk beside the quantized one, from exact
+ *                 float logits, and each evaluation pays for it again).
+ *                 Wiring: give the base its own stages without the matrix
+ *                 coordinate,
+ *                   base_q:    { uses: quantize, with: { model: model, type: f16 } }
  *                   base_gguf: { uses: export.gguf, with: { model: base_q } }
- *                 and `base: base_gguf` in evaluate's with; having no
+ *                   base:      { uses: evaluate.base, with: { gguf: base_gguf,
+ *                                text: ..., n_ctx: 512, chunks: 8 } }
+ *                 and `base: base` in evaluate's with; having no
  *                 coordinate in common, it pairs with every instance.
+ *                 With stored logits kld differs from the exact path by
+ *                 the file's rounding (model/logits_file.h: about 7e-5 relative
+ *                 on kld for q8_0 and q4_0, rms_dp and top1_pct exact), and the
+ *                 metric base_logits names the file's base
  *   speed         on `gguf`, after one untimed warm-up each: prefill_tok_s,
  *                 n_ctx tokens in one batch from an empty cache (the first
  *                 chunk of `text`, or fixed stand-in tokens without text),
@@ -90,6 +101,7 @@
 #include "kernels/vec.h"
 #include "model/kld.h"
 #include "model/llama.h"
+#include "model/logits_file.h"
 #include "model/mc.h"
 #include "model/perplexity.h"
 #include "model/tokenizer.h"
@@ -108,7 +120,8 @@ static const struct qp_param_decl params[] = {
 	 .doc = "the export.gguf stage of the same model, or a model folder (model.local, hf.download); "
 	        "needed for ppl, kld, speed, mc"},
 	{.name = "base", .type = QP_P_INPUT, .def = "",
-	 .doc = "the export.gguf stage of the unquantized model, or its folder; needed for kld"},
+	 .doc = "kld: the unquantized model: an evaluate.base stage (stored logits), its export.gguf stage "
+	        "or its folder"},
 	{.name = "metrics", .type = QP_P_LIST, .def = "size,weight_error",
 	 .doc = "what to measure: size, weight_error, ppl, kld, speed, mc, memory"},
 	{.name = "text", .type = QP_P_PATH, .def = "", .doc = "text file for ppl"},
@@ -311,6 +324,30 @@ static int hf_progress(void *ctx, int64_t done, int64_t total, struct qp_err *er
 	return qp_ctx_progress(ctx, "ppl windows", done, total, err);
 }
 
+/* Stored base logits must cover the very chunks this stage scores:
+ * the same count, length, first scored position and tokens. */
+static int check_stored(const struct qp_logits_file *f, const struct qp_artifact *ba, const int32_t *ids,
+                        int64_t n_chunks, int64_t n_ctx, int32_t bos, struct qp_err *err)
+{
+	const struct qp_logits_info *in = qp_logits_info(f);
+	if (in->n_ctx != n_ctx || in->n_chunks != n_chunks || in->first != n_ctx / 2)
+		return qp_err_set(err, QP_EINVAL,
+		                  "kld: base '%s' holds %lld chunks of n_ctx %lld, this evaluate scores %lld of n_ctx %lld "
+		                  "(give both the same text, n_ctx and chunks)",
+		                  ba->instance, (long long)in->n_chunks, (long long)in->n_ctx, (long long)n_chunks,
+		                  (long long)n_ctx);
+	for (int64_t c = 0; c < n_chunks; c++)
+		for (int64_t j = 0; j < n_ctx; j++) {
+			int32_t want = j == 0 && bos >= 0 ? bos : ids[c * n_ctx + j], have = in->tokens[c * n_ctx + j];
+			if (want != have)
+				return qp_err_set(err, QP_EINVAL,
+				                  "kld: base '%s' was computed on other tokens: chunk %lld position %lld is token "
+				                  "%d there, %d here (text or tokenizer differ; its text: %s)",
+				                  ba->instance, (long long)c, (long long)j, have, want, in->text);
+		}
+	return 0;
+}
+
 /* ppl, kld, speed and mc: the metrics that run the model. */
 static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool want_speed,
                     bool want_mc, struct qp_err *err)
@@ -324,7 +361,8 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 		                  "a model folder there", first_metric);
 	if (want_kld && !ba)
 		return qp_err_set(err, QP_EINVAL,
-		                  "metric 'kld' needs parameter 'base' (the export.gguf stage of the unquantized model)");
+		                  "metric 'kld' needs parameter 'base' (the evaluate.base or export.gguf stage of the "
+		                  "unquantized model)");
 	const char *task_paths[MC_MAX_TASKS + 1];
 	size_t n_tasks = mc_task_paths(ctx, task_paths, MC_MAX_TASKS + 1);
 	if (want_mc && n_tasks == 0)
@@ -336,6 +374,7 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 		return qp_err_set(err, QP_EINVAL, "metric '%s' needs parameter 'text' (a text file)",
 		                  want_ppl ? "ppl" : "kld");
 	const char *gpath = NULL, *bpath = NULL;
+	const char *lpath = want_kld ? qp_artifact_file(ba, "base_logits.qpl") : NULL;
 	int rc;
 	struct qp_ppl_params p = {.n_ctx = qp_ctx_param(ctx, "n_ctx")->i,
 	                          .chunks = qp_ctx_param(ctx, "chunks")->i, .first = -1};
@@ -343,6 +382,7 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 	struct qp_llama *m = NULL, *base = NULL;
 	struct qp_tokenizer *tok = NULL;
 	struct qp_kld_acc kacc = {0};
+	struct qp_logits_file *stored = NULL;
 	char *text = NULL;
 	size_t len, n = 0;
 	int32_t *ids = NULL, *chunk = NULL;
@@ -360,7 +400,18 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 	                     (rc = qp_tokenizer_encode(tok, text, len, true, &ids, &n, err))))
 		goto out;
 	int64_t nv = qp_llama_hparams(m)->n_vocab, n_ctx = p.n_ctx;
-	if (want_kld) {
+	if (want_kld && lpath) {
+		if ((rc = qp_logits_open(&stored, lpath, err))) {
+			qp_err_prefix(err, "kld: base '%s'", ba->instance);
+			goto out;
+		}
+		const struct qp_logits_info *bi = qp_logits_info(stored);
+		if (bi->n_vocab != nv) {
+			rc = qp_err_set(err, QP_EINVAL, "kld: base '%s' has %lld tokens in its vocabulary, %s has %lld",
+			                ba->instance, (long long)bi->n_vocab, gpath, (long long)nv);
+			goto out;
+		}
+	} else if (want_kld) {
 		if ((rc = open_model(&base, &bpath, ba, n_ctx, threads, err)))
 			goto out;
 		if (qp_llama_hparams(base)->n_vocab != nv) {
@@ -370,7 +421,7 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 		}
 	}
 	logits = malloc((size_t)n_ctx * (size_t)nv * sizeof(float));
-	if (!logits || (want_kld && !(blogits = malloc((size_t)n_ctx * (size_t)nv * sizeof(float))))) {
+	if (!logits || (base && !(blogits = malloc((size_t)n_ctx * (size_t)nv * sizeof(float))))) {
 		rc = qp_err_nomem(err);
 		goto out;
 	}
@@ -414,13 +465,16 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 			rc = qp_err_nomem(err);
 			goto out;
 		}
+		if (stored && (rc = check_stored(stored, ba, ids, n_chunks, n_ctx, bos, err)))
+			goto out;
 		struct qp_nll_sums sums = {0};
 		const char *what = want_kld ? "kld chunks" : "ppl chunks";
 		for (int64_t c = 0; c < n_chunks; c++) {
 			qp_ppl_chunk(chunk, ids, c, n_ctx, bos);
 			if ((rc = qp_ppl_window(&sums, m, chunk, n_ctx, first, logits, err)) ||
-			    (want_kld && ((rc = qp_llama_eval(base, chunk, n_ctx, 0, blogits, err)) ||
-			                  (rc = qp_kld_add(&kacc, blogits, logits, nv, chunk, n_ctx, first, err)))) ||
+			    (stored && (rc = qp_kld_add_stored(&kacc, stored, c, logits, err))) ||
+			    (base && ((rc = qp_llama_eval(base, chunk, n_ctx, 0, blogits, err)) ||
+			              (rc = qp_kld_add(&kacc, blogits, logits, nv, chunk, n_ctx, first, err)))) ||
 			    (rc = text_progress(ctx, what, c + 1, n_chunks, err))) {
 				if (rc != QP_EINTR)
 					qp_err_prefix(err, "%s", text_path);
@@ -448,6 +502,7 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 			json_object_set_new(met, "mean_dp", json_real(k.mean_dp));
 			json_object_set_new(met, "top1_pct", json_real(k.top1_pct));
 			json_object_set_new(met, "base", json_string(ba->instance));
+			json_object_set_new(met, "base_logits", json_string(stored ? qp_logits_info(stored)->model : "live"));
 		}
 		json_object_set_new(met, "n_ctx", json_integer(n_ctx));
 		json_object_set_new(met, hf ? "kld_chunks" : "chunks", json_integer(n_chunks));
@@ -466,6 +521,7 @@ static int run_text(struct qp_stage_ctx *ctx, bool want_ppl, bool want_kld, bool
 		json_object_set_new(met, "threads", json_integer(threads));
 	}
 out:
+	qp_logits_close(stored);
 	qp_kld_acc_free(&kacc);
 	free(chunk);
 	free(logits);

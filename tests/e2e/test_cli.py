@@ -62,13 +62,15 @@ class Cli(unittest.TestCase):
         self.assertIn("did you mean 'quantize'", p.stderr)
 
     def test_interrupt_stops_cleanly_with_130(self):
-        # 17 stages of ~0.1 s each: SIGINT after the first one has run lands
-        # while later stages are still to come.
+        # 18 stages of ~0.1 s each (the base logits cut to one chunk):
+        # SIGINT after the first one has run lands while later stages are
+        # still to come.
         import signal, subprocess
         r = self.w.write("r.yaml", open(os.path.join(os.path.dirname(__file__), "..", "..",
                                                     "recipes", "demo.yaml")).read().replace(
             "../../shared", qptest.SHARED))
-        fast = ["--set", "eval.metrics=size,weight_error"]  # perplexity would take a minute
+        # perplexity would take a minute
+        fast = ["--set", "eval.metrics=size,weight_error", "--set", "base.chunks=1"]
         p = subprocess.Popen([qptest.QPIPE, "run", r, "--cache-dir", self.w.cache] + fast,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = p.stderr.readline()

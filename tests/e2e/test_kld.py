@@ -9,7 +9,12 @@ the q4_0 weights dequantized by the gguf package, with activations
 rounded as llama.cpp's CPU dot products round them, for the quantized
 model. (llama-cpp-python's logits were tried and are not close enough:
 its f16 KV cache alone moves stories260K's logits by 2e-3, q4_0's by 2%.)
-Speed and memory metrics are present and positive."""
+Speed and memory metrics are present and positive.
+
+The same evaluations reading the base from an evaluate.base stage (its
+distributions stored once, model/logits_file.h) give the live path's
+statistics within the file's rounding, and an evaluate.base made on other
+chunks or another text is refused with a message saying which."""
 import json
 import os
 import sys
@@ -183,8 +188,85 @@ class Kld(unittest.TestCase):
         r = self.w.write("r.yaml", RECIPE.format(model=self.model, text=self.text, n_ctx=N_CTX, chunks=CHUNKS)
                          .replace("base: base_gguf, ", ""))
         p, _ = self.w.run(r, check=1)
-        self.assertIn("metric 'kld' needs parameter 'base' (the export.gguf stage of the unquantized model)",
+        self.assertIn("metric 'kld' needs parameter 'base' (the evaluate.base or export.gguf stage of the "
+                      "unquantized model)",
                       p.stderr)
+
+
+STORED = """\
+stages:
+  model: {{ uses: model.local, with: {{ path: {model} }} }}
+  quant:
+    uses: quantize
+    matrix: {{ type: [f32, q4_0] }}
+    with: {{ model: model, type: "${{matrix.type}}" }}
+  gguf: {{ uses: export.gguf, with: {{ model: quant }} }}
+  base_q: {{ uses: quantize, with: {{ model: model, type: f32 }} }}
+  base_gguf: {{ uses: export.gguf, with: {{ model: base_q }} }}
+  base: {{ uses: evaluate.base, with: {{ gguf: base_gguf, text: {base_text}, n_ctx: {n_ctx}, chunks: {base_chunks} }} }}
+  eval:
+    uses: evaluate
+    with: {{ model: quant, gguf: gguf, base: base, metrics: [ppl, kld], text: {text}, n_ctx: {n_ctx}, chunks: {chunks} }}
+  live:
+    uses: evaluate
+    with: {{ model: quant, gguf: gguf, base: base_gguf, metrics: [ppl, kld], text: {text}, n_ctx: {n_ctx},
+            chunks: {chunks} }}
+"""
+
+
+class StoredBase(unittest.TestCase):
+    def setUp(self):
+        self.w = qptest.Workdir()
+        self.model = qptest.model_dir("stories260K")
+        self.text = os.path.join(qptest.SHARED, "data", "text", "tinystories", "tinystories_validation_head.txt")
+
+    def tearDown(self):
+        self.w.cleanup()
+
+    def recipe(self, **kw):
+        args = dict(model=self.model, text=self.text, base_text=self.text, n_ctx=N_CTX, chunks=CHUNKS,
+                    base_chunks=CHUNKS)
+        args.update(kw)
+        return self.w.write("r.yaml", STORED.format(**args))
+
+    def metrics(self, st, name):
+        key = st[name]["key"]
+        with open(os.path.join(self.w.cache, "actions", key[:2], key[2:])) as f:
+            return json.load(f)["metrics"]
+
+    def test_stored_base_gives_the_live_statistics(self):
+        _, ev = self.w.run(self.recipe())
+        st = qptest.stage_events(ev)
+        base = self.metrics(st, "base")
+        self.assertEqual(base["tokens_scored"], CHUNKS * (N_CTX // 2 - 1))
+        self.assertGreater(base["file_bytes"], 0)
+        self.assertEqual(os.path.getsize(st["base"]["outputs"]["base_logits.qpl"]), base["file_bytes"])
+        for t in ("f32", "q4_0"):
+            s, l = self.metrics(st, "eval[type=%s]" % t), self.metrics(st, "live[type=%s]" % t)
+            self.assertEqual(l["base_logits"], "live")
+            self.assertTrue(s["base_logits"].startswith("base_gguf (key "), s["base_logits"])
+            self.assertEqual(s["tokens_scored"], l["tokens_scored"])
+            self.assertEqual(s["ppl"], l["ppl"])
+            self.assertEqual(s["top1_pct"], l["top1_pct"])
+            self.assertLess(abs(s["rms_dp"] - l["rms_dp"]), 1e-9 + 1e-9 * l["rms_dp"])
+            if t == "f32":
+                # the base itself: 0 up to the file's float rounding
+                for k in ("kld", "kld_p99", "kld_max"):
+                    self.assertLess(abs(s[k]), 1e-9, (k, s[k]))
+                continue
+            # the header's bound: 1.2e-4 of sum p|r| per token, of no sign
+            for k in ("kld", "kld_median", "kld_p99"):
+                self.assertLess(abs(s[k] / l[k] - 1), 1e-3, (k, s[k], l[k]))
+
+    def test_stored_base_of_other_chunks_or_text_is_refused(self):
+        p, _ = self.w.run(self.recipe(base_chunks=CHUNKS - 1), check=1)
+        self.assertIn("kld: base 'base' holds %d chunks of n_ctx %d, this evaluate scores %d of n_ctx %d "
+                      "(give both the same text, n_ctx and chunks)" % (CHUNKS - 1, N_CTX, CHUNKS, N_CTX), p.stderr)
+        other = os.path.join(qptest.SHARED, "data", "text", "wikitext-2-raw-test", "wiki.test.hfrows.lf.raw")
+        p, _ = self.w.run(self.recipe(base_text=other), check=1)
+        self.assertRegex(p.stderr, r"kld: base 'base' was computed on other tokens: chunk 0 position \d+ is token "
+                                   r"\d+ there, \d+ here \(text or tokenizer differ; its text: "
+                                   r"wiki.test.hfrows.lf.raw \(\d+ bytes, xxh128 [0-9a-f]{32}\)\)")
 
 
 if __name__ == "__main__":
