@@ -722,6 +722,12 @@ static int run_sequential(struct qp_stage_ctx *ctx, struct plan_tensor *pt, stru
 	r.m = m;
 	const struct qp_seq_callbacks cb = {&r, seq_state, seq_quantize, seq_layer_done};
 	rc = qp_seqcalib_run(m, t->data, samples, seq_len, &cb, qp_ctx_threads(ctx), err);
+	json_t *sm = json_object();
+	json_object_set_new(sm, "windows", json_integer(samples));
+	json_object_set_new(sm, "seq_len", json_integer(seq_len));
+	json_object_set_new(sm, "hidden_state_bytes",
+	                    json_integer((json_int_t)(samples * seq_len * qp_llama_hparams(m)->n_embd) * 4));
+	json_object_set_new(qp_ctx_metrics(ctx), "true_sequential", sm);
 out:
 	*saved = r.saved;
 	*resumed = r.resumed;
