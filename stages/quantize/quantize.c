@@ -893,7 +893,7 @@ out:
 
 const struct qp_stage_kind qp_kind_quantize = {
 	.name = "quantize",
-	.version = 4,
+	.version = 5,  /* 5: gptq's canonical text names true_sequential */
 	.summary = "quantize weight tensors to a GGUF type, llama.cpp's preset mixture or a method (RTN, NF4, FP8 ...), with per-tensor overrides",
 	.params = params,
 	.hash_extra = hash_extra,
