@@ -706,8 +706,10 @@ static int run_sequential(struct qp_stage_ctx *ctx, struct plan_tensor *pt, stru
 	    (rc = qp_stage_need_file(ma, "model.gguf", &gpath, err)) || (rc = qp_st_open(&win, wpath, err)))
 		return rc;
 	const struct qp_st_tensor *t = qp_st_find(win, "tokens");
-	if (!t || t->dtype != QP_ST_I32 || t->ndim != 2 || t->shape[0] < 1 || t->shape[1] < 1) {
-		rc = qp_err_set(err, QP_ECORRUPT, "%s: no I32 tensor 'tokens' of [samples, seq_len]", wpath);
+	/* read in place: calibrate's writer aligns the data section */
+	if (!t || t->dtype != QP_ST_I32 || t->ndim != 2 || t->shape[0] < 1 || t->shape[1] < 1 ||
+	    (uintptr_t)t->data % sizeof(int32_t) != 0) {
+		rc = qp_err_set(err, QP_ECORRUPT, "%s: no aligned I32 tensor 'tokens' of [samples, seq_len]", wpath);
 		goto out;
 	}
 	int64_t samples = t->shape[0], seq_len = t->shape[1], big = 1;
