@@ -86,3 +86,13 @@ int qp_llamanames_to_hf(const char *gg, char *out, size_t n)
 				return put_layer(out, n, "model.layers.", no, layer[i].hf);
 	return -1;
 }
+
+void qp_llamanames_rope_rows(uint8_t *dst, const uint8_t *src, int64_t rows, size_t row_bytes, int64_t heads)
+{
+	int64_t hd = rows / heads, half = hd / 2;
+	for (int64_t h = 0; h < heads; h++)
+		for (int64_t j = 0; j < half; j++)
+			for (int64_t p = 0; p < 2; p++)
+				memcpy(dst + (size_t)(h * hd + 2 * j + p) * row_bytes,
+				       src + (size_t)(h * hd + p * half + j) * row_bytes, row_bytes);
+}

@@ -183,9 +183,10 @@ out:
 	return rc;
 }
 
-/* The full symmetric matrix from the lower triangle, in f32. */
-static float *hessian_f32(const struct qp_calib_input *r)
+float *qp_calib_hessian_f32(const struct qp_calib_input *r)
 {
+	if (!r->hessian)
+		return NULL;
 	int64_t k = r->k;
 	float *h = malloc((size_t)k * (size_t)k * sizeof(float));
 	for (int64_t i = 0; h && i < k; i++)
@@ -239,7 +240,7 @@ int qp_calib_write_stats(const struct qp_calib *c, const char *path, const char 
 		const int64_t shape[2] = {r->k, r->k};
 		const size_t vb = (size_t)r->k * sizeof(float);
 		float *ma = keep(&b, mean_abs(r)), *mx = ma ? keep(&b, copy_f32(r->max_abs, r->k)) : NULL;
-		float *h = mx && r->hessian ? keep(&b, hessian_f32(r)) : NULL;
+		float *h = mx && r->hessian ? keep(&b, qp_calib_hessian_f32(r)) : NULL;
 		if (!mx || (r->hessian && !h)) {
 			rc = qp_err_nomem(err);
 			break;

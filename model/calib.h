@@ -44,6 +44,11 @@ int qp_calib_observe(void *c, const char *const *names, int n_names, const float
 size_t qp_calib_count(const struct qp_calib *c);
 const struct qp_calib_input *qp_calib_at(const struct qp_calib *c, size_t i);
 
+/* A record's X^T X as the full symmetric cols x cols matrix in f32, the
+ * form stats.safetensors holds and GPTQ takes (malloc'd); NULL without
+ * memory or when the Hessian was not kept. */
+float *qp_calib_hessian_f32(const struct qp_calib_input *r);
+
 /* llama.cpp's imatrix GGUF (formats/imatrix.h) at path: an entry per
  * weight (sharers repeat their input's sums, as llama-imatrix writes them),
  * with datasets and chunks as its metadata. */

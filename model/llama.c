@@ -60,6 +60,10 @@ struct qp_llama {
 		float *scale;    /* one per row, owned */
 	} *w8;
 	size_t n_w8;
+	/* weights replaced by qp_llama_set_weight_f32: F32 tensors whose
+	 * struct and data are owned */
+	struct qp_gguf_tensor **own;
+	size_t n_own;
 };
 
 static int kv_int(const struct qp_llama *m, const char *key, int64_t *out, bool required,
@@ -154,6 +158,11 @@ void qp_llama_free(struct qp_llama *m)
 		free(m->w8);
 	if (!m)
 		return;
+	for (size_t i = 0; i < m->n_own; i++) {
+		free((void *)m->own[i]->data);
+		free(m->own[i]);
+	}
+	free(m->own);
 	for (int64_t i = 0; m->layers && i < m->hp.n_layer; i++) {
 		free(m->layers[i].attn_norm);
 		free(m->layers[i].ffn_norm);
@@ -500,14 +509,11 @@ static void attn_rows(void *arg, int64_t i0, int64_t i1)
 	free(scores);
 }
 
-int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t pos, float *logits,
-                  struct qp_err *err)
+/* x = token_embd[tokens], n tokens already checked to fit the context. */
+static int embed(struct qp_llama *m, const int32_t *tokens, int64_t n, struct qp_err *err)
 {
 	const struct qp_llama_hparams *hp = &m->hp;
-	if (n < 1 || pos < 0 || pos + n > m->n_ctx)
-		return qp_err_set(err, QP_EINVAL, "positions %lld to %lld do not fit the context of %lld",
-		                  (long long)pos, (long long)(pos + n - 1), (long long)m->n_ctx);
-	int64_t d = hp->n_embd, hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+	int64_t d = hp->n_embd;
 	size_t erow;
 	if (qp_type_row_size(m->tok_embd->type, d, &erow))
 		return qp_err_set(err, QP_EINVAL, "%s: token_embd.weight: bad row size", m->path);
@@ -518,42 +524,65 @@ int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t 
 		qp_kernels_to_f32(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[t] * erow,
 		                  m->x + t * d, d);
 	}
+	return 0;
+}
+
+/* Decoder layer li over the n tokens of m->x (positions pos ..), in place. */
+static int layer_forward(struct qp_llama *m, int64_t li, int64_t n, int64_t pos, struct qp_err *err)
+{
+	const struct qp_llama_hparams *hp = &m->hp;
+	int64_t d = hp->n_embd, hd = hp->head_dim, nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
 	int rc;
 	/* the frequencies of this batch (dynamic NTK depends on its length) */
 	double rope_scale;
 	qp_rope_freqs(&hp->rope, hp->n_rot, pos + n, m->inv_freq, &rope_scale);
-	for (int64_t li = 0; li < hp->n_layer; li++) {
-		struct layer *l = &m->layers[li];
-		for (int64_t t = 0; t < n; t++)
-			qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->attn_norm, d, hp->eps);
-		const struct qp_gguf_tensor *qkv[3] = {l->wq, l->wk, l->wv}, *gu[2] = {l->wg, l->wu};
-		if ((rc = observe(m, qkv, 3, m->h, n, err)) || (rc = matmul(m, m->q, l->wq, m->h, n, err)) || (rc = matmul(m, m->k, l->wk, m->h, n, err)) ||
-		    (rc = matmul(m, m->v, l->wv, m->h, n, err)))
-			return rc;
-		for (int64_t t = 0; t < n; t++) {
-			qp_rope_apply(&hp->rope, m->q + t * nq, hp->n_head, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
-			qp_rope_apply(&hp->rope, m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
-		}
-		memcpy(l->k_cache + pos * nkv, m->k, (size_t)(n * nkv) * sizeof(float));
-		memcpy(l->v_cache + pos * nkv, m->v, (size_t)(n * nkv) * sizeof(float));
-		struct attn_job job = {m, l, pos, n, 0};
-		qp_ops_parallel(m->threads, n * hp->n_head, attn_rows, &job);
-		if (job.failed)
-			return qp_err_nomem(err);
-		/* x += a Wo: the product lands in h, then is added */
-		if ((rc = observe(m, &l->wo, 1, m->a, n, err)) || (rc = matmul(m, m->h, l->wo, m->a, n, err)))
-			return rc;
-		qp_ops_axpy(m->x, 1.0f, m->h, n * d);
-		for (int64_t t = 0; t < n; t++)
-			qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->ffn_norm, d, hp->eps);
-		if ((rc = observe(m, gu, 2, m->h, n, err)) || (rc = matmul(m, m->g, l->wg, m->h, n, err)) ||
-		    (rc = matmul(m, m->u, l->wu, m->h, n, err)))
-			return rc;
-		qp_ops_silu_mul(m->g, m->u, n * hp->n_ff);
-		if ((rc = observe(m, &l->wd, 1, m->g, n, err)) || (rc = matmul(m, m->h, l->wd, m->g, n, err)))
-			return rc;
-		qp_ops_axpy(m->x, 1.0f, m->h, n * d);
+	struct layer *l = &m->layers[li];
+	for (int64_t t = 0; t < n; t++)
+		qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->attn_norm, d, hp->eps);
+	const struct qp_gguf_tensor *qkv[3] = {l->wq, l->wk, l->wv}, *gu[2] = {l->wg, l->wu};
+	if ((rc = observe(m, qkv, 3, m->h, n, err)) || (rc = matmul(m, m->q, l->wq, m->h, n, err)) || (rc = matmul(m, m->k, l->wk, m->h, n, err)) ||
+	    (rc = matmul(m, m->v, l->wv, m->h, n, err)))
+		return rc;
+	for (int64_t t = 0; t < n; t++) {
+		qp_rope_apply(&hp->rope, m->q + t * nq, hp->n_head, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
+		qp_rope_apply(&hp->rope, m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
 	}
+	memcpy(l->k_cache + pos * nkv, m->k, (size_t)(n * nkv) * sizeof(float));
+	memcpy(l->v_cache + pos * nkv, m->v, (size_t)(n * nkv) * sizeof(float));
+	struct attn_job job = {m, l, pos, n, 0};
+	qp_ops_parallel(m->threads, n * hp->n_head, attn_rows, &job);
+	if (job.failed)
+		return qp_err_nomem(err);
+	/* x += a Wo: the product lands in h, then is added */
+	if ((rc = observe(m, &l->wo, 1, m->a, n, err)) || (rc = matmul(m, m->h, l->wo, m->a, n, err)))
+		return rc;
+	qp_ops_axpy(m->x, 1.0f, m->h, n * d);
+	for (int64_t t = 0; t < n; t++)
+		qp_ops_rmsnorm(m->h + t * d, m->x + t * d, l->ffn_norm, d, hp->eps);
+	if ((rc = observe(m, gu, 2, m->h, n, err)) || (rc = matmul(m, m->g, l->wg, m->h, n, err)) ||
+	    (rc = matmul(m, m->u, l->wu, m->h, n, err)))
+		return rc;
+	qp_ops_silu_mul(m->g, m->u, n * hp->n_ff);
+	if ((rc = observe(m, &l->wd, 1, m->g, n, err)) || (rc = matmul(m, m->h, l->wd, m->g, n, err)))
+		return rc;
+	qp_ops_axpy(m->x, 1.0f, m->h, n * d);
+	return 0;
+}
+
+int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t pos, float *logits,
+                  struct qp_err *err)
+{
+	const struct qp_llama_hparams *hp = &m->hp;
+	if (n < 1 || pos < 0 || pos + n > m->n_ctx)
+		return qp_err_set(err, QP_EINVAL, "positions %lld to %lld do not fit the context of %lld",
+		                  (long long)pos, (long long)(pos + n - 1), (long long)m->n_ctx);
+	int64_t d = hp->n_embd;
+	int rc;
+	if ((rc = embed(m, tokens, n, err)))
+		return rc;
+	for (int64_t li = 0; li < hp->n_layer; li++)
+		if ((rc = layer_forward(m, li, n, pos, err)))
+			return rc;
 	if (!logits)
 		return 0;
 	for (int64_t t = 0; t < n; t++)
@@ -561,4 +590,90 @@ int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t 
 	if ((rc = observe(m, &m->output, 1, m->h, n, err)))
 		return rc;
 	return matmul(m, logits, m->output, m->h, n, err);
+}
+
+/* n tokens at pos .. pos + n - 1 fit the context? */
+static int check_batch(const struct qp_llama *m, int64_t n, int64_t pos, struct qp_err *err)
+{
+	if (n < 1 || pos < 0 || pos + n > m->n_ctx)
+		return qp_err_set(err, QP_EINVAL, "positions %lld to %lld do not fit the context of %lld",
+		                  (long long)pos, (long long)(pos + n - 1), (long long)m->n_ctx);
+	return 0;
+}
+
+int qp_llama_embed(struct qp_llama *m, const int32_t *tokens, int64_t n, float *x, struct qp_err *err)
+{
+	int rc = check_batch(m, n, 0, err);
+	if (rc || (rc = embed(m, tokens, n, err)))
+		return rc;
+	memcpy(x, m->x, (size_t)(n * m->hp.n_embd) * sizeof(float));
+	return 0;
+}
+
+int qp_llama_layer(struct qp_llama *m, int64_t il, float *x, int64_t n, int64_t pos, struct qp_err *err)
+{
+	if (il < 0 || il >= m->hp.n_layer)
+		return qp_err_set(err, QP_EINVAL, "%s: layer %lld does not exist (%lld layers)", m->path, (long long)il,
+		                  (long long)m->hp.n_layer);
+	int rc = check_batch(m, n, pos, err);
+	if (rc)
+		return rc;
+	/* the layer runs on the model's own activations, so eval and this
+	 * share one code path */
+	size_t bytes = (size_t)(n * m->hp.n_embd) * sizeof(float);
+	memcpy(m->x, x, bytes);
+	if ((rc = layer_forward(m, il, n, pos, err)))
+		return rc;
+	memcpy(x, m->x, bytes);
+	return 0;
+}
+
+int qp_llama_set_weight_f32(struct qp_llama *m, const char *name, const float *data, struct qp_err *err)
+{
+	if (m->w8)
+		return qp_err_set(err, QP_EINVAL, "%s: tensor '%s': weights cannot be replaced in w8a8 mode", m->path, name);
+	/* every pointer to the tensor: a tied output shares token_embd's */
+	const struct qp_gguf_tensor **slots[2];
+	const struct qp_gguf_tensor *cur = NULL;
+	size_t n_slots = 0;
+	const struct qp_gguf_tensor **all[2] = {&m->tok_embd, &m->output};
+	for (int i = 0; i < 2; i++)
+		if (!strcmp((*all[i])->name, name))
+			slots[n_slots++] = all[i];
+	for (int64_t li = 0; li < m->hp.n_layer && n_slots < 2; li++) {
+		struct layer *l = &m->layers[li];
+		const struct qp_gguf_tensor **ws[7] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->wg, &l->wu, &l->wd};
+		for (int j = 0; j < 7 && n_slots < 2; j++)
+			if (!strcmp((*ws[j])->name, name))
+				slots[n_slots++] = ws[j];
+	}
+	if (!n_slots)
+		return qp_err_set(err, QP_ENOTFOUND, "%s: no 2-D weight '%s' in the forward pass", m->path, name);
+	cur = *slots[0];
+	int64_t nelem = cur->ne[0] * cur->ne[1];
+	size_t bytes = (size_t)nelem * sizeof(float);
+	for (size_t i = 0; i < m->n_own; i++)
+		if (m->own[i] == cur) {
+			memcpy((void *)cur->data, data, bytes);
+			return 0;
+		}
+	struct qp_gguf_tensor *t = malloc(sizeof(*t)), **own = realloc(m->own, (m->n_own + 1) * sizeof(*own));
+	float *copy = malloc(bytes);
+	if (own)
+		m->own = own;
+	if (!t || !own || !copy) {
+		free(t);
+		free(copy);
+		return qp_err_nomem(err);
+	}
+	memcpy(copy, data, bytes);
+	*t = *cur; /* the name stays the mapped file's */
+	t->type = QP_TYPE_F32;
+	t->data = copy;
+	t->nbytes = bytes;
+	t->offset = 0;
+	m->own[m->n_own++] = t;
+	for (size_t i = 0; i < n_slots; i++)
+		*slots[i] = t;
+	return 0;
 }

@@ -66,6 +66,20 @@ const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m);
 int qp_llama_eval(struct qp_llama *m, const int32_t *tokens, int64_t n, int64_t pos, float *logits,
                   struct qp_err *err);
 
+/* Layer by layer, for calibration through already-quantized layers
+ * (GPTQ's true-sequential mode): qp_llama_embed writes the embeddings of
+ * n tokens to x[n][n_embd]; qp_llama_layer runs decoder layer il over
+ * x's n tokens in place, as tokens at positions pos .. pos + n - 1 after
+ * the pos already in that layer's KV cache. Embedding, then every layer
+ * in order, gives the hidden states qp_llama_eval computes, bit for bit. */
+int qp_llama_embed(struct qp_llama *m, const int32_t *tokens, int64_t n, float *x, struct qp_err *err);
+int qp_llama_layer(struct qp_llama *m, int64_t il, float *x, int64_t n, int64_t pos, struct qp_err *err);
+
+/* From now on, the 2-D weight name (llama.cpp's name) holds data: f32,
+ * row after row in the tensor's shape; the model keeps its own copy.
+ * Refused in w8a8 mode. QP_ENOTFOUND when the pass has no such weight. */
+int qp_llama_set_weight_f32(struct qp_llama *m, const char *name, const float *data, struct qp_err *err);
+
 /* Sees the input of a product with 2-D weights before it is computed:
  * x holds n rows (one per token of the batch) of k floats, borrowed for
  * the call. names[0 .. n_names) are the llama.cpp names of the weights

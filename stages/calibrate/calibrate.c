@@ -40,6 +40,10 @@
  *                     q_proj, up_proj at gate_proj, each owner at itself);
  *                     qpipe.samples, qpipe.seq_len, qpipe.seed,
  *                     qpipe.text, qpipe.sample_offsets (comma-separated).
+ *  windows.safetensors  the windows as they were run: "tokens", I32
+ *                     [samples, seq_len], first token BOS-replaced, so a
+ *                     later stage (GPTQ's true-sequential mode) re-runs the
+ *                     same tokens without tokenizing again.
  * Metrics: samples, seq_len, tokens, tokens_per_s (forward pass and
  * statistics together), text_tokens, inputs (distinct inputs recorded),
  * threads, output_collected.
@@ -55,6 +59,7 @@
 
 #include "common/os.h"
 #include "formats/gguf.h"
+#include "formats/safetensors.h"
 #include "model/calib.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
@@ -93,6 +98,21 @@ static char *offsets_text(const int64_t *off, int64_t n)
 	for (int64_t i = 0; s && i < n; i++)
 		p += snprintf(p, cap - (size_t)(p - s), i ? ",%" PRId64 : "%" PRId64, off[i]);
 	return s;
+}
+
+static int write_windows(struct qp_stage_ctx *ctx, const int32_t *wins, int64_t samples, int64_t seq_len,
+                         struct qp_err *err)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/windows.safetensors", qp_ctx_out_dir(ctx));
+	const int64_t shape[2] = {samples, seq_len};
+	struct qp_st_writer *w = NULL;
+	int rc = qp_st_writer_new(&w, err);
+	if (!rc && !(rc = qp_st_writer_add(w, "tokens", QP_ST_I32, 2, shape, wins,
+	                                   (size_t)(samples * seq_len) * sizeof(int32_t), err)))
+		rc = qp_st_writer_write(w, path, err);
+	qp_st_writer_free(w);
+	return rc ? rc : qp_ctx_add_output(ctx, "windows.safetensors", err);
 }
 
 static int write_outputs(struct qp_stage_ctx *ctx, const struct qp_calib *c, const int64_t *off,
@@ -140,7 +160,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	struct qp_calib *c = NULL;
 	char *text = NULL;
 	size_t len, n = 0;
-	int32_t *ids = NULL, *win = NULL;
+	int32_t *ids = NULL, *wins = NULL;
 	int64_t *off = NULL;
 	float *logits = NULL;
 	if ((rc = qp_llama_open(&m, gpath, seq_len, threads, err)) ||
@@ -157,11 +177,12 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	with_output = qp_ctx_param(ctx, "process_output")->i != 0 &&
 	              qp_gguf_find_tensor(qp_llama_gguf(m), "output.weight") != NULL;
 	int64_t nv = qp_llama_hparams(m)->n_vocab;
-	win = malloc((size_t)seq_len * sizeof(int32_t));
+	/* seq_len <= 2^20 and samples <= 10^6: the product fits */
+	wins = malloc((size_t)(samples * seq_len) * sizeof(int32_t));
 	off = malloc((size_t)samples * sizeof(int64_t));
 	if (with_output && (uint64_t)nv <= SIZE_MAX / sizeof(float) / (uint64_t)seq_len)
 		logits = malloc((size_t)seq_len * (size_t)nv * sizeof(float));
-	if (!win || !off || (with_output && !logits)) {
+	if (!wins || !off || (with_output && !logits)) {
 		rc = qp_err_nomem(err);
 		goto out;
 	}
@@ -173,6 +194,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	double t0 = qp_os_now();
 	for (int64_t s = 0; s < samples; s++) {
 		off[s] = (int64_t)(splitmix64(&state) % (uint64_t)((int64_t)n - seq_len + 1));
+		int32_t *win = wins + s * seq_len;
 		memcpy(win, ids + off[s], (size_t)seq_len * sizeof(int32_t));
 		if (bos >= 0)
 			win[0] = bos;
@@ -185,7 +207,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 			goto out;
 	}
 	double secs = qp_os_now() - t0;
-	if ((rc = write_outputs(ctx, c, off, err)))
+	if ((rc = write_outputs(ctx, c, off, err)) || (rc = write_windows(ctx, wins, samples, seq_len, err)))
 		goto out;
 	json_t *met = qp_ctx_metrics(ctx);
 	json_object_set_new(met, "samples", json_integer(samples));
@@ -201,7 +223,7 @@ out:
 	qp_calib_free(c);
 	free(logits);
 	free(off);
-	free(win);
+	free(wins);
 	free(ids);
 	free(text);
 	qp_tokenizer_free(tok);
@@ -211,7 +233,7 @@ out:
 
 const struct qp_stage_kind qp_kind_calibrate = {
 	.name = "calibrate",
-	.version = 1,
+	.version = 2,  /* 2: windows.safetensors */
 	.summary = "activation statistics over calibration text: llama.cpp's imatrix, Hessians, per-channel scales",
 	.params = params,
 	.run = run,

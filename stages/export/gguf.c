@@ -76,19 +76,6 @@ static int gguf_name(const char *hf, char *out, size_t n, enum permute *perm)
 	return qp_llamanames_to_gguf(hf, out, n);
 }
 
-/* Reorder whole rows: within each head of hd rows, the row at (pair p,
- * index j) of Hugging Face's half-split layout goes to row 2j + p. */
-static void permute_rows(uint8_t *dst, const uint8_t *src, int64_t rows, size_t row_bytes,
-                         int64_t heads)
-{
-	int64_t hd = rows / heads, half = hd / 2;
-	for (int64_t h = 0; h < heads; h++)
-		for (int64_t j = 0; j < half; j++)
-			for (int64_t p = 0; p < 2; p++)
-				memcpy(dst + (size_t)(h * hd + 2 * j + p) * row_bytes,
-				       src + (size_t)(h * hd + p * half + j) * row_bytes, row_bytes);
-}
-
 static int set_tokenizer(struct qp_gguf_writer *w, const struct qp_spm *spm,
                          const struct qp_hf_tokenizer_config *tc, struct qp_err *err)
 {
@@ -366,7 +353,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 				rc = qp_err_nomem(err);
 				goto out;
 			}
-			permute_rows(owned[i], t->data, rows, t->nbytes / (size_t)rows, heads);
+			qp_llamanames_rope_rows(owned[i], t->data, rows, t->nbytes / (size_t)rows, heads);
 			data = owned[i];
 		}
 		if ((rc = qp_gguf_add_tensor(w, gname, t->type, t->ndim, t->ne, data, t->nbytes, err)))

@@ -8,9 +8,9 @@
  * quantization_config transformers' quantizer reads:
  *   gptq: quant_method "gptq", bits, group_size (-1 per channel),
  *         desc_act (g_idx present), sym, static_groups, damp_percent,
- *         true_sequential (false: qpipe calibrates on the unquantized
- *         model), checkpoint_format "gptq" (or "gptq_v2" when a zero
- *         point of 0 cannot take AutoGPTQ's -1)
+ *         true_sequential (as quantize's gptq method says),
+ *         checkpoint_format "gptq" (or "gptq_v2" when a zero point of 0
+ *         cannot take AutoGPTQ's -1)
  *   awq:  quant_method "awq", bits 4, group_size, zero_point true,
  *         version "gemm"
  * A layer linear that is not RTN (a fallback, another method) makes the
@@ -218,7 +218,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 		qc = json_pack("{s:s,s:i,s:I,s:b,s:b,s:b,s:f,s:b,s:s,s:n,s:n}", "quant_method", "gptq", "bits", first.bits,
 		               "group_size", (json_int_t)(first.gran == QP_QG_GROUP ? first.group : -1), "desc_act", desc_act,
 		               "sym", first.sym, "static_groups", gptq && cal.gptq.static_groups, "damp_percent",
-		               gptq ? cal.gptq.damp_percent : 0.01, "true_sequential", 0, "checkpoint_format",
+		               gptq ? cal.gptq.damp_percent : 0.01, "true_sequential", gptq && cal.true_sequential, "checkpoint_format",
 		               v2 ? "gptq_v2" : "gptq", "model_name_or_path", "model_file_base_name");
 	} else {
 		qc = json_pack("{s:s,s:i,s:I,s:b,s:s,s:n}", "quant_method", "awq", "bits", first.bits, "group_size",

@@ -70,6 +70,8 @@ static int item(struct qp_calibrated *c, char *it, const char *text, struct qp_e
 		*f16 = !strcmp(v, "f16");
 		return 0;
 	}
+	if (!c->awq && !strcmp(it, "true_sequential"))
+		return flag(text, it, v, &c->true_sequential, err);
 	if (!c->awq && (!strcmp(it, "act_order") || !strcmp(it, "static_groups")))
 		return flag(text, it, v, it[0] == 'a' ? &c->gptq.act_order : &c->gptq.static_groups, err);
 	if (c->awq && !strcmp(it, "clip"))
@@ -100,7 +102,7 @@ static int item(struct qp_calibrated *c, char *it, const char *text, struct qp_e
 	} else {
 		return qp_err_set(err, QP_EINVAL, "method '%s': unknown key '%s' (%s)", text, it,
 		                  c->awq ? "bits, group, sym, asym, scale, grid, clip, clip_grid, shrink"
-		                         : "bits, group, sym, asym, scale, act_order, static_groups, damp, block");
+		                         : "bits, group, sym, asym, scale, act_order, static_groups, damp, block, true_sequential");
 	}
 	return rc;
 }
@@ -141,10 +143,12 @@ void qp_calibrated_format(const struct qp_calibrated *c, char *buf, size_t n)
 		         (double)p->max_shrink, p->scale_f16 ? "f16" : "f32");
 	} else {
 		const struct qp_gptq_params *p = &c->gptq;
-		snprintf(buf, n, "gptq:bits=%d:group=%lld:%s:act_order=%s:static_groups=%s:damp=%g:block=%lld:scale=%s",
+		snprintf(buf, n,
+		         "gptq:bits=%d:group=%lld:%s:act_order=%s:static_groups=%s:damp=%g:block=%lld:scale=%s"
+		         ":true_sequential=%s",
 		         p->bits, (long long)p->group, p->sym ? "sym" : "asym", p->act_order ? "true" : "false",
 		         p->static_groups ? "true" : "false", p->damp_percent, (long long)p->block,
-		         p->scale_f16 ? "f16" : "f32");
+		         p->scale_f16 ? "f16" : "f32", c->true_sequential ? "true" : "false");
 	}
 }
 

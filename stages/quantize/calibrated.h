@@ -2,7 +2,7 @@
  * statistics of a calibrate stage they read.
  *
  *   gptq[:bits=N][:group=N|:group=-1][:sym|:asym][:act_order][:static_groups]
- *       [:damp=F][:block=N][:scale=f16|f32]
+ *       [:damp=F][:block=N][:scale=f16|f32][:true_sequential]
  *   awq[:bits=N][:group=N][:sym|:asym][:grid=N][:clip=true|false]
  *      [:clip_grid=N][:shrink=F][:scale=f16|f32]
  *   smoothquant[:alpha=F]
@@ -18,9 +18,12 @@
  * model (norm weights, v_proj / up_proj rows), as AWQ checkpoints do.
  *
  * H is the Gram matrix X^T X that calibrate measured on the unquantized
- * model: GPTQ here quantizes every layer from those statistics
- * ("static" calibration), not layer by layer through already-quantized
- * predecessors (the reference's true-sequential mode). */
+ * model: GPTQ by default quantizes every layer from those statistics
+ * ("static" calibration). With true_sequential (the reference's name:
+ * IST-DASLab/gptq --true-sequential, AutoGPTQ true_sequential=True) it
+ * measures H layer by layer through the already-quantized predecessors
+ * instead (model/seqcalib.h), re-running calibrate's windows through the
+ * unquantized model's GGUF (quantize's calib_model input). */
 #ifndef QP_QUANTIZE_CALIBRATED_H
 #define QP_QUANTIZE_CALIBRATED_H
 
@@ -35,6 +38,7 @@ struct qp_calibrated {
 	bool awq;                  /* else GPTQ, unless smooth */
 	bool smooth;               /* SmoothQuant: smoothing only, weights kept in f32 */
 	float alpha;               /* SmoothQuant's migration strength (0.5) */
+	bool true_sequential;      /* GPTQ: H through the already-quantized layers */
 	struct qp_gptq_params gptq;
 	struct qp_awq_params awq_p;
 };

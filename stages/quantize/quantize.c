@@ -21,7 +21,11 @@
  * stage) each GGUF-typed tensor is fitted by its importances, as
  * llama-quantize --imatrix does (imatrix.h); with calib (a calibrate
  * stage), the gptq and awq methods read its input statistics
- * (calibrated.h).
+ * (calibrated.h). gptq with true_sequential measures each layer's inputs
+ * itself, layer by layer through the layers already quantized
+ * (model/seqcalib.h): it runs calib's windows (windows.safetensors)
+ * through calib_model, the export.gguf stage calibrate ran, with the
+ * dequantized GPTQ results put in place as it goes.
  *
  * Output, when every tensor has a GGUF type: model.gguf holding the tensors
  * under their Hugging Face names and shapes (ne reversed: ne[0] is the row
@@ -39,10 +43,13 @@
 
 #include "formats/gguf.h"
 #include "formats/hfconfig.h"
+#include "formats/llamanames.h"
 #include "formats/qlayout.h"
 #include "formats/qspec.h"
 #include "formats/safetensors.h"
 #include "kernels/convert.h"
+#include "model/llama.h"
+#include "model/seqcalib.h"
 #include "stages/common.h"
 #include "kernels/smooth.h"
 #include "stages/quantize/calibrated.h"
@@ -64,6 +71,8 @@ static const struct qp_param_decl params[] = {
 	 .doc = "a method spec: rtn|binary|ternary|nf4|fp8|kmeans|gptq|awq|smoothquant[:KEY=VALUE...] (formats/qspec.h, quantize/calibrated.h)"},
 	{.name = "calib", .type = QP_P_INPUT, .def = "",
 	 .doc = "a calibrate stage: the input statistics gptq, awq and smoothquant need"},
+	{.name = "calib_model", .type = QP_P_INPUT, .def = "",
+	 .doc = "gptq:true_sequential: the export.gguf stage calib ran (the unquantized model), run again layer by layer"},
 	{.name = "overrides", .type = QP_P_LIST, .def = "",
 	 .doc = "PATTERN=TYPE items (TYPE: GGUF type or method spec): fnmatch on Hugging Face names, first match wins"},
 	{.name = "fallback", .type = QP_P_ENUM, .def = "f16", .choices = fallbacks,
@@ -92,6 +101,7 @@ struct plan_tensor {
 	int64_t rows, cols;
 	size_t nbytes;
 	void *data;
+	bool seq_done;    /* quantized (or loaded) by the true-sequential pass */
 };
 
 /* One overrides item, "PATTERN=TYPE". */
@@ -153,6 +163,11 @@ static int check_params(const struct qp_stage_ctx *ctx, struct target *main_to, 
 			return rc;
 		if (qp_ctx_param(ctx, "calib")->s[0] == '\0')
 			return qp_err_set(err, QP_EINVAL, "method '%s' needs 'calib' (a calibrate stage)", method);
+		/* other methods leave calib_model unread, as non-calibrated ones
+		 * leave calib, so one matrix of methods can pass both */
+		if (main_to->cal.true_sequential && qp_ctx_param(ctx, "calib_model")->s[0] == '\0')
+			return qp_err_set(err, QP_EINVAL, "method '%s' needs 'calib_model' (the export.gguf stage calib ran)",
+			                  method);
 		if (main_to->cal.smooth) {
 			main_to->smooth = true;
 			main_to->type = QP_TYPE_F32;
@@ -585,6 +600,145 @@ static void crash_hook(int64_t saved)
 		raise(SIGKILL);
 }
 
+/* GPTQ's true-sequential mode: the driver (model/seqcalib.h) asks, by
+ * llama.cpp name, what to do with each linear, and hands over the Gram
+ * matrix of its input through the layers quantized so far; each result is
+ * saved as a piece like any GPTQ tensor, so a killed run resumes from
+ * them (the driver then re-runs the finished layers from their loaded
+ * weights, which gives the same hidden states). */
+struct seq_run {
+	struct qp_stage_ctx *ctx;
+	struct plan_tensor *pt;
+	struct qp_qtensor *qt;
+	size_t n;
+	const char *partial;
+	const struct qp_llama *m;
+	float *buf;            /* a dequantized weight in Hugging Face row order */
+	int64_t saved, resumed;
+};
+
+static ptrdiff_t seq_find(const struct seq_run *r, const char *gg)
+{
+	char hf[256];
+	if (qp_llamanames_to_hf(gg, hf, sizeof(hf)) != 0)
+		return -1;
+	return find_pt(r->pt, r->n, hf, "");
+}
+
+static enum qp_seq_state seq_state(void *user, const char *gg)
+{
+	struct seq_run *r = user;
+	ptrdiff_t i = seq_find(r, gg);
+	if (i < 0 || !r->pt[i].dst.calibrated)
+		return QP_SEQ_KEEP;
+	char path[PATH_MAX];
+	piece_path(path, sizeof(path), r->partial, r->pt[i].t->name);
+	return access(path, F_OK) == 0 ? QP_SEQ_DONE : QP_SEQ_QUANTIZE;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+	return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static int seq_quantize(void *user, const char *gg, const float *gram, float *deq, struct qp_err *err)
+{
+	struct seq_run *r = user;
+	ptrdiff_t i = seq_find(r, gg);
+	struct plan_tensor *pt = &r->pt[i];
+	const struct qp_gguf_tensor *gt = qp_gguf_find_tensor(qp_llama_gguf(r->m), gg);
+	if (gt->ne[0] != pt->cols || gt->ne[1] != pt->rows)
+		return qp_err_set(err, QP_EINVAL, "calib_model: tensor '%s' is %lld x %lld, but '%s' of the model is %lld x %lld",
+		                  gg, (long long)gt->ne[1], (long long)gt->ne[0], pt->t->name, (long long)pt->rows,
+		                  (long long)pt->cols);
+	int threads = qp_ctx_threads(r->ctx);
+	bool found;
+	int rc = load_piece(r->partial, pt, &r->qt[i], &found, err);
+	if (rc)
+		return rc;
+	if (found) {
+		r->resumed++;
+	} else if (!gram) {
+		return qp_err_set(err, QP_ECORRUPT, "%s: the partial result of tensor '%s' went away", r->partial, pt->t->name);
+	} else {
+		if ((rc = qp_convert_rows(QP_TYPE_F32, r->buf, pt->src, pt->t->data, pt->rows, pt->cols, threads, err)) ||
+		    (rc = qp_gptq_quantize(&pt->dst.cal.gptq, r->buf, gram, pt->rows, pt->cols, &r->qt[i], threads, err)))
+			return qp_err_prefix(err, "tensor '%s'", pt->t->name), rc;
+		if ((rc = save_piece(r->partial, pt, &r->qt[i], err)))
+			return rc;
+		crash_hook(++r->saved);
+	}
+	pt->seq_done = true;
+	/* the forward pass reads q and k in llama.cpp's RoPE row order */
+	const struct qp_llama_hparams *hp = qp_llama_hparams(r->m);
+	int64_t heads = ends_with(gg, ".attn_q.weight") ? hp->n_head : ends_with(gg, ".attn_k.weight") ? hp->n_head_kv : 0;
+	if ((rc = qp_qmethod_dequantize(&pt->dst.spec, &r->qt[i], heads ? r->buf : deq, err)))
+		return qp_err_prefix(err, "tensor '%s'", pt->t->name), rc;
+	if (heads)
+		qp_llamanames_rope_rows((uint8_t *)deq, (const uint8_t *)r->buf, pt->rows, (size_t)pt->cols * sizeof(float),
+		                        heads);
+	return 0;
+}
+
+static int seq_layer_done(void *user, int64_t il, int64_t n_layer, struct qp_err *err)
+{
+	struct seq_run *r = user;
+	return qp_ctx_progress(r->ctx, "layers (gptq true-sequential)", il + 1, n_layer, err);
+}
+
+/* Every GPTQ tensor of the layers, quantized through the layers before it;
+ * their pieces saved in partial. */
+static int run_sequential(struct qp_stage_ctx *ctx, struct plan_tensor *pt, struct qp_qtensor *qt, size_t n,
+                          const char *partial, int64_t *saved, int64_t *resumed, struct qp_err *err)
+{
+	const struct qp_artifact *ca = qp_ctx_input(ctx, "calib"), *ma = qp_ctx_input(ctx, "calib_model");
+	const json_t *ran = ca->metrics ? json_object_get(ca->metrics, "gguf") : NULL;
+	if (json_is_string(ran) && strcmp(json_string_value(ran), ma->instance) != 0)
+		return qp_err_set(err, QP_EINVAL, "calib_model is '%s', but calibrate '%s' ran '%s'", ma->instance, ca->instance,
+		                  json_string_value(ran));
+	const char *wpath, *gpath;
+	struct qp_st_model *win = NULL;
+	struct qp_llama *m = NULL;
+	struct seq_run r = {.ctx = ctx, .pt = pt, .qt = qt, .n = n, .partial = partial};
+	int rc;
+	if ((rc = qp_stage_need_file(ca, "windows.safetensors", &wpath, err)) ||
+	    (rc = qp_stage_need_file(ma, "model.gguf", &gpath, err)) || (rc = qp_st_open(&win, wpath, err)))
+		return rc;
+	const struct qp_st_tensor *t = qp_st_find(win, "tokens");
+	/* read in place: calibrate's writer aligns the data section */
+	if (!t || t->dtype != QP_ST_I32 || t->ndim != 2 || t->shape[0] < 1 || t->shape[1] < 1 ||
+	    (uintptr_t)t->data % sizeof(int32_t) != 0) {
+		rc = qp_err_set(err, QP_ECORRUPT, "%s: no aligned I32 tensor 'tokens' of [samples, seq_len]", wpath);
+		goto out;
+	}
+	int64_t samples = t->shape[0], seq_len = t->shape[1], big = 1;
+	for (size_t i = 0; i < n; i++)
+		big = pt[i].t->nelem > big ? pt[i].t->nelem : big;
+	if (!(r.buf = malloc((size_t)big * sizeof(float)))) {
+		rc = qp_err_nomem(err);
+		goto out;
+	}
+	if ((rc = qp_llama_open(&m, gpath, seq_len, qp_ctx_threads(ctx), err)))
+		goto out;
+	r.m = m;
+	const struct qp_seq_callbacks cb = {&r, seq_state, seq_quantize, seq_layer_done};
+	rc = qp_seqcalib_run(m, t->data, samples, seq_len, &cb, qp_ctx_threads(ctx), err);
+	json_t *sm = json_object();
+	json_object_set_new(sm, "windows", json_integer(samples));
+	json_object_set_new(sm, "seq_len", json_integer(seq_len));
+	json_object_set_new(sm, "hidden_state_bytes",
+	                    json_integer((json_int_t)(samples * seq_len * qp_llama_hparams(m)->n_embd) * 4));
+	json_object_set_new(qp_ctx_metrics(ctx), "true_sequential", sm);
+out:
+	*saved = r.saved;
+	*resumed = r.resumed;
+	free(r.buf);
+	qp_llama_free(m);
+	qp_st_close(win);
+	return rc;
+}
+
 static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 {
 	const struct qp_artifact *in = qp_ctx_input(ctx, "model");
@@ -651,11 +805,16 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	int64_t resumed = 0, saved = 0;
 	if (main_to.calibrated && (rc = qp_ctx_partial_dir(ctx, &partial, err)))
 		goto out;
+	if (main_to.calibrated && main_to.cal.true_sequential &&
+	    (rc = run_sequential(ctx, pt, qt, n, partial, &saved, &resumed, err)))
+		goto out;
 	for (size_t i = 0; i < n; i++) {
 		bool was_saved = false;
-		if (pt[i].dst.calibrated && (rc = load_piece(partial, &pt[i], &qt[i], &was_saved, err)))
+		if (pt[i].seq_done) {
+			/* quantized above */
+		} else if (pt[i].dst.calibrated && (rc = load_piece(partial, &pt[i], &qt[i], &was_saved, err))) {
 			goto out;
-		if (was_saved) {
+		} else if (was_saved) {
 			resumed++;
 		} else {
 			if ((rc = quantize_one(ctx, &pt[i], stats, im, &qt[i], err)))
@@ -736,7 +895,7 @@ out:
 
 const struct qp_stage_kind qp_kind_quantize = {
 	.name = "quantize",
-	.version = 4,
+	.version = 5,  /* 5: gptq's canonical text names true_sequential */
 	.summary = "quantize weight tensors to a GGUF type, llama.cpp's preset mixture or a method (RTN, NF4, FP8 ...), with per-tensor overrides",
 	.params = params,
 	.hash_extra = hash_extra,

@@ -12,7 +12,8 @@ and X^T X itself. Then:
   names, in_sum2 equal to the numpy sums within 1e-4 relative;
 - stats.safetensors, read with the safetensors package: the Hessian of
   each distinct input (q_proj for q/k/v, gate_proj for gate/up), mean and
-  max |x|, the .input / .tokens metadata and the sample offsets.
+  max |x|, the .input / .tokens metadata and the sample offsets;
+- windows.safetensors: the token ids of the windows, BOS first, I32.
 
 Cases: stories260K (3 windows of 64 tokens of TinyStories, tied output
 so process_output collects nothing, as in llama.cpp) and llama-docs-27m
@@ -130,9 +131,16 @@ class Calibrate(unittest.TestCase):
         offsets = splitmix64_offsets(seed, samples, len(ids) - seq_len + 1)
         ref = LlamaRef(d)
         sums = Sums()
+        wins = []
         for o in offsets:
             win = np.array([sp.bos_id()] + ids[o + 1:o + seq_len])
+            wins.append(win)
             ref.logits(win, tap=sums.tap)
+        with safe_open(outs["windows.safetensors"], "np") as f:
+            self.assertEqual(list(f.keys()), ["tokens"])
+            got = f.get_tensor("tokens")
+        self.assertEqual(got.dtype, np.int32)
+        np.testing.assert_array_equal(got, np.stack(wins))
         n_tok = samples * seq_len
         self.check_imatrix(outs["imatrix.gguf"], sums.s, samples, seq_len, n_tok, text)
         self.check_stats(outs["stats.safetensors"], sums.s, offsets, n_tok)

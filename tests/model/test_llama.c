@@ -7,6 +7,7 @@
 
 #include "formats/gguf.h"
 #include "kernels/kernels.h"
+#include "kernels/ops.h"
 #include "model/llama.h"
 #include "model/perplexity.h"
 #include "../formats/tf.h"
@@ -184,6 +185,75 @@ static void llama__observer_sees_every_weight_input_once_per_input(void)
 	qp_llama_free(m);
 }
 
+/* The output projection's input (rmsnorm(x) * output_norm), kept by an observer. */
+static float final_in[5 * D];
+
+static int keep_final(void *user, const char *const *names, int n_names, const float *x, int64_t n,
+                      int64_t k, struct qp_err *e)
+{
+	(void)user, (void)n_names, (void)e;
+	if (!strcmp(names[0], "token_embd.weight"))
+		memcpy(final_in, x, (size_t)(n * k) * sizeof(float));
+	return 0;
+}
+
+/* rmsnorm(x) * output_norm for 5 tokens, as the pass ends. */
+static void final_norm(struct qp_llama *m, const float *x, float *out)
+{
+	const struct qp_gguf_tensor *t = qp_gguf_find_tensor(qp_llama_gguf(m), "output_norm.weight");
+	for (int i = 0; i < 5; i++)
+		qp_ops_rmsnorm(out + i * D, x + i * D, t->data, D, qp_llama_hparams(m)->eps);
+}
+
+static void llama__layer_by_layer_equals_eval_and_set_weight_takes_effect(void)
+{
+	char path[4096], want[4200];
+	tf_path(path, sizeof(path), "tiny.gguf");
+	CHECK_OK(write_model(path, "llama", false));
+	int32_t toks[5] = {4, 7, 3, 9, 2};
+	struct qp_llama *m;
+	CHECK_OK(qp_llama_open(&m, path, 8, 2, &err));
+	qp_llama_set_observer(m, keep_final, NULL);
+	static float logits[5 * VOCAB], again[5 * VOCAB], x[5 * D], want_in[5 * D];
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, logits, &err));
+	CHECK_OK(qp_llama_embed(m, toks, 5, x, &err));
+	for (int l = 0; l < LAYERS; l++)
+		CHECK_OK(qp_llama_layer(m, l, x, 5, 0, &err));
+	final_norm(m, x, want_in);
+	CHECK(memcmp(final_in, want_in, sizeof(want_in)) == 0);
+
+	/* the same values as an owned f32 copy: the same logits, bit for bit */
+	const struct qp_gguf_tensor *wo = qp_gguf_find_tensor(qp_llama_gguf(m), "blk.1.attn_output.weight");
+	const struct qp_gguf_tensor *wd = qp_gguf_find_tensor(qp_llama_gguf(m), "blk.1.ffn_down.weight");
+	CHECK_OK(qp_llama_set_weight_f32(m, "blk.1.attn_output.weight", wo->data, &err));
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, again, &err));
+	CHECK(memcmp(logits, again, sizeof(logits)) == 0);
+
+	/* layer 1 without its output products adds nothing: the pass ends on layer 0's output */
+	static float zeros[FF * D];
+	CHECK_OK(qp_llama_set_weight_f32(m, "blk.1.attn_output.weight", zeros, &err));
+	CHECK_OK(qp_llama_set_weight_f32(m, "blk.1.ffn_down.weight", zeros, &err));
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, again, &err));
+	CHECK_OK(qp_llama_embed(m, toks, 5, x, &err));
+	CHECK_OK(qp_llama_layer(m, 0, x, 5, 0, &err));
+	final_norm(m, x, want_in);
+	CHECK(memcmp(final_in, want_in, sizeof(want_in)) == 0);
+	CHECK(memcmp(logits, again, sizeof(logits)) != 0);
+
+	/* replaced again: back to the file's values */
+	CHECK_OK(qp_llama_set_weight_f32(m, "blk.1.attn_output.weight", wo->data, &err));
+	CHECK_OK(qp_llama_set_weight_f32(m, "blk.1.ffn_down.weight", wd->data, &err));
+	CHECK_OK(qp_llama_eval(m, toks, 5, 0, again, &err));
+	CHECK(memcmp(logits, again, sizeof(logits)) == 0);
+
+	snprintf(want, sizeof(want), "%s: no 2-D weight 'blk.1.attn_norm.weight' in the forward pass", path);
+	CHECK_ERR(qp_llama_set_weight_f32(m, "blk.1.attn_norm.weight", zeros, &err), QP_ENOTFOUND, want);
+	snprintf(want, sizeof(want), "%s: layer 2 does not exist (2 layers)", path);
+	CHECK_ERR(qp_llama_layer(m, 2, x, 5, 0, &err), QP_EINVAL, want);
+	CHECK_ERR(qp_llama_layer(m, 0, x, 5, 4, &err), QP_EINVAL, "positions 4 to 8 do not fit the context of 8");
+	qp_llama_free(m);
+}
+
 static void perplexity__counts_chunks_and_refuses_short_text(void)
 {
 	char path[4096];
@@ -219,6 +289,7 @@ int main(int argc, char **argv)
 		TF_TEST(llama__unsupported_architecture_lists_the_supported),
 		TF_TEST(llama__missing_tensor_is_named),
 		TF_TEST(llama__observer_sees_every_weight_input_once_per_input),
+		TF_TEST(llama__layer_by_layer_equals_eval_and_set_weight_takes_effect),
 		TF_TEST(perplexity__counts_chunks_and_refuses_short_text),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
