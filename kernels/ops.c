@@ -140,22 +140,27 @@ struct mm {
 	const uint8_t *xq;
 	size_t x_row;           /* bytes per quantized row of x */
 	int64_t k, n_tok;
-	void (*dot)(int64_t, float *, const void *, const void *);
+	const struct qp_kernel_ops *ops;
 };
 
 /* Blocks of rows keep a few weight rows in L1 while the activations
  * stream past them. */
-#define MM_ROWS 8
+#define MM_ROWS 16
 
 static void mm_rows(void *arg, int64_t r0, int64_t r1)
 {
 	const struct mm *m = arg;
 	for (int64_t rb = r0; rb < r1; rb += MM_ROWS) {
 		int64_t re = rb + MM_ROWS < r1 ? rb + MM_ROWS : r1;
+		if (m->ops->vec_dot_tile) {
+			m->ops->vec_dot_tile(m->k, m->y + rb, m->ldy, m->w + (size_t)rb * m->w_row, m->w_row, re - rb,
+			                     m->xq, m->x_row, m->n_tok);
+			continue;
+		}
 		for (int64_t t = 0; t < m->n_tok; t++)
 			for (int64_t r = rb; r < re; r++)
-				m->dot(m->k, &m->y[t * m->ldy + r], m->w + (size_t)r * m->w_row,
-				       m->xq + (size_t)t * m->x_row);
+				m->ops->vec_dot(m->k, &m->y[t * m->ldy + r], m->w + (size_t)r * m->w_row,
+				                m->xq + (size_t)t * m->x_row);
 	}
 }
 
@@ -194,7 +199,7 @@ int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t
 		return qp_err_nomem(err);
 	struct qx q = {vops, x, xq, x_row, k};
 	qp_ops_parallel(threads, n_tok, quantize_rows, &q);
-	struct mm m = {y, ldy, w, w_row, xq, x_row, k, n_tok, ops->vec_dot};
+	struct mm m = {y, ldy, w, w_row, xq, x_row, k, n_tok, ops};
 	qp_ops_parallel(threads, n_rows, mm_rows, &m);
 	free(xq);
 	return 0;
