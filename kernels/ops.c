@@ -2,6 +2,8 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "kernels/kernels.h"
@@ -103,6 +105,125 @@ static void *par_run(void *p)
 	return NULL;
 }
 
+/* One thread per range, created and joined for this call: the way when
+ * the pool is taken (a nested or concurrent call). */
+static void parallel_spawn(struct par *jobs, int threads)
+{
+	pthread_t tids[MAX_THREADS];
+	int started[MAX_THREADS] = {0};
+	/* a thread that cannot be started runs inline: slower, same result */
+	for (int t = 1; t < threads; t++)
+		started[t] = pthread_create(&tids[t], NULL, par_run, &jobs[t]) == 0;
+	par_run(&jobs[0]);
+	for (int t = 1; t < threads; t++) {
+		if (started[t])
+			pthread_join(tids[t], NULL);
+		else
+			par_run(&jobs[t]);
+	}
+}
+
+/* Workers that outlive a call: a forward pass makes some fifty parallel
+ * calls per token, and creating and joining threads for each cost more
+ * than a decode step's products. Worker i (1 ..) runs jobs[i] of each
+ * call that has one and sleeps on `wake` in between; the calling thread
+ * runs jobs[0]. `use` is held for a whole call, so the pool serves one
+ * caller at a time; a caller that finds it taken spawns threads as before.
+ * Which thread runs a range never changes what it computes. */
+static struct {
+	pthread_mutex_t use;
+	pthread_mutex_t mu;       /* guards the rest */
+	pthread_cond_t wake, done;
+	int n_workers;
+	uint64_t gen;             /* bumped for each call */
+	uint64_t start_gen[MAX_THREADS];
+	struct par jobs[MAX_THREADS];
+	int n_jobs;               /* this call's ranges: jobs[1 .. n_jobs) are the workers' */
+	int pending;              /* workers' ranges not finished yet */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, {0}, {{0}}, 0, 0};
+
+static void *pool_worker(void *p)
+{
+	const int id = (int)(intptr_t)p;
+	pthread_mutex_lock(&pool.mu);
+	uint64_t seen = pool.start_gen[id];
+	for (;;) {
+		while (pool.gen == seen)
+			pthread_cond_wait(&pool.wake, &pool.mu);
+		seen = pool.gen;
+		if (id >= pool.n_jobs)
+			continue;
+		struct par j = pool.jobs[id];
+		pthread_mutex_unlock(&pool.mu);
+		par_run(&j);
+		pthread_mutex_lock(&pool.mu);
+		if (--pool.pending == 0)
+			pthread_cond_signal(&pool.done);
+	}
+	return NULL;
+}
+
+/* A forked child has none of the parent's workers: it starts an empty pool. */
+static void pool_after_fork(void)
+{
+	pthread_mutex_init(&pool.use, NULL);
+	pthread_mutex_init(&pool.mu, NULL);
+	pthread_cond_init(&pool.wake, NULL);
+	pthread_cond_init(&pool.done, NULL);
+	pool.n_workers = 0;
+	pool.n_jobs = 0;
+	pool.pending = 0;
+}
+
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_init(void)
+{
+	pthread_atfork(NULL, NULL, pool_after_fork);
+}
+
+/* Run jobs[0 .. threads) on the pool; false if it is taken. */
+static bool parallel_pool(struct par *jobs, int threads)
+{
+	pthread_once(&pool_once, pool_init);
+	if (pthread_mutex_trylock(&pool.use) != 0)
+		return false;
+	/* gen is stable while `use` is held: new workers start from it */
+	while (pool.n_workers < threads - 1) {
+		int id = pool.n_workers + 1;
+		pool.start_gen[id] = pool.gen;
+		pthread_t tid;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		int rc = pthread_create(&tid, &attr, pool_worker, (void *)(intptr_t)id);
+		pthread_attr_destroy(&attr);
+		if (rc != 0)
+			break;
+		pool.n_workers++;
+	}
+	/* ranges without a worker (one could not be started) run inline */
+	const int n_pool = threads - 1 < pool.n_workers ? threads : pool.n_workers + 1;
+	pthread_mutex_lock(&pool.mu);
+	for (int t = 0; t < n_pool; t++)
+		pool.jobs[t] = jobs[t];
+	pool.n_jobs = n_pool;
+	pool.pending = n_pool - 1;
+	pool.gen++;
+	pthread_cond_broadcast(&pool.wake);
+	pthread_mutex_unlock(&pool.mu);
+	par_run(&jobs[0]);
+	for (int t = n_pool; t < threads; t++)
+		par_run(&jobs[t]);
+	pthread_mutex_lock(&pool.mu);
+	while (pool.pending > 0)
+		pthread_cond_wait(&pool.done, &pool.mu);
+	pthread_mutex_unlock(&pool.mu);
+	pthread_mutex_unlock(&pool.use);
+	return true;
+}
+
 void qp_ops_parallel(int threads, int64_t n, void (*fn)(void *arg, int64_t begin, int64_t end),
                      void *arg)
 {
@@ -116,20 +237,10 @@ void qp_ops_parallel(int threads, int64_t n, void (*fn)(void *arg, int64_t begin
 		return;
 	}
 	struct par jobs[MAX_THREADS];
-	pthread_t tids[MAX_THREADS];
-	int started[MAX_THREADS] = {0};
 	for (int t = 0; t < threads; t++)
 		jobs[t] = (struct par){fn, arg, n * t / threads, n * (t + 1) / threads};
-	/* a thread that cannot be started runs inline: slower, same result */
-	for (int t = 1; t < threads; t++)
-		started[t] = pthread_create(&tids[t], NULL, par_run, &jobs[t]) == 0;
-	par_run(&jobs[0]);
-	for (int t = 1; t < threads; t++) {
-		if (started[t])
-			pthread_join(tids[t], NULL);
-		else
-			par_run(&jobs[t]);
-	}
+	if (!parallel_pool(jobs, threads))
+		parallel_spawn(jobs, threads);
 }
 
 struct mm {

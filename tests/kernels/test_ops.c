@@ -3,6 +3,7 @@
  * of the dequantized weights for every type with a dot product, at 1, 2
  * and 3 threads (results must be bit-identical across thread counts). */
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
@@ -207,6 +208,46 @@ static void ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count(
 	free(x);
 }
 
+struct cover {
+	int hits[1000];
+	int nested;     /* threads for a qp_ops_parallel inside each range, 0: none */
+	struct cover *inner;
+};
+
+static void cover_range(void *arg, int64_t b, int64_t e)
+{
+	struct cover *c = arg;
+	for (int64_t i = b; i < e; i++)
+		__atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
+	if (c->nested)
+		qp_ops_parallel(c->nested, 1000, cover_range, c->inner);
+}
+
+/* The pool of workers that outlives calls: every index exactly once, over
+ * many calls with changing thread counts (workers idle, then needed again),
+ * and with a call nested inside each range (the pool is taken then, so
+ * those spawn their own threads). */
+static void ops__parallel_runs_every_index_once_across_calls_and_nesting(void)
+{
+	static struct cover c, inner;
+	for (int rep = 0; rep < 300; rep++) {
+		const int threads = 1 + rep % 7, n = 1 + (rep * 37) % 1000;
+		memset(&c, 0, sizeof(c));
+		qp_ops_parallel(threads, n, cover_range, &c);
+		for (int i = 0; i < 1000; i++)
+			CHECK(c.hits[i] == (i < n));
+	}
+	memset(&c, 0, sizeof(c));
+	memset(&inner, 0, sizeof(inner));
+	c.nested = 3;
+	c.inner = &inner;
+	qp_ops_parallel(4, 10, cover_range, &c);
+	for (int i = 0; i < 1000; i++) {
+		CHECK(c.hits[i] == (i < 10));
+		CHECK(inner.hits[i] == 4); /* one inner call per outer range */
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct qp_err e = {0};
@@ -222,6 +263,7 @@ int main(int argc, char **argv)
 		TF_TEST(ops__attn_head_matches_double_reference),
 		TF_TEST(ops__nll_is_minus_log_softmax_in_double),
 		TF_TEST(ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count),
+		TF_TEST(ops__parallel_runs_every_index_once_across_calls_and_nesting),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }
