@@ -138,6 +138,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 		 * machine's copy speed: they stay with the reference */
 		[QP_TYPE_F32] = {
 			.vec_dot = qp_f32_vec_dot_avx2,
+			.vec_dot_tile = qp_f32_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_F32,
 		},
 		[QP_TYPE_F16] = {

@@ -65,20 +65,35 @@ void qp_ops_axpy(float *y, float a, const float *x, int64_t n)
 		y[i] += a * x[i];
 }
 
-void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *v,
-                      int64_t v_stride, int64_t n_kv, int64_t head_dim, float scale,
-                      float *scores)
+/* s[r] = dot(x_r, y) for n_rows rows of n floats, x_r at x + r * stride:
+ * through the f32 tile where the level has one, else pair by pair; both
+ * give the level's vec_dot. */
+static void rows_dot(float *s, const float *x, int64_t stride, int64_t n_rows, const float *y, int64_t n)
 {
-	void (*dot)(int64_t, float *, const void *, const void *) = qp_kernels_get(QP_TYPE_F32)->vec_dot;
-	for (int64_t j = 0; j < n_kv; j++) {
-		dot(head_dim, &scores[j], k + j * k_stride, q);
-		scores[j] *= scale;
+	const struct qp_kernel_ops *f = qp_kernels_get(QP_TYPE_F32);
+	if (f->vec_dot_tile) {
+		f->vec_dot_tile(n, s, n_rows, x, (size_t)stride * sizeof(float), n_rows, y, (size_t)n * sizeof(float), 1);
+		return;
 	}
-	qp_ops_softmax(scores, n_kv);
-	for (int64_t d = 0; d < head_dim; d++)
-		out[d] = 0.0f;
+	for (int64_t r = 0; r < n_rows; r++)
+		f->vec_dot(n, &s[r], x + r * stride, y);
+}
+
+void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *vt,
+                      int64_t vt_stride, int64_t n_kv, int64_t head_dim, float scale, float *scores)
+{
+	rows_dot(scores, k, k_stride, n_kv, q, head_dim);
 	for (int64_t j = 0; j < n_kv; j++)
-		qp_ops_axpy(out, scores[j], v + j * v_stride, head_dim);
+		scores[j] *= scale;
+	qp_ops_softmax(scores, n_kv);
+	rows_dot(out, vt, vt_stride, head_dim, scores, n_kv);
+}
+
+void qp_ops_transpose(float *dst, int64_t ld, const float *src, int64_t rows, int64_t cols)
+{
+	for (int64_t r = 0; r < rows; r++)
+		for (int64_t c = 0; c < cols; c++)
+			dst[c * ld + r] = src[r * cols + c];
 }
 
 double qp_ops_nll(const float *logits, int64_t n, int32_t target)

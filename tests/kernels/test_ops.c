@@ -115,13 +115,16 @@ static void ops__silu_mul_and_axpy_match_formula(void)
 static void ops__attn_head_matches_double_reference(void)
 {
 	const int64_t hd = 64, n_kv = 77, stride = 3 * hd;
-	static float k[77 * 192], v[77 * 192];
+	static float k[77 * 192], v[77 * 192], vt[64 * 80];
 	float q[64], out[64], sc[77];
 	fill(k, n_kv * stride, 1.0f);
 	fill(v, n_kv * stride, 1.0f);
 	fill(q, hd, 1.0f);
 	const float scale = 1.0f / 8.0f;
-	qp_ops_attn_head(out, q, k, stride, v, stride, n_kv, hd, scale, sc);
+	/* the values transposed, rows of 80 with 77 used, as a cache of 80 positions holds them */
+	for (int64_t j = 0; j < n_kv; j++)
+		qp_ops_transpose(vt + j, 80, v + j * stride, 1, hd);
+	qp_ops_attn_head(out, q, k, stride, vt, 80, n_kv, hd, scale, sc);
 	double p[77], mx = -1e300, sum = 0;
 	for (int64_t j = 0; j < n_kv; j++) {
 		double d = 0;

@@ -86,6 +86,8 @@ void qp_i8_dot_rows_avx2(int64_t n, const int8_t *x, const int8_t *w, int64_t w_
 
 /* tile.c: vec_dot_tile (kernels.h) of the types a forward pass spends
  * its time in; each pair's result is the vec_dot above, bit for bit */
+void qp_f32_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                              const void *y, size_t by, int64_t nc);
 void qp_f16_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
                               const void *y, size_t by, int64_t nc);
 void qp_q8_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,

@@ -212,3 +212,71 @@ INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t 
 
 #define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C)
 TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
+
+/* f32 x f32. vec_dot keeps four accumulators for the four 8-element groups
+ * of each 32, adds the 8-groups after the last 32 into the first, sums
+ * (acc0 + acc1) + (acc2 + acc3) and adds the rest in double. The tile
+ * walks the rows once per accumulator, as f16's does. Attention uses it:
+ * the keys against one query, the transposed values against the weights. */
+INLINE void f32_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
+                      const int nr, const int nc)
+{
+	__m256 vx[TR];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		vx[r] = _mm256_loadu_ps((const float *)(x + (size_t)r * bx) + i);
+	_Pragma("GCC unroll 4")
+	for (int c = 0; c < nc; c++) {
+		const __m256 vy = _mm256_loadu_ps((const float *)(y + (size_t)c * by) + i);
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++)
+			acc[r][c] = _mm256_fmadd_ps(vx[r], vy, acc[r][c]);
+	}
+}
+
+/* Groups at i0, i0 + 32, ... below end, then those at from, from + 8, ...
+ * below to, into fresh accumulators stored to out. */
+INLINE void f32_pass(int64_t i0, int64_t end, int64_t from, int64_t to, __m256 out[TR][TC], const uint8_t *x,
+                     size_t bx, const uint8_t *y, size_t by, const int nr, const int nc)
+{
+	__m256 acc[TR][TC];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	for (int64_t i = i0; i < end; i += 32)
+		f32_group(i, acc, x, bx, y, by, nr, nc);
+	for (int64_t i = from; i < to; i += 8)
+		f32_group(i, acc, x, bx, y, by, nr, nc);
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			out[r][c] = acc[r][c];
+}
+
+INLINE void f32_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
+                     size_t by, const int nr, const int nc)
+{
+	__m256 acc[4][TR][TC];
+	const int64_t n32 = n / 32 * 32, done = n32 + (n - n32) / 8 * 8;
+	f32_pass(0, n32, n32, done, acc[0], x, bx, y, by, nr, nc);
+	f32_pass(8, n32, 0, 0, acc[1], x, bx, y, by, nr, nc);
+	f32_pass(16, n32, 0, 0, acc[2], x, bx, y, by, nr, nc);
+	f32_pass(24, n32, 0, 0, acc[3], x, bx, y, by, nr, nc);
+	for (int r = 0; r < nr; r++)
+		for (int c = 0; c < nc; c++) {
+			const __m256 a = _mm256_add_ps(_mm256_add_ps(acc[0][r][c], acc[1][r][c]),
+			                               _mm256_add_ps(acc[2][r][c], acc[3][r][c]));
+			double sum = qp_avx2_hsum_ps(a);
+			const float *xr = (const float *)(x + (size_t)r * bx);
+			const float *yc = (const float *)(y + (size_t)c * by);
+			for (int64_t i = done; i < n; i++)
+				sum += (double)(xr[i] * yc[i]);
+			s[c * lds + r] = (float)sum;
+		}
+}
+
+#define F32_BODY(R, C) f32_tile(n, st, lds, xt, bx, yt, by, R, C)
+TILE_DRIVER(qp_f32_vec_dot_tile_avx2, F32_BODY, 4, 2)
