@@ -155,6 +155,8 @@ def main():
     reps = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     model = os.path.join(shared, "data", "models", "llama-docs-27m")
     t_start = time.perf_counter()
+    # wall-clock rates on a shared machine: the load says how far to trust them
+    load_before = os.getloadavg()[0]
     try:
         import llama_cpp  # noqa: F401
         have_llama = True
@@ -210,8 +212,9 @@ def main():
                                 b[k] = max(b.get(k, 0.0), r[k])
                 rows.append({"type": t, "threads": threads, "size_mb": os.path.getsize(files[t]) / 1e6, **best})
 
-    print("bench/eval: llama-docs-27m, qpipe's GGUF exports; prefill %d tokens, decode %d steps; best of %d\n"
-          % (N_CTX, N_DEC, reps))
+    print("bench/eval: llama-docs-27m, qpipe's GGUF exports; prefill %d tokens, decode %d steps; best of %d; "
+          "%d cores, load average %.1f before and %.1f after\n"
+          % (N_CTX, N_DEC, reps, os.cpu_count(), load_before, os.getloadavg()[0]))
     print("| type | threads | qpipe prefill tok/s | llama.cpp prefill tok/s | prefill ratio "
           "| qpipe decode tok/s | llama.cpp decode tok/s | decode ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 
 #include "kernels/kernels.h"
+#if QP_HAVE_AVX2
+#include "kernels/cpu/avx2/avx2.h"
+#endif
 
 #define MAX_THREADS 64
 
@@ -38,7 +41,7 @@ void qp_ops_rope_norm(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot,
 	}
 }
 
-void qp_ops_softmax(float *x, int64_t n)
+static void softmax_ref(float *x, int64_t n)
 {
 	float max = -INFINITY;
 	for (int64_t i = 0; i < n; i++)
@@ -53,10 +56,41 @@ void qp_ops_softmax(float *x, int64_t n)
 		x[i] *= inv;
 }
 
-void qp_ops_silu_mul(float *g, const float *u, int64_t n)
+static void silu_mul_ref(float *g, const float *u, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
+	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref},
+#if QP_HAVE_AVX2
+	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2},
+#endif
+};
+
+const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level)
+{
+	if ((int)level < 0 || level >= QP_LEVEL_COUNT || !qp_kernel_level_supported(level))
+		return NULL;
+	return vec_levels[level].silu_mul ? &vec_levels[level] : NULL;
+}
+
+static const struct qp_ops_vec *vec_ops(void)
+{
+	/* qp_kernels_level() only names a level this CPU runs */
+	const struct qp_ops_vec *v = &vec_levels[qp_kernels_level()];
+	return v->silu_mul ? v : &vec_levels[QP_LEVEL_SCALAR];
+}
+
+void qp_ops_softmax(float *x, int64_t n)
+{
+	vec_ops()->softmax(x, n);
+}
+
+void qp_ops_silu_mul(float *g, const float *u, int64_t n)
+{
+	vec_ops()->silu_mul(g, u, n);
 }
 
 void qp_ops_axpy(float *y, float a, const float *x, int64_t n)

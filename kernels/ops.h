@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "kernels/kernels.h"
 #include "kernels/types.h"
 
 /* y = x / sqrt(mean(x^2) + eps) * w, n elements; y may be x. */
@@ -29,6 +30,17 @@ void qp_ops_softmax(float *x, int64_t n);
 
 /* g = silu(g) * u, n elements (SwiGLU). */
 void qp_ops_silu_mul(float *g, const float *u, int64_t n);
+
+/* The two above at one kernel level, for tests that run every variant
+ * against the scalar reference (the level's exponential is its own, so
+ * they match it by relative error); NULL where the level has none or
+ * cannot run here. The functions above use the level qp_kernels_init
+ * selected. */
+struct qp_ops_vec {
+	void (*silu_mul)(float *g, const float *u, int64_t n);
+	void (*softmax)(float *x, int64_t n);
+};
+const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level);
 
 /* y += a * x, n elements. */
 void qp_ops_axpy(float *y, float a, const float *x, int64_t n);

@@ -211,6 +211,52 @@ static void ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count(
 	free(x);
 }
 
+/* Each level's silu_mul and softmax against the scalar reference (the
+ * level's own exponential: a few ulp), on rows with SIMD tails, values up
+ * to +-90 (past the exponential's range on both sides), exact zeros, and
+ * a NaN, which must stay NaN. */
+static void ops__vector_ops_match_the_reference_at_every_level(void)
+{
+	const struct qp_ops_vec *ref = qp_ops_vec_level(QP_LEVEL_SCALAR);
+	CHECK(ref != NULL);
+	static const int64_t lengths[] = {1, 7, 8, 9, 31, 64, 77, 1536};
+	static float g0[1536], u[1536], g1[1536], g2[1536];
+	int levels = 0;
+	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+		const struct qp_ops_vec *v = qp_ops_vec_level(level);
+		if (!v)
+			continue;
+		levels++;
+		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
+			const int64_t n = lengths[li];
+			for (int scale = 1; scale <= 90; scale *= 9) {
+				fill(g0, n, (float)scale);
+				fill(u, n, 2.0f);
+				g0[n / 2] = 0.0f;
+				g0[0] = (float)(scale > 9 ? -90 : scale);
+				memcpy(g1, g0, n * sizeof(float));
+				memcpy(g2, g0, n * sizeof(float));
+				ref->silu_mul(g1, u, n);
+				v->silu_mul(g2, u, n);
+				for (int64_t i = 0; i < n; i++)
+					CHECK_NEAR(g2[i], g1[i], 1e-6);
+				memcpy(g1, g0, n * sizeof(float));
+				memcpy(g2, g0, n * sizeof(float));
+				ref->softmax(g1, n);
+				v->softmax(g2, n);
+				for (int64_t i = 0; i < n; i++)
+					CHECK_NEAR(g2[i], g1[i], 1e-6);
+			}
+			for (int64_t i = 0; i < n; i++)
+				g2[i] = 1.0f;
+			g2[n - 1] = NAN;
+			v->silu_mul(g2, u, n);
+			CHECK(isnan(g2[n - 1]));
+		}
+	}
+	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
+}
+
 struct cover {
 	int hits[1000];
 	int nested;     /* threads for a qp_ops_parallel inside each range, 0: none */
@@ -267,6 +313,7 @@ int main(int argc, char **argv)
 		TF_TEST(ops__nll_is_minus_log_softmax_in_double),
 		TF_TEST(ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count),
 		TF_TEST(ops__parallel_runs_every_index_once_across_calls_and_nesting),
+		TF_TEST(ops__vector_ops_match_the_reference_at_every_level),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -84,6 +84,10 @@ int32_t qp_i8_dot_avx2(int64_t n, const int8_t *a, const int8_t *b);
 void qp_i8_dot_rows_avx2(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
                          int32_t *out);
 
+/* vecops.c: kernels/ops.h's elementwise operations (qp_ops_vec) */
+void qp_silu_mul_avx2(float *g, const float *u, int64_t n);
+void qp_softmax_avx2(float *x, int64_t n);
+
 /* tile.c: vec_dot_tile (kernels.h) of the types a forward pass spends
  * its time in; each pair's result is the vec_dot above, bit for bit */
 void qp_f32_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
