@@ -1138,8 +1138,9 @@ static void test_vec_dot_tile_is_bit_exact_with_vec_dot(struct t *t)
 				const int64_t n = lengths[li];
 				if (n % qp_type_traits(ops->vec_dot_type)->blck != 0)
 					continue;
-				/* a few bytes of padding between rows, as a view into a wider matrix might have */
-				const size_t bx = row_bytes(ty, n) + 6, by = row_bytes(ops->vec_dot_type, n) + 10;
+				/* padding between rows, as a view into a wider matrix has (whole floats: every
+				 * type's rows keep the alignment of their elements) */
+				const size_t bx = row_bytes(ty, n) + 8, by = row_bytes(ops->vec_dot_type, n) + 12;
 				uint8_t *qx = xmalloc(bx * MAX_R), *qy = xmalloc(by * MAX_C);
 				float *f = xmalloc((size_t)n * sizeof(float));
 				float s[MAX_C * LDS];
