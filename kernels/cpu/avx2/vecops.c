@@ -1,35 +1,48 @@
 /* The forward pass's elementwise operations with an 8-wide exponential.
- * They match the scalar reference (kernels/ops.c) by relative error, not
- * bit for bit: expf here is a polynomial (Cephes' expf, about 2 ulp), and
- * softmax's double-precision sum adds in four lanes. Each depends only on
- * its input, never on how work is split over threads. */
+ * The exponential is evaluated in double (a degree-11 polynomial after
+ * reduction by ln 2, relative error near 1e-13) and rounded to float once,
+ * so it is the correctly rounded e^x: glibc's expf, which the scalar
+ * reference calls, is too, but for rare halfway cases. The float
+ * arithmetic around it is the reference's, so silu_mul gives the
+ * reference's bits but for those cases; softmax's double sum adds in
+ * four lanes, which moves only its last bits. (A float polynomial, 2 ulp,
+ * moved q4_0's logits enough to show in tests/e2e/test_kld's statistics.)
+ * Each depends only on its input, never on how work is split over
+ * threads. */
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
 
 #include <math.h>
 
-/* e^x for x in [-87, 88] (clamped there: below, e^x underflows towards
- * 1.6e-38 instead of 0, far under any sum it is added to; above, the
- * callers never go). A NaN stays NaN: min/max return their second operand
- * when either is NaN, so x is given second. */
+/* e^x in double for x from float: clamped to [-110, 89], beyond which
+ * the float result is 0 or +Inf either way; a NaN stays NaN (min/max
+ * return their second operand when either is NaN, so x is given second). */
+static inline __m256d exp_pd(__m256d x)
+{
+	x = _mm256_min_pd(_mm256_set1_pd(89.0), x);
+	x = _mm256_max_pd(_mm256_set1_pd(-110.0), x);
+	const __m256d n = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
+	                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	/* r = x - n ln2, |r| <= ln2 / 2, ln2 in two parts so n ln2 is exact enough */
+	__m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.93147180369123816490e-01), x);
+	r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.90821492927058770002e-10), r);
+	static const double inv_fact[] = {1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
+	                                  1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0, 1.0};
+	__m256d p = _mm256_set1_pd(inv_fact[0]);
+	for (int k = 1; k < 12; k++)
+		p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(inv_fact[k]));
+	/* 2^n, n in [-159, 129]: a normal double */
+	const __m256i ni = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
+	const __m256d scale = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(ni, _mm256_set1_epi64x(1023)), 52));
+	return _mm256_mul_pd(p, scale);
+}
+
+/* e^x for 8 floats, each correctly rounded (see above) */
 static inline __m256 expf_ps(__m256 x)
 {
-	x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);
-	x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
-	/* x = n ln2 + r, |r| <= ln2 / 2, ln2 split in two for an exact n ln2 */
-	__m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-	__m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-	r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-	__m256 y = _mm256_set1_ps(1.9875691500e-4f);
-	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-	y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-	const __m256i n = _mm256_cvttps_epi32(fx);
-	const __m256 pow2n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
-	return _mm256_mul_ps(y, pow2n);
+	const __m128 lo = _mm256_cvtpd_ps(exp_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x))));
+	const __m128 hi = _mm256_cvtpd_ps(exp_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1))));
+	return _mm256_set_m128(hi, lo);
 }
 
 void qp_silu_mul_avx2(float *g, const float *u, int64_t n)
