@@ -138,12 +138,14 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 		 * machine's copy speed: they stay with the reference */
 		[QP_TYPE_F32] = {
 			.vec_dot = qp_f32_vec_dot_avx2,
+			.vec_dot_tile = qp_f32_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_F32,
 		},
 		[QP_TYPE_F16] = {
 			.quantize_row = qp_f16_quantize_row_avx2,
 			.dequantize_row = qp_f16_dequantize_row_avx2,
 			.vec_dot = qp_f16_vec_dot_avx2,
+			.vec_dot_tile = qp_f16_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_F16,
 		},
 		[QP_TYPE_BF16] = {
@@ -156,6 +158,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row = qp_q8_0_quantize_row_avx2,
 			.dequantize_row = qp_q8_0_dequantize_row_avx2,
 			.vec_dot = qp_q8_0_vec_dot_avx2,
+			.vec_dot_tile = qp_q8_0_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_Q8_0,
 		},
 		[QP_TYPE_Q8_1] = {
@@ -167,6 +170,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row = qp_q4_0_quantize_row_avx2,
 			.dequantize_row = qp_q4_0_dequantize_row_avx2,
 			.vec_dot = qp_q4_0_vec_dot_avx2,
+			.vec_dot_tile = qp_q4_0_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_Q8_0,
 		},
 		[QP_TYPE_Q4_1] = {
@@ -346,8 +350,12 @@ static void select_level(enum qp_kernel_level level, const char *detail)
 			ops.quantize_row = ref->quantize_row;
 		if (!ops.dequantize_row)
 			ops.dequantize_row = ref->dequantize_row;
-		if (!ops.vec_dot)
+		/* a tile gives its own level's vec_dot bit for bit, never the
+		 * reference's, so it goes only with a vec_dot of the level */
+		if (!ops.vec_dot) {
 			ops.vec_dot = ref->vec_dot;
+			ops.vec_dot_tile = NULL;
+		}
 		if (!ops.quantize_row_imat)
 			ops.quantize_row_imat = ref->quantize_row_imat;
 		/* the pairing is part of the format, not of the level */

@@ -8,6 +8,7 @@
 #ifndef QP_KERNELS_H
 #define QP_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -36,6 +37,15 @@ struct qp_kernel_ops {
 	 * (one importance per column, as llama-quantize --imatrix passes
 	 * it); NULL where the type has no weighted quantizer */
 	void (*quantize_row_imat)(const float *x, void *y, int64_t n, const float *imatrix);
+	/* The products of nr rows of this type (x, rows bx bytes apart) with
+	 * nc rows of vec_dot_type (y, by bytes apart), for matrix products:
+	 * s[c * lds + r] = vec_dot(n, x_r, y_c) for r < nr, c < nc, bit for
+	 * bit what this level's vec_dot gives each pair, but with each block
+	 * loaded once for several rows and tokens. NULL where a level has
+	 * none: the product then goes pair by pair through vec_dot (the
+	 * scalar reference never has one; vec_dot is its definition). */
+	void (*vec_dot_tile)(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+	                     const void *y, size_t by, int64_t nc);
 };
 
 /* Choose the level: force_name ("scalar", "avx2", "auto" or NULL) wins, else

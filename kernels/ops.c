@@ -2,9 +2,14 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "kernels/kernels.h"
+#if QP_HAVE_AVX2
+#include "kernels/cpu/avx2/avx2.h"
+#endif
 
 #define MAX_THREADS 64
 
@@ -36,7 +41,7 @@ void qp_ops_rope_norm(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot,
 	}
 }
 
-void qp_ops_softmax(float *x, int64_t n)
+static void softmax_ref(float *x, int64_t n)
 {
 	float max = -INFINITY;
 	for (int64_t i = 0; i < n; i++)
@@ -51,10 +56,41 @@ void qp_ops_softmax(float *x, int64_t n)
 		x[i] *= inv;
 }
 
-void qp_ops_silu_mul(float *g, const float *u, int64_t n)
+static void silu_mul_ref(float *g, const float *u, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
+	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref},
+#if QP_HAVE_AVX2
+	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2},
+#endif
+};
+
+const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level)
+{
+	if ((int)level < 0 || level >= QP_LEVEL_COUNT || !qp_kernel_level_supported(level))
+		return NULL;
+	return vec_levels[level].silu_mul ? &vec_levels[level] : NULL;
+}
+
+static const struct qp_ops_vec *vec_ops(void)
+{
+	/* qp_kernels_level() only names a level this CPU runs */
+	const struct qp_ops_vec *v = &vec_levels[qp_kernels_level()];
+	return v->silu_mul ? v : &vec_levels[QP_LEVEL_SCALAR];
+}
+
+void qp_ops_softmax(float *x, int64_t n)
+{
+	vec_ops()->softmax(x, n);
+}
+
+void qp_ops_silu_mul(float *g, const float *u, int64_t n)
+{
+	vec_ops()->silu_mul(g, u, n);
 }
 
 void qp_ops_axpy(float *y, float a, const float *x, int64_t n)
@@ -63,20 +99,35 @@ void qp_ops_axpy(float *y, float a, const float *x, int64_t n)
 		y[i] += a * x[i];
 }
 
-void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *v,
-                      int64_t v_stride, int64_t n_kv, int64_t head_dim, float scale,
-                      float *scores)
+/* s[r] = dot(x_r, y) for n_rows rows of n floats, x_r at x + r * stride:
+ * through the f32 tile where the level has one, else pair by pair; both
+ * give the level's vec_dot. */
+static void rows_dot(float *s, const float *x, int64_t stride, int64_t n_rows, const float *y, int64_t n)
 {
-	void (*dot)(int64_t, float *, const void *, const void *) = qp_kernels_get(QP_TYPE_F32)->vec_dot;
-	for (int64_t j = 0; j < n_kv; j++) {
-		dot(head_dim, &scores[j], k + j * k_stride, q);
-		scores[j] *= scale;
+	const struct qp_kernel_ops *f = qp_kernels_get(QP_TYPE_F32);
+	if (f->vec_dot_tile) {
+		f->vec_dot_tile(n, s, n_rows, x, (size_t)stride * sizeof(float), n_rows, y, (size_t)n * sizeof(float), 1);
+		return;
 	}
-	qp_ops_softmax(scores, n_kv);
-	for (int64_t d = 0; d < head_dim; d++)
-		out[d] = 0.0f;
+	for (int64_t r = 0; r < n_rows; r++)
+		f->vec_dot(n, &s[r], x + r * stride, y);
+}
+
+void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *vt,
+                      int64_t vt_stride, int64_t n_kv, int64_t head_dim, float scale, float *scores)
+{
+	rows_dot(scores, k, k_stride, n_kv, q, head_dim);
 	for (int64_t j = 0; j < n_kv; j++)
-		qp_ops_axpy(out, scores[j], v + j * v_stride, head_dim);
+		scores[j] *= scale;
+	qp_ops_softmax(scores, n_kv);
+	rows_dot(out, vt, vt_stride, head_dim, scores, n_kv);
+}
+
+void qp_ops_transpose(float *dst, int64_t ld, const float *src, int64_t rows, int64_t cols)
+{
+	for (int64_t r = 0; r < rows; r++)
+		for (int64_t c = 0; c < cols; c++)
+			dst[c * ld + r] = src[r * cols + c];
 }
 
 double qp_ops_nll(const float *logits, int64_t n, int32_t target)
@@ -103,6 +154,125 @@ static void *par_run(void *p)
 	return NULL;
 }
 
+/* One thread per range, created and joined for this call: the way when
+ * the pool is taken (a nested or concurrent call). */
+static void parallel_spawn(struct par *jobs, int threads)
+{
+	pthread_t tids[MAX_THREADS];
+	int started[MAX_THREADS] = {0};
+	/* a thread that cannot be started runs inline: slower, same result */
+	for (int t = 1; t < threads; t++)
+		started[t] = pthread_create(&tids[t], NULL, par_run, &jobs[t]) == 0;
+	par_run(&jobs[0]);
+	for (int t = 1; t < threads; t++) {
+		if (started[t])
+			pthread_join(tids[t], NULL);
+		else
+			par_run(&jobs[t]);
+	}
+}
+
+/* Workers that outlive a call: a forward pass makes some fifty parallel
+ * calls per token, and creating and joining threads for each cost more
+ * than a decode step's products. Worker i (1 ..) runs jobs[i] of each
+ * call that has one and sleeps on `wake` in between; the calling thread
+ * runs jobs[0]. `use` is held for a whole call, so the pool serves one
+ * caller at a time; a caller that finds it taken spawns threads as before.
+ * Which thread runs a range never changes what it computes. */
+static struct {
+	pthread_mutex_t use;
+	pthread_mutex_t mu;       /* guards the rest */
+	pthread_cond_t wake, done;
+	int n_workers;
+	uint64_t gen;             /* bumped for each call */
+	uint64_t start_gen[MAX_THREADS];
+	struct par jobs[MAX_THREADS];
+	int n_jobs;               /* this call's ranges: jobs[1 .. n_jobs) are the workers' */
+	int pending;              /* workers' ranges not finished yet */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, {0}, {{0}}, 0, 0};
+
+static void *pool_worker(void *p)
+{
+	const int id = (int)(intptr_t)p;
+	pthread_mutex_lock(&pool.mu);
+	uint64_t seen = pool.start_gen[id];
+	for (;;) {
+		while (pool.gen == seen)
+			pthread_cond_wait(&pool.wake, &pool.mu);
+		seen = pool.gen;
+		if (id >= pool.n_jobs)
+			continue;
+		struct par j = pool.jobs[id];
+		pthread_mutex_unlock(&pool.mu);
+		par_run(&j);
+		pthread_mutex_lock(&pool.mu);
+		if (--pool.pending == 0)
+			pthread_cond_signal(&pool.done);
+	}
+	return NULL;
+}
+
+/* A forked child has none of the parent's workers: it starts an empty pool. */
+static void pool_after_fork(void)
+{
+	pthread_mutex_init(&pool.use, NULL);
+	pthread_mutex_init(&pool.mu, NULL);
+	pthread_cond_init(&pool.wake, NULL);
+	pthread_cond_init(&pool.done, NULL);
+	pool.n_workers = 0;
+	pool.n_jobs = 0;
+	pool.pending = 0;
+}
+
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_init(void)
+{
+	pthread_atfork(NULL, NULL, pool_after_fork);
+}
+
+/* Run jobs[0 .. threads) on the pool; false if it is taken. */
+static bool parallel_pool(struct par *jobs, int threads)
+{
+	pthread_once(&pool_once, pool_init);
+	if (pthread_mutex_trylock(&pool.use) != 0)
+		return false;
+	/* gen is stable while `use` is held: new workers start from it */
+	while (pool.n_workers < threads - 1) {
+		int id = pool.n_workers + 1;
+		pool.start_gen[id] = pool.gen;
+		pthread_t tid;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		int rc = pthread_create(&tid, &attr, pool_worker, (void *)(intptr_t)id);
+		pthread_attr_destroy(&attr);
+		if (rc != 0)
+			break;
+		pool.n_workers++;
+	}
+	/* ranges without a worker (one could not be started) run inline */
+	const int n_pool = threads - 1 < pool.n_workers ? threads : pool.n_workers + 1;
+	pthread_mutex_lock(&pool.mu);
+	for (int t = 0; t < n_pool; t++)
+		pool.jobs[t] = jobs[t];
+	pool.n_jobs = n_pool;
+	pool.pending = n_pool - 1;
+	pool.gen++;
+	pthread_cond_broadcast(&pool.wake);
+	pthread_mutex_unlock(&pool.mu);
+	par_run(&jobs[0]);
+	for (int t = n_pool; t < threads; t++)
+		par_run(&jobs[t]);
+	pthread_mutex_lock(&pool.mu);
+	while (pool.pending > 0)
+		pthread_cond_wait(&pool.done, &pool.mu);
+	pthread_mutex_unlock(&pool.mu);
+	pthread_mutex_unlock(&pool.use);
+	return true;
+}
+
 void qp_ops_parallel(int threads, int64_t n, void (*fn)(void *arg, int64_t begin, int64_t end),
                      void *arg)
 {
@@ -116,20 +286,10 @@ void qp_ops_parallel(int threads, int64_t n, void (*fn)(void *arg, int64_t begin
 		return;
 	}
 	struct par jobs[MAX_THREADS];
-	pthread_t tids[MAX_THREADS];
-	int started[MAX_THREADS] = {0};
 	for (int t = 0; t < threads; t++)
 		jobs[t] = (struct par){fn, arg, n * t / threads, n * (t + 1) / threads};
-	/* a thread that cannot be started runs inline: slower, same result */
-	for (int t = 1; t < threads; t++)
-		started[t] = pthread_create(&tids[t], NULL, par_run, &jobs[t]) == 0;
-	par_run(&jobs[0]);
-	for (int t = 1; t < threads; t++) {
-		if (started[t])
-			pthread_join(tids[t], NULL);
-		else
-			par_run(&jobs[t]);
-	}
+	if (!parallel_pool(jobs, threads))
+		parallel_spawn(jobs, threads);
 }
 
 struct mm {
@@ -140,22 +300,27 @@ struct mm {
 	const uint8_t *xq;
 	size_t x_row;           /* bytes per quantized row of x */
 	int64_t k, n_tok;
-	void (*dot)(int64_t, float *, const void *, const void *);
+	const struct qp_kernel_ops *ops;
 };
 
 /* Blocks of rows keep a few weight rows in L1 while the activations
  * stream past them. */
-#define MM_ROWS 8
+#define MM_ROWS 16
 
 static void mm_rows(void *arg, int64_t r0, int64_t r1)
 {
 	const struct mm *m = arg;
 	for (int64_t rb = r0; rb < r1; rb += MM_ROWS) {
 		int64_t re = rb + MM_ROWS < r1 ? rb + MM_ROWS : r1;
+		if (m->ops->vec_dot_tile) {
+			m->ops->vec_dot_tile(m->k, m->y + rb, m->ldy, m->w + (size_t)rb * m->w_row, m->w_row, re - rb,
+			                     m->xq, m->x_row, m->n_tok);
+			continue;
+		}
 		for (int64_t t = 0; t < m->n_tok; t++)
 			for (int64_t r = rb; r < re; r++)
-				m->dot(m->k, &m->y[t * m->ldy + r], m->w + (size_t)r * m->w_row,
-				       m->xq + (size_t)t * m->x_row);
+				m->ops->vec_dot(m->k, &m->y[t * m->ldy + r], m->w + (size_t)r * m->w_row,
+				                m->xq + (size_t)t * m->x_row);
 	}
 }
 
@@ -194,7 +359,7 @@ int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t
 		return qp_err_nomem(err);
 	struct qx q = {vops, x, xq, x_row, k};
 	qp_ops_parallel(threads, n_tok, quantize_rows, &q);
-	struct mm m = {y, ldy, w, w_row, xq, x_row, k, n_tok, ops->vec_dot};
+	struct mm m = {y, ldy, w, w_row, xq, x_row, k, n_tok, ops};
 	qp_ops_parallel(threads, n_rows, mm_rows, &m);
 	free(xq);
 	return 0;

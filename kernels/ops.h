@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "kernels/kernels.h"
 #include "kernels/types.h"
 
 /* y = x / sqrt(mean(x^2) + eps) * w, n elements; y may be x. */
@@ -30,16 +31,32 @@ void qp_ops_softmax(float *x, int64_t n);
 /* g = silu(g) * u, n elements (SwiGLU). */
 void qp_ops_silu_mul(float *g, const float *u, int64_t n);
 
+/* The two above at one kernel level, for tests that run every variant
+ * against the scalar reference (the level's exponential is its own, so
+ * they match it by relative error); NULL where the level has none or
+ * cannot run here. The functions above use the level qp_kernels_init
+ * selected. */
+struct qp_ops_vec {
+	void (*silu_mul)(float *g, const float *u, int64_t n);
+	void (*softmax)(float *x, int64_t n);
+};
+const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level);
+
 /* y += a * x, n elements. */
 void qp_ops_axpy(float *y, float a, const float *x, int64_t n);
 
 /* One query head against n_kv cached positions: out[hd] = sum_j p_j v_j
- * with p = softmax(scale * q . k_j). k_j is at k + j * k_stride, v_j at
- * v + j * v_stride (strides in floats); scores holds n_kv floats of
- * scratch. Dots go through the kernel table's f32 vec_dot. */
-void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *v,
-                      int64_t v_stride, int64_t n_kv, int64_t head_dim, float scale,
-                      float *scores);
+ * with p = softmax(scale * q . k_j). k_j is at k + j * k_stride; the
+ * values are stored transposed, component d of v_0 .. v_{n_kv-1} at
+ * vt + d * vt_stride (strides in floats), so that both products are rows
+ * against one vector, which the kernel table's f32 tiles take a few rows
+ * at a time. scores holds n_kv floats of scratch. */
+void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *vt,
+                      int64_t vt_stride, int64_t n_kv, int64_t head_dim, float scale, float *scores);
+
+/* dst[c * ld + r] = src[r * cols + c] for r < rows, c < cols: rows of
+ * src become columns of dst (the values into a transposed cache). */
+void qp_ops_transpose(float *dst, int64_t ld, const float *src, int64_t rows, int64_t cols);
 
 /* Negative log-likelihood of target under softmax(logits[n]), in double. */
 double qp_ops_nll(const float *logits, int64_t n, int32_t target);

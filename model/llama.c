@@ -35,7 +35,8 @@ const char qp_llama_supported[] = "llama";
 struct layer {
 	const struct qp_gguf_tensor *wq, *wk, *wv, *wo, *wg, *wu, *wd;
 	float *attn_norm, *ffn_norm;  /* owned f32 copies */
-	float *k_cache, *v_cache;     /* [n_ctx][n_head_kv * head_dim] */
+	float *k_cache;               /* [n_ctx][n_head_kv * head_dim] */
+	float *v_cache;               /* transposed: [n_head_kv * head_dim][n_ctx] */
 };
 
 struct qp_llama {
@@ -503,8 +504,8 @@ static void attn_rows(void *arg, int64_t i0, int64_t i1)
 		int64_t t = i / hp->n_head, h = i % hp->n_head, kvh = h / group;
 		const float *q = j->m->q + t * hp->n_head * hd + h * hd;
 		float *o = j->m->a + t * hp->n_head * hd + h * hd;
-		qp_ops_attn_head(o, q, j->l->k_cache + kvh * hd, nkv, j->l->v_cache + kvh * hd, nkv,
-		                 j->pos + t + 1, hd, scale, scores);
+		qp_ops_attn_head(o, q, j->l->k_cache + kvh * hd, nkv, j->l->v_cache + kvh * hd * j->m->n_ctx,
+		                 j->m->n_ctx, j->pos + t + 1, hd, scale, scores);
 	}
 	free(scores);
 }
@@ -548,7 +549,7 @@ static int layer_forward(struct qp_llama *m, int64_t li, int64_t n, int64_t pos,
 		qp_rope_apply(&hp->rope, m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
 	}
 	memcpy(l->k_cache + pos * nkv, m->k, (size_t)(n * nkv) * sizeof(float));
-	memcpy(l->v_cache + pos * nkv, m->v, (size_t)(n * nkv) * sizeof(float));
+	qp_ops_transpose(l->v_cache + pos, m->n_ctx, m->v, n, nkv);
 	struct attn_job job = {m, l, pos, n, 0};
 	qp_ops_parallel(m->threads, n * hp->n_head, attn_rows, &job);
 	if (job.failed)

@@ -1104,6 +1104,84 @@ static void test_vec_err_accum_totals_in_double_and_keeps_nan(struct t *t)
 		fail(t, "nmse of nothing must be 0");
 }
 
+/* vec_dot_tile must give each (row, token) pair its level's vec_dot bit
+ * for bit (and so the reference's within the NMSE the test above holds
+ * vec_dot to): a product must not depend on how its rows are grouped into
+ * tiles, which is what splitting them over threads changes. Every tile
+ * shape up to 9 rows x 7 tokens (the edges of 4 x 3 and 3 x 3 tiles),
+ * every length of the type, rows and tokens at strides with padding. */
+static void test_vec_dot_tile_is_bit_exact_with_vec_dot(struct t *t)
+{
+	static const enum row_kind kinds[] = {ROW_RANDOM, ROW_ZEROS, ROW_OUTLIER};
+	enum { MAX_R = 9, MAX_C = 7, LDS = 11 };
+	enum qp_type types[QP_TYPE_COUNT];
+	const int ntypes = kernel_types(types);
+	int tiles = 0;
+	for (int ti = 0; ti < ntypes; ti++) {
+		const enum qp_type ty = types[ti];
+		for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+			const struct qp_kernel_ops *ops = qp_kernels_get_level(ty, level);
+			if (!ops || !ops->vec_dot_tile)
+				continue;
+			if (!ops->vec_dot) {
+				fail(t, "%s at %s: a tile without the level's own vec_dot", type_name(ty),
+				     qp_kernel_level_name(level));
+				continue;
+			}
+			/* quantize is bit-exact at every level; a level may leave it to the reference */
+			const struct qp_kernel_ops *qref = qp_kernels_get_level(ty, QP_LEVEL_SCALAR);
+			const struct qp_kernel_ops *vops = qp_kernels_get_level(ops->vec_dot_type, QP_LEVEL_SCALAR);
+			tiles++;
+			int64_t lengths[16];
+			const int nlen = lengths_for(ty, lengths);
+			for (int li = 0; li < nlen; li++) {
+				const int64_t n = lengths[li];
+				if (n % qp_type_traits(ops->vec_dot_type)->blck != 0)
+					continue;
+				/* padding between rows, as a view into a wider matrix has (whole floats: every
+				 * type's rows keep the alignment of their elements) */
+				const size_t bx = row_bytes(ty, n) + 8, by = row_bytes(ops->vec_dot_type, n) + 12;
+				uint8_t *qx = xmalloc(bx * MAX_R), *qy = xmalloc(by * MAX_C);
+				float *f = xmalloc((size_t)n * sizeof(float));
+				float s[MAX_C * LDS];
+				for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+					for (int r = 0; r < MAX_R; r++) {
+						fill_row(kinds[k], f, n, (uint64_t)(n * 31 + r));
+						qref->quantize_row(f, qx + r * bx, n);
+					}
+					for (int c = 0; c < MAX_C; c++) {
+						fill_row(kinds[k], f, n, (uint64_t)(n * 37 + c + 500));
+						vops->quantize_row(f, qy + c * by, n);
+					}
+					for (int nr = 1; nr <= MAX_R; nr++)
+						for (int nc = 1; nc <= MAX_C; nc++) {
+							for (int i = 0; i < MAX_C * LDS; i++)
+								s[i] = -12345.0f;
+							ops->vec_dot_tile(n, s, LDS, qx, bx, nr, qy, by, nc);
+							for (int c = 0; c < MAX_C; c++)
+								for (int r = 0; r < LDS; r++) {
+									float want = -12345.0f;
+									if (r < nr && c < nc)
+										ops->vec_dot(n, &want, qx + r * bx, qy + c * by);
+									if (memcmp(&want, &s[c * LDS + r], sizeof(float)) != 0)
+										fail(t, "%s tile at %s, n=%lld, rows '%s', %d x %d: "
+										     "s[%d][%d] = %.9g, vec_dot %.9g", type_name(ty),
+										     qp_kernel_level_name(level), (long long)n, row_names[kinds[k]],
+										     nr, nc, c, r, s[c * LDS + r], want);
+								}
+						}
+				}
+				free(qx);
+				free(qy);
+				free(f);
+			}
+		}
+	}
+	printf("  %d tile kernels checked\n", tiles);
+	if (qp_kernel_level_supported(QP_LEVEL_AVX2) && tiles < 4)
+		fail(t, "avx2 runs here but only %d tile kernels were found (f32, f16, q8_0, q4_0 have one)", tiles);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(struct t *);
@@ -1114,6 +1192,7 @@ static const struct {
 	 test_dequantize_is_bit_exact_with_reference_at_every_level},
 	{"kernels__vec_dot_matches_reference_and_exact_dot_by_nmse",
 	 test_vec_dot_matches_reference_and_exact_dot_by_nmse},
+	{"kernels__vec_dot_tile_is_bit_exact_with_vec_dot", test_vec_dot_tile_is_bit_exact_with_vec_dot},
 	{"kernels__round_trip_error_is_within_bit_width_bound", test_round_trip_error_is_within_bit_width_bound},
 	{"kernels__quantize_imat_is_bit_exact_and_lowers_weighted_error",
 	 test_quantize_imat_is_bit_exact_and_lowers_weighted_error},

@@ -3,6 +3,7 @@
  * of the dequantized weights for every type with a dot product, at 1, 2
  * and 3 threads (results must be bit-identical across thread counts). */
 #include <math.h>
+#include <string.h>
 
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
@@ -114,13 +115,16 @@ static void ops__silu_mul_and_axpy_match_formula(void)
 static void ops__attn_head_matches_double_reference(void)
 {
 	const int64_t hd = 64, n_kv = 77, stride = 3 * hd;
-	static float k[77 * 192], v[77 * 192];
+	static float k[77 * 192], v[77 * 192], vt[64 * 80];
 	float q[64], out[64], sc[77];
 	fill(k, n_kv * stride, 1.0f);
 	fill(v, n_kv * stride, 1.0f);
 	fill(q, hd, 1.0f);
 	const float scale = 1.0f / 8.0f;
-	qp_ops_attn_head(out, q, k, stride, v, stride, n_kv, hd, scale, sc);
+	/* the values transposed, rows of 80 with 77 used, as a cache of 80 positions holds them */
+	for (int64_t j = 0; j < n_kv; j++)
+		qp_ops_transpose(vt + j, 80, v + j * stride, 1, hd);
+	qp_ops_attn_head(out, q, k, stride, vt, 80, n_kv, hd, scale, sc);
 	double p[77], mx = -1e300, sum = 0;
 	for (int64_t j = 0; j < n_kv; j++) {
 		double d = 0;
@@ -207,6 +211,92 @@ static void ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count(
 	free(x);
 }
 
+/* Each level's silu_mul and softmax against the scalar reference (the
+ * level's own exponential: a few ulp), on rows with SIMD tails, values up
+ * to +-90 (past the exponential's range on both sides), exact zeros, and
+ * a NaN, which must stay NaN. */
+static void ops__vector_ops_match_the_reference_at_every_level(void)
+{
+	const struct qp_ops_vec *ref = qp_ops_vec_level(QP_LEVEL_SCALAR);
+	CHECK(ref != NULL);
+	static const int64_t lengths[] = {1, 7, 8, 9, 31, 64, 77, 1536};
+	static float g0[1536], u[1536], g1[1536], g2[1536];
+	int levels = 0;
+	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+		const struct qp_ops_vec *v = qp_ops_vec_level(level);
+		if (!v)
+			continue;
+		levels++;
+		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
+			const int64_t n = lengths[li];
+			for (int scale = 1; scale <= 90; scale *= 9) {
+				fill(g0, n, (float)scale);
+				fill(u, n, 2.0f);
+				g0[n / 2] = 0.0f;
+				g0[0] = (float)(scale > 9 ? -90 : scale);
+				memcpy(g1, g0, n * sizeof(float));
+				memcpy(g2, g0, n * sizeof(float));
+				ref->silu_mul(g1, u, n);
+				v->silu_mul(g2, u, n);
+				for (int64_t i = 0; i < n; i++)
+					CHECK_NEAR(g2[i], g1[i], 1e-6);
+				memcpy(g1, g0, n * sizeof(float));
+				memcpy(g2, g0, n * sizeof(float));
+				ref->softmax(g1, n);
+				v->softmax(g2, n);
+				for (int64_t i = 0; i < n; i++)
+					CHECK_NEAR(g2[i], g1[i], 1e-6);
+			}
+			for (int64_t i = 0; i < n; i++)
+				g2[i] = 1.0f;
+			g2[n - 1] = NAN;
+			v->silu_mul(g2, u, n);
+			CHECK(isnan(g2[n - 1]));
+		}
+	}
+	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
+}
+
+struct cover {
+	int hits[1000];
+	int nested;     /* threads for a qp_ops_parallel inside each range, 0: none */
+	struct cover *inner;
+};
+
+static void cover_range(void *arg, int64_t b, int64_t e)
+{
+	struct cover *c = arg;
+	for (int64_t i = b; i < e; i++)
+		__atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
+	if (c->nested)
+		qp_ops_parallel(c->nested, 1000, cover_range, c->inner);
+}
+
+/* The pool of workers that outlives calls: every index exactly once, over
+ * many calls with changing thread counts (workers idle, then needed again),
+ * and with a call nested inside each range (the pool is taken then, so
+ * those spawn their own threads). */
+static void ops__parallel_runs_every_index_once_across_calls_and_nesting(void)
+{
+	static struct cover c, inner;
+	for (int rep = 0; rep < 300; rep++) {
+		const int threads = 1 + rep % 7, n = 1 + (rep * 37) % 1000;
+		memset(&c, 0, sizeof(c));
+		qp_ops_parallel(threads, n, cover_range, &c);
+		for (int i = 0; i < 1000; i++)
+			CHECK(c.hits[i] == (i < n));
+	}
+	memset(&c, 0, sizeof(c));
+	memset(&inner, 0, sizeof(inner));
+	c.nested = 3;
+	c.inner = &inner;
+	qp_ops_parallel(4, 10, cover_range, &c);
+	for (int i = 0; i < 1000; i++) {
+		CHECK(c.hits[i] == (i < 10));
+		CHECK(inner.hits[i] == 4); /* one inner call per outer range */
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct qp_err e = {0};
@@ -222,6 +312,8 @@ int main(int argc, char **argv)
 		TF_TEST(ops__attn_head_matches_double_reference),
 		TF_TEST(ops__nll_is_minus_log_softmax_in_double),
 		TF_TEST(ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count),
+		TF_TEST(ops__parallel_runs_every_index_once_across_calls_and_nesting),
+		TF_TEST(ops__vector_ops_match_the_reference_at_every_level),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }

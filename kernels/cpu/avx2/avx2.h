@@ -5,6 +5,7 @@
 #ifndef QP_KERNELS_AVX2_H
 #define QP_KERNELS_AVX2_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* f32 quantize/dequantize are copies: the scalar memcpy is already as fast */
@@ -82,5 +83,20 @@ void qp_i8_quantize_row_avx2(const float *x, int8_t *q, float *scale, int64_t n)
 int32_t qp_i8_dot_avx2(int64_t n, const int8_t *a, const int8_t *b);
 void qp_i8_dot_rows_avx2(int64_t n, const int8_t *x, const int8_t *w, int64_t w_stride, int64_t n_rows,
                          int32_t *out);
+
+/* vecops.c: kernels/ops.h's elementwise operations (qp_ops_vec) */
+void qp_silu_mul_avx2(float *g, const float *u, int64_t n);
+void qp_softmax_avx2(float *x, int64_t n);
+
+/* tile.c: vec_dot_tile (kernels.h) of the types a forward pass spends
+ * its time in; each pair's result is the vec_dot above, bit for bit */
+void qp_f32_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                              const void *y, size_t by, int64_t nc);
+void qp_f16_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                              const void *y, size_t by, int64_t nc);
+void qp_q8_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc);
+void qp_q4_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc);
 
 #endif

@@ -1,0 +1,292 @@
+/* Tiles of a matrix product: up to TR weight rows against up to TC
+ * activation rows at a time, so each weight block is loaded and unpacked
+ * once for TC tokens and each activation block once for TR rows (during a
+ * prefill, the weights stay in L1 while the tokens stream past them).
+ *
+ * Each (row, token) pair keeps its own accumulator and adds its blocks in
+ * the order the level's vec_dot does, with the same operations, then
+ * reduces it the same way: every result is vec_dot's, bit for bit, so how
+ * rows are grouped into tiles (and so how they are split over threads)
+ * cannot change a product. */
+#include "kernels/blocks.h"
+#include "kernels/cpu/avx2/avx2.h"
+#include "kernels/cpu/avx2/simd.h"
+
+/* the largest tile of any type; each type picks its own within it (the
+ * accumulators, nr * nc of them, must fit the 16 ymm registers beside
+ * the operands) */
+#define TR 4
+#define TC 4
+
+/* Weight rows are read once per token during a decode step, from memory:
+ * each row's stream is prefetched about 256 bytes ahead, which the
+ * hardware prefetcher alone does not keep up with over four interleaved
+ * rows (a q8_0 decode step took 1.5x as long without it). */
+#define PF_BYTES 256
+
+#define INLINE static inline __attribute__((always_inline))
+
+#define TILE_CASE(body, R, C) \
+	case R * 8 + C: body(R, C); break;
+
+/* Expands a tile body written for compile-time R x C into a function that
+ * walks the whole nr x nc range in tiles of at most tr x tc. */
+#define TILE_DRIVER(name, body, tr, tc)                                                             \
+	void name(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr, const void *y, \
+	          size_t by, int64_t nc)                                                                \
+	{                                                                                              \
+		const uint8_t *xb = x, *yb = y;                                                            \
+		for (int64_t r = 0; r < nr; r += tr) {                                                     \
+			const int64_t rr = nr - r < tr ? nr - r : tr;                                          \
+			for (int64_t c = 0; c < nc; c += tc) {                                                 \
+				const int64_t cc = nc - c < tc ? nc - c : tc;                                      \
+				const uint8_t *xt = xb + (size_t)r * bx, *yt = yb + (size_t)c * by;                \
+				float *st = s + c * lds + r;                                                       \
+				switch (rr * 8 + cc) {                                                             \
+				TILE_CASE(body, 4, 4) TILE_CASE(body, 4, 3) TILE_CASE(body, 4, 2) TILE_CASE(body, 4, 1) \
+				TILE_CASE(body, 3, 4) TILE_CASE(body, 3, 3) TILE_CASE(body, 3, 2) TILE_CASE(body, 3, 1) \
+				TILE_CASE(body, 2, 4) TILE_CASE(body, 2, 3) TILE_CASE(body, 2, 2) TILE_CASE(body, 2, 1) \
+				TILE_CASE(body, 1, 4) TILE_CASE(body, 1, 3) TILE_CASE(body, 1, 2)                  \
+				default: body(1, 1); break;                                                        \
+				}                                                                                  \
+			}                                                                                      \
+		}                                                                                          \
+	}
+
+/* q4_0 x q8_0. vec_dot takes (q - 8) . y with the sign trick; here the
+ * unsigned nibbles q go straight into maddubs and 8 . y, computed once per
+ * token block, is subtracted: the same int32 lanes exactly, since every
+ * partial sum is an integer far inside int16 / int32 range (|q| <= 15,
+ * |y| <= 127: a maddubs pair is at most 3810). */
+INLINE void q4_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
+                      size_t by, const int nr, const int nc)
+{
+	__m256 acc[TR][TC];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	const __m256i eight = _mm256_set1_epi8(8);
+	for (int64_t i = 0; i < nb; i++) {
+		__m256i qx[TR];
+		__m256 dx[TR];
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++) {
+			const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)r * bx) + i;
+			_mm_prefetch((const char *)b + PF_BYTES, _MM_HINT_T0);
+			qx[r] = qp_avx2_nibbles(b->qs);
+			dx[r] = _mm256_set1_ps(_cvtsh_ss(b->d));
+		}
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++) {
+			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(y + (size_t)c * by) + i;
+			const __m256i qy = _mm256_loadu_si256((const __m256i *)b->qs);
+			const __m256 dy = _mm256_set1_ps(_cvtsh_ss(b->d));
+			const __m256i off = qp_avx2_dot_u8_i8(eight, qy);
+			_Pragma("GCC unroll 4")
+			for (int r = 0; r < nr; r++) {
+				const __m256i dot = _mm256_sub_epi32(qp_avx2_dot_u8_i8(qx[r], qy), off);
+				acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(dot), acc[r][c]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			s[c * lds + r] = qp_avx2_hsum_ps(acc[r][c]);
+}
+
+#define Q4_0_BODY(R, C) q4_0_tile(n / QP_QK8_0, st, lds, xt, bx, yt, by, R, C)
+/* 4 x 3 and 3 x 3 (f16) measured best of 2x4 ... 4x4 on llama-docs-27m's
+ * shapes (k = 512, 1536) */
+TILE_DRIVER(qp_q4_0_vec_dot_tile_avx2, Q4_0_BODY, 4, 3)
+
+/* q8_0 x q8_0: |x| and the signs are taken once per weight block; the
+ * rest is qp_avx2_dot_i8's arithmetic. */
+INLINE void q8_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
+                      size_t by, const int nr, const int nc)
+{
+	__m256 acc[TR][TC];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	const __m256i ones = _mm256_set1_epi16(1);
+	for (int64_t i = 0; i < nb; i++) {
+		__m256i qx[TR], ax[TR];
+		__m256 dx[TR];
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++) {
+			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(x + (size_t)r * bx) + i;
+			_mm_prefetch((const char *)b + PF_BYTES, _MM_HINT_T0);
+			qx[r] = _mm256_loadu_si256((const __m256i *)b->qs);
+			ax[r] = _mm256_sign_epi8(qx[r], qx[r]);
+			dx[r] = _mm256_set1_ps(_cvtsh_ss(b->d));
+		}
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++) {
+			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(y + (size_t)c * by) + i;
+			const __m256i qy = _mm256_loadu_si256((const __m256i *)b->qs);
+			const __m256 dy = _mm256_set1_ps(_cvtsh_ss(b->d));
+			_Pragma("GCC unroll 4")
+			for (int r = 0; r < nr; r++) {
+				const __m256i p16 = _mm256_maddubs_epi16(ax[r], _mm256_sign_epi8(qy, qx[r]));
+				const __m256i dot = _mm256_madd_epi16(p16, ones);
+				acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(dot), acc[r][c]);
+			}
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			s[c * lds + r] = qp_avx2_hsum_ps(acc[r][c]);
+}
+
+#define Q8_0_BODY(R, C) q8_0_tile(n / QP_QK8_0, st, lds, xt, bx, yt, by, R, C)
+TILE_DRIVER(qp_q8_0_vec_dot_tile_avx2, Q8_0_BODY, 4, 3)
+
+/* f16 x f16. vec_dot keeps two accumulators, acc0 for the 8-element
+ * groups 0, 2, 4 ... below the last multiple of 16 and acc1 for the odd
+ * ones, then an 8-group left over into acc0, and adds the rest in double.
+ * A tile with two accumulators per pair would not fit the 16 registers,
+ * so it walks the row twice, even groups into acc0 and then odd groups
+ * into acc1: each accumulator sees the same additions in the same order. */
+static inline __m256 load_f16(const uint8_t *p)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+INLINE void f16_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
+                      const int nr, const int nc)
+{
+	__m256 vx[TR];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++) {
+		_mm_prefetch((const char *)(x + (size_t)r * bx + 2 * (size_t)i) + PF_BYTES, _MM_HINT_T0);
+		vx[r] = load_f16(x + (size_t)r * bx + 2 * (size_t)i);
+	}
+	_Pragma("GCC unroll 4")
+	for (int c = 0; c < nc; c++) {
+		const __m256 vy = load_f16(y + (size_t)c * by + 2 * (size_t)i);
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++)
+			acc[r][c] = _mm256_fmadd_ps(vx[r], vy, acc[r][c]);
+	}
+}
+
+/* Adds the 8-element groups at i0, i0 + 16, ... below end, then the one
+ * at extra if extra >= 0, into fresh accumulators, stored to out. */
+INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC], const uint8_t *x, size_t bx,
+                     const uint8_t *y, size_t by, const int nr, const int nc)
+{
+	__m256 acc[TR][TC];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	for (int64_t i = i0; i < end; i += 16)
+		f16_group(i, acc, x, bx, y, by, nr, nc);
+	if (extra >= 0)
+		f16_group(extra, acc, x, bx, y, by, nr, nc);
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			out[r][c] = acc[r][c];
+}
+
+INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
+                     size_t by, const int nr, const int nc)
+{
+	__m256 acc0[TR][TC], acc1[TR][TC];
+	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
+	f16_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc);
+	f16_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc);
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++) {
+			double sum = qp_avx2_hsum_ps(_mm256_add_ps(acc0[r][c], acc1[r][c]));
+			const uint16_t *xr = (const uint16_t *)(x + (size_t)r * bx);
+			const uint16_t *yc = (const uint16_t *)(y + (size_t)c * by);
+			for (int64_t i = done; i < n; i++)
+				sum += (double)(qp_fp16_to_fp32(xr[i]) * qp_fp16_to_fp32(yc[i]));
+			s[c * lds + r] = (float)sum;
+		}
+}
+
+#define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C)
+TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
+
+/* f32 x f32. vec_dot keeps four accumulators for the four 8-element groups
+ * of each 32, adds the 8-groups after the last 32 into the first, sums
+ * (acc0 + acc1) + (acc2 + acc3) and adds the rest in double. The tile
+ * walks the rows once per accumulator, as f16's does. Attention uses it:
+ * the keys against one query, the transposed values against the weights. */
+INLINE void f32_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
+                      const int nr, const int nc)
+{
+	__m256 vx[TR];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		vx[r] = _mm256_loadu_ps((const float *)(x + (size_t)r * bx) + i);
+	_Pragma("GCC unroll 4")
+	for (int c = 0; c < nc; c++) {
+		const __m256 vy = _mm256_loadu_ps((const float *)(y + (size_t)c * by) + i);
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++)
+			acc[r][c] = _mm256_fmadd_ps(vx[r], vy, acc[r][c]);
+	}
+}
+
+/* Groups at i0, i0 + 32, ... below end, then those at from, from + 8, ...
+ * below to, into fresh accumulators stored to out. */
+INLINE void f32_pass(int64_t i0, int64_t end, int64_t from, int64_t to, __m256 out[TR][TC], const uint8_t *x,
+                     size_t bx, const uint8_t *y, size_t by, const int nr, const int nc)
+{
+	__m256 acc[TR][TC];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	for (int64_t i = i0; i < end; i += 32)
+		f32_group(i, acc, x, bx, y, by, nr, nc);
+	for (int64_t i = from; i < to; i += 8)
+		f32_group(i, acc, x, bx, y, by, nr, nc);
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			out[r][c] = acc[r][c];
+}
+
+INLINE void f32_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
+                     size_t by, const int nr, const int nc)
+{
+	__m256 acc[4][TR][TC];
+	const int64_t n32 = n / 32 * 32, done = n32 + (n - n32) / 8 * 8;
+	f32_pass(0, n32, n32, done, acc[0], x, bx, y, by, nr, nc);
+	f32_pass(8, n32, 0, 0, acc[1], x, bx, y, by, nr, nc);
+	f32_pass(16, n32, 0, 0, acc[2], x, bx, y, by, nr, nc);
+	f32_pass(24, n32, 0, 0, acc[3], x, bx, y, by, nr, nc);
+	for (int r = 0; r < nr; r++)
+		for (int c = 0; c < nc; c++) {
+			const __m256 a = _mm256_add_ps(_mm256_add_ps(acc[0][r][c], acc[1][r][c]),
+			                               _mm256_add_ps(acc[2][r][c], acc[3][r][c]));
+			double sum = qp_avx2_hsum_ps(a);
+			const float *xr = (const float *)(x + (size_t)r * bx);
+			const float *yc = (const float *)(y + (size_t)c * by);
+			for (int64_t i = done; i < n; i++)
+				sum += (double)(xr[i] * yc[i]);
+			s[c * lds + r] = (float)sum;
+		}
+}
+
+#define F32_BODY(R, C) f32_tile(n, st, lds, xt, bx, yt, by, R, C)
+TILE_DRIVER(qp_f32_vec_dot_tile_avx2, F32_BODY, 4, 2)
