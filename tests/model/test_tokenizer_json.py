@@ -15,7 +15,8 @@ Tokenizers held against HF:
     written in the "a b" string form, an lstrip added token), Digits +
     ByteLevel(add_prefix_space), Llama-3's Split pattern +
     ByteLevel(use_regex=False) with ignore_merges and a BOS template, and
-    Qwen2's pattern (without Qwen2's NFC normalizer, which qpipe refuses).
+    Qwen2's pattern (without Qwen2's NFC normalizer, which qpipe refuses),
+    and each Split behavior after Digits(individual_digits=False).
 
 Invalid UTF-8: HF takes a str, so the reference is HF on the bytes decoded
 with errors="replace" (one U+FFFD per maximal invalid subsequence); we
@@ -131,12 +132,12 @@ class Base(unittest.TestCase):
         transformers (not tokenizers) rebuilds the template from it; wrap
         gives those ids around the plain ones."""
         got = ours(src, [b for _, b in items])
+        strs = [raw.decode("utf-8", errors="replace") for _, raw in items]
+        wants = [e.ids for e in hf.encode_batch(strs, add_special_tokens=False)]
+        swants = [wrap(w) for w in wants] if wrap else [e.ids for e in hf.encode_batch(strs)]
+        dwants = [d.encode("utf-8") for d in hf.decode_batch(wants)]
         bad = 0
-        for (label, raw), (ids, sids, text) in zip(items, got):
-            s = raw.decode("utf-8", errors="replace")
-            want = hf.encode(s, add_special_tokens=False).ids
-            swant = wrap(want) if wrap else hf.encode(s).ids
-            dwant = hf.decode(want).encode("utf-8")
+        for (label, raw), (ids, sids, text), want, swant, dwant in zip(items, got, wants, swants, dwants):
             for what, g, w in (("ids", ids, want), ("ids with specials", sids, swant), ("decode", text, dwant)):
                 if g != w:
                     bad += 1
@@ -275,6 +276,18 @@ class ByteLevel(Base):
         tok = train_bytelevel(pre, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         self.check("qwen2", tok, {"bos_token": None, "eos_token": "<|endoftext|>", "add_prefix_space": False})
+
+    def test_split_behaviors_and_digit_runs(self):
+        texts = adversarial() + [x for x in corpus_once() if "#" in x[0]][::40]
+        for behavior in ("removed", "merged_with_previous", "merged_with_next", "contiguous"):
+            pre = pre_tokenizers.Sequence([
+                pre_tokenizers.Digits(individual_digits=False),
+                pre_tokenizers.Split(Regex(QWEN2_RE), behavior=behavior, invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+            tok = train_bytelevel(pre, ["<|endoftext|>"], vocab=600)
+            d = save(tok, os.path.join(self.tmp, "split-" + behavior), {})
+            with self.subTest(behavior=behavior):
+                self.compare(d, Tokenizer.from_file(os.path.join(d, "tokenizer.json")), texts)
 
     def test_gpt2_pattern_as_split(self):
         pre = pre_tokenizers.Sequence([
