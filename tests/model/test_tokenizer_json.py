@@ -200,6 +200,21 @@ class LlamaDocs(Base):
     def test_adversarial(self):
         self.compare(DOCS, self.hf, adversarial())
 
+    def test_json_and_model_files_agree(self):
+        """The folder ships tokenizer.model too: both loaders give the same
+        ids, except where HF splits out "<s>", "</s>" or "<unk>", which
+        sentencepiece reads as text, and on invalid UTF-8 (U+FFFD here, the
+        raw bytes there)."""
+        def plain(b):
+            return all(t not in b for t in (b"<s>", b"</s>", b"<unk>")) and \
+                b.decode("utf-8", "replace") == b.decode("utf-8", "ignore")
+        items = [x for x in corpus_once() + adversarial() if plain(x[1])]
+        texts = [b for _, b in items]
+        a = ours(os.path.join(DOCS, "tokenizer.json"), texts)
+        b = ours(os.path.join(DOCS, "tokenizer.model"), texts)
+        diff = [items[i][0] for i in range(len(texts)) if a[i][:2] != b[i][:2]]
+        self.assertEqual(diff, [])
+
     def test_metaspace_rewrites(self):
         with open(os.path.join(DOCS, "tokenizer_config.json"), encoding="utf-8") as f:
             config = json.load(f)
