@@ -4,7 +4,8 @@
  * (Llama, Mistral: normalizer Prepend+Replace or pre-tokenizer Metaspace,
  * decoder Replace/ByteFallback/Fuse/Strip or Metaspace) and byte-level BPE
  * (GPT-2, Llama-3, Qwen2: pre-tokenizer ByteLevel, alone or after a Split
- * with one of the known regex patterns). Any other component, option or
+ * with one of the known regex patterns; normalizer NFC, from tables of
+ * Python's unicodedata, whose Unicode version may differ from HF's). Any other component, option or
  * pattern is refused with the file and JSON path, never approximated.
  *
  * Encoding follows Tokenizer::encode step by step:
@@ -265,7 +266,7 @@ struct merge {
 	int32_t rank, id;
 };
 
-enum { N_PREPEND, N_REPLACE };
+enum { N_PREPEND, N_REPLACE, N_NFC };
 struct norm {
 	int kind;
 	char *a, *b;       /* prepend: a; replace: a by b */
@@ -591,10 +592,12 @@ static int parse_norm(struct ld *c, json_t *v, const char *path)
 			return qp_err_nomem(c->err);
 		}
 		nm.na = n, nm.nb = nr;
+	} else if (strcmp(type, "NFC") == 0) {
+		nm.kind = N_NFC;
 	} else {
 		SUBPATH(p, path, "type");
-		return UNSUP(c, p, "normalizer \"%.40s\" is not supported (supported: Sequence, Prepend, Replace)",
-		             type);
+		return UNSUP(c, p, "normalizer \"%.40s\" is not supported (supported: Sequence, Prepend, "
+		             "Replace, NFC)", type);
 	}
 	struct norm *nn = realloc(t->norm, (t->n_norm + 1) * sizeof(*nn));
 	if (!nn) {
@@ -787,6 +790,7 @@ static int parse_dec(struct ld *c, json_t *v, const char *path)
 }
 
 static int normalize(const struct qp_tokjson *t, const char *s, size_t n, struct buf *o);
+static int grow(void **p, size_t *cap, size_t need, size_t size);
 
 static int id_of(struct ld *c, int32_t max, json_t *v, int32_t *id, const char *path)
 {
@@ -1319,6 +1323,66 @@ static int replace_all(struct buf *o, const char *s, size_t n, const char *a, si
 	return buf_put(o, s + run, n - run);
 }
 
+/* Canonical decomposition of cp, recursively, appended to *v. */
+static int decompose(uint32_t cp, uint32_t **v, size_t *n, size_t *cap)
+{
+	uint32_t d[2];
+	int k = qp_uni_decompose(cp, d);
+	if (k == 0) {
+		if (grow((void **)v, cap, *n + 1, sizeof(uint32_t)))
+			return -1;
+		(*v)[(*n)++] = cp;
+		return 0;
+	}
+	if (decompose(d[0], v, n, cap))
+		return -1;
+	return k == 2 ? decompose(d[1], v, n, cap) : 0;
+}
+
+/* NFC (UAX #15): full canonical decomposition, canonical ordering of the
+ * combining marks, then canonical composition (the sample algorithm). */
+static int nfc(struct buf *o, const char *s, size_t n)
+{
+	uint32_t *v = NULL;
+	size_t nv = 0, cap = 0;
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc;) {
+		uint32_t cp;
+		i += dec(s, n, i, &cp);
+		rc = decompose(cp, &v, &nv, &cap);
+	}
+	for (size_t i = 1; i < nv && !rc; i++)
+		for (size_t j = i; j > 0 && qp_uni_ccc(v[j]) && qp_uni_ccc(v[j - 1]) > qp_uni_ccc(v[j]); j--) {
+			uint32_t x = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = x;
+		}
+	size_t out = 0;
+	if (nv && !rc) {
+		size_t starter = 0;
+		int last = qp_uni_ccc(v[0]) ? 256 : 0;
+		out = 1;
+		for (size_t i = 1; i < nv; i++) {
+			int cc = qp_uni_ccc(v[i]);
+			uint32_t comp = qp_uni_compose(v[starter], v[i]);
+			if (comp && (last < cc || last == 0)) {
+				v[starter] = comp;
+				continue;
+			}
+			if (cc == 0)
+				starter = out;
+			last = cc;
+			v[out++] = v[i];
+		}
+	}
+	for (size_t i = 0; i < out && !rc; i++) {
+		char u[4];
+		rc = buf_put(o, u, enc(v[i], u));
+	}
+	free(v);
+	return rc;
+}
+
 /* Append s[n], normalized, to o. */
 static int normalize(const struct qp_tokjson *t, const char *s, size_t n, struct buf *o)
 {
@@ -1332,8 +1396,10 @@ static int normalize(const struct qp_tokjson *t, const char *s, size_t n, struct
 		if (nm->kind == N_PREPEND)
 			rc = cur.n ? buf_put(&next, nm->a, nm->na) || buf_put(&next, cur.p, cur.n)
 			           : buf_put(&next, "", 0);
-		else
+		else if (nm->kind == N_REPLACE)
 			rc = replace_all(&next, cur.p, cur.n, nm->a, nm->na, nm->b, nm->nb);
+		else
+			rc = nfc(&next, cur.p, cur.n) || buf_put(&next, "", 0);
 		struct buf tmp = cur;
 		cur = next;
 		next = tmp;

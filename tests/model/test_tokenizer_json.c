@@ -158,11 +158,11 @@ static void tokjson__errors_name_the_json_path(void)
 	          QP_ECORRUPT, "t.json: added_tokens[0].content: is missing");
 	CHECK_ERR(load(&t, tj(NULL, NULL, NULL, NULL,
 	                      "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", "
-	                      "\"prepend\": \"x\"}, {\"type\": \"NFC\"}]}",
+	                      "\"prepend\": \"x\"}, {\"type\": \"NFKC\"}]}",
 	                      NULL, NULL, NULL),
 	               NULL),
-	          QP_EINVAL, "t.json: normalizer.normalizers[1].type: normalizer \"NFC\" is not "
-	                     "supported (supported: Sequence, Prepend, Replace)");
+	          QP_EINVAL, "t.json: normalizer.normalizers[1].type: normalizer \"NFKC\" is not "
+	                     "supported (supported: Sequence, Prepend, Replace, NFC)");
 	CHECK_ERR(load(&t, tj(NULL, NULL, NULL, NULL,
 	                      "{\"type\": \"Replace\", \"pattern\": {\"Regex\": \" {2,}\"}, "
 	                      "\"content\": \" \"}",

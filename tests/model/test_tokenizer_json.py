@@ -15,7 +15,8 @@ Tokenizers held against HF:
     written in the "a b" string form, an lstrip added token), Digits +
     ByteLevel(add_prefix_space), Llama-3's Split pattern +
     ByteLevel(use_regex=False) with ignore_merges and a BOS template, and
-    Qwen2's pattern (without Qwen2's NFC normalizer, which qpipe refuses),
+    Qwen2's pattern with its NFC normalizer (held against HF on every
+    character with a canonical decomposition, written decomposed),
     and each Split behavior after Digits(individual_digits=False).
 
 Invalid UTF-8: HF takes a str, so the reference is HF on the bytes decoded
@@ -34,7 +35,9 @@ import sys
 import tempfile
 import unittest
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+import unicodedata
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 TOOL = None
 SHARED = os.environ.get("QP_SHARED_DIR", "../shared")
@@ -58,7 +61,30 @@ ADVERSARIAL = [
     "<s> not special </s>", "<s>", "</s>", "a<s>b", " <s> ", "<s><s></s>",
     "<|endoftext|>", "x<|endoftext|>y", " <|begin_of_text|> hi", "kernel the kernel kernels",
     "<mask> x  <mask>", "word<mask>",
+    "e\u0301\u0323 d\u0307\u0323 a\u0328\u0301 \u212b \u2126 \u0958 \u1100\u1161\u11a8 \u1100\u1161 \uac00\u11a8",
+    "\u0301 leading mark", "Caf\u00e9 vs Cafe\u0301", "\u1e9b\u0323 \u0344 \u0f73 \u2adc",
 ]
+
+
+def nfc_stress():
+    """Every character with a canonical decomposition, written decomposed
+    (NFD), fifty to a text; and Hangul syllables decomposed to jamo.
+
+    Left out: characters whose NFC differs between HF's own tables (crate
+    unicode-normalization-alignments, older Unicode) and Python's
+    unicodedata, from which model/unicode_tables.c is generated. With
+    tokenizers 0.23 and Python's Unicode 14 that is U+11938 (DIVES AKURU
+    VOWEL SIGN O, Unicode 13), which HF leaves decomposed."""
+    hf_nfc = normalizers.NFC()
+    chars = [chr(c) for c in range(0x110000) if unicodedata.decomposition(chr(c))[:1] not in ("", "<")]
+    newer = [c for c in chars if hf_nfc.normalize_str(unicodedata.normalize("NFD", c))
+             != unicodedata.normalize("NFC", c)]
+    assert len(newer) <= 4, ["U+%04X" % ord(c) for c in newer]
+    chars = [c for c in chars if c not in newer]
+    texts = ["".join(unicodedata.normalize("NFD", c) + " " for c in chars[i:i + 50]) for i in range(0, len(chars), 50)]
+    hangul = [chr(c) for c in range(0xAC00, 0xD7A4, 97)]
+    texts.append(unicodedata.normalize("NFD", "".join(hangul)))
+    return [("nfc%d" % i, t.encode("utf-8")) for i, t in enumerate(texts)]
 
 INVALID_UTF8 = [
     b"\xc3a", b"\xff\xfe", b"\xe6\x97", b"\xe6\x97a", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf",
@@ -289,8 +315,12 @@ class ByteLevel(Base):
             pre_tokenizers.Split(Regex(QWEN2_RE), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
         tok = train_bytelevel(pre, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+        tok.normalizer = normalizers.NFC()
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
-        self.check("qwen2", tok, {"bos_token": None, "eos_token": "<|endoftext|>", "add_prefix_space": False})
+        config = {"bos_token": None, "eos_token": "<|endoftext|>", "add_prefix_space": False}
+        d = save(tok, os.path.join(self.tmp, "qwen2"), config)
+        hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+        self.compare(d, hf, self.texts + nfc_stress())
 
     def test_split_behaviors_and_digit_runs(self):
         texts = adversarial() + [x for x in corpus_once() if "#" in x[0]][::40]
