@@ -331,6 +331,9 @@ struct qp_tokjson {
 	int32_t *prefix, *suffix;   /* ids put around the text when add_special */
 	size_t n_prefix, n_suffix;
 	int32_t bos, eos;
+	uint32_t bchar[256];        /* GPT-2's byte -> character table */
+	int16_t cbyte[324];         /* and back, -1 where none */
+	bool first_byte[2][256];    /* some added token (normalized or not) starts with it */
 	char desc[160];
 };
 
@@ -791,6 +794,7 @@ static int parse_dec(struct ld *c, json_t *v, const char *path)
 
 static int normalize(const struct qp_tokjson *t, const char *s, size_t n, struct buf *o);
 static int grow(void **p, size_t *cap, size_t need, size_t size);
+static uint32_t byte_char(uint8_t b);
 
 static int id_of(struct ld *c, int32_t max, json_t *v, int32_t *id, const char *path)
 {
@@ -1288,6 +1292,13 @@ int qp_tokjson_parse(struct qp_tokjson **out, const void *json, size_t len, cons
 	    (rc = parse_dec(&c, json_object_get(root, "decoder"), "decoder")) ||
 	    (rc = rules(&c, &tp, cfg, cfg_len, cfg_name)))
 		goto out;
+	memset(t->cbyte, 0xff, sizeof(t->cbyte));
+	for (int i = 0; i < 256; i++) {
+		t->bchar[i] = byte_char((uint8_t)i);
+		t->cbyte[t->bchar[i]] = (int16_t)i;
+	}
+	for (size_t i = 0; i < t->n_added; i++)
+		t->first_byte[t->added[i].normalized][(uint8_t)t->added[i].s[0]] = true;
 	bool bytelevel = false;
 	for (size_t i = 0; i < t->n_pre; i++)
 		bytelevel |= t->pre[i].kind == P_BYTELEVEL;
@@ -1427,6 +1438,10 @@ static int split_added(const struct qp_tokjson *t, const char *s, size_t n, bool
 {
 	size_t start_off = 0, pos = 0;
 	while (pos < n) {
+		if (!t->first_byte[want_norm][(uint8_t)s[pos]]) {
+			pos++;
+			continue;
+		}
 		const struct added *best = NULL;
 		for (size_t k = 0; k < t->n_added; k++) {
 			const struct added *a = &t->added[k];
@@ -1503,17 +1518,6 @@ static uint32_t byte_char(uint8_t b)
 	return 256 + k;
 }
 
-static int char_byte(uint32_t cp)
-{
-	if (cp < 256)
-		return byte_char((uint8_t)cp) == cp ? (int)cp : -1;
-	if (cp >= 256 + 68)
-		return -1;
-	for (unsigned b = 0; b < 256; b++)
-		if (byte_char((uint8_t)b) == cp)
-			return (int)b;
-	return -1;
-}
 
 enum { C_LETTER, C_NUMBER, C_SPACE, C_OTHER };
 
@@ -1675,16 +1679,17 @@ struct cut {
 	bool match;
 };
 
-static int emit_piece(struct pieces *out, const char *s, size_t n, bool first, bool bytemap)
+/* A piece to out; with bchar, each byte as its GPT-2 character. */
+static int emit_piece(struct pieces *out, const char *s, size_t n, bool first, const uint32_t *bchar)
 {
 	if (n == 0)
 		return 0;
-	if (!bytemap)
+	if (!bchar)
 		return pieces_add(out, s, n, -1, first);
 	size_t mark = out->text.n;
 	for (size_t i = 0; i < n; i++) {
 		char u[4];
-		if (buf_put(&out->text, u, enc(byte_char((uint8_t)s[i]), u)))
+		if (buf_put(&out->text, u, enc(bchar[(uint8_t)s[i]], u)))
 			return -1;
 	}
 	return piece_end(out, mark, first);
@@ -1693,7 +1698,7 @@ static int emit_piece(struct pieces *out, const char *s, size_t n, bool first, b
 /* NormalizedString::split: the matches of m in s[n] and the gaps between
  * them, regrouped by behavior; every piece goes to out. */
 static int split_by(const struct matcher *m, int behavior, const char *s, size_t n, bool first,
-                    bool bytemap, struct pieces *out)
+                    const uint32_t *bchar, struct pieces *out)
 {
 	struct cut *v = malloc((2 * n + 1) * sizeof(*v));
 	if (!v)
@@ -1759,12 +1764,13 @@ static int split_by(const struct matcher *m, int behavior, const char *s, size_t
 	}
 	int rc = 0;
 	for (size_t k = 0; k < no && !rc; k++)
-		rc = emit_piece(out, s + v[k].off, v[k].len, first && v[k].off == 0, bytemap);
+		rc = emit_piece(out, s + v[k].off, v[k].len, first && v[k].off == 0, bchar);
 	free(v);
 	return rc;
 }
 
-static int pre_step(const struct pre *pr, const struct pieces *in, struct pieces *out)
+static int pre_step(const struct qp_tokjson *t, const struct pre *pr, const struct pieces *in,
+                    struct pieces *out)
 {
 	struct buf tmp = {0};
 	int rc = 0;
@@ -1790,8 +1796,8 @@ static int pre_step(const struct pre *pr, const struct pieces *in, struct pieces
 			if (!rc)
 				rc = replace_all(&tmp, s, n, " ", 1, m.rep, m.nrep);
 			if (!rc)
-				rc = pr->split ? split_by(&m, B_MERGED_NEXT, tmp.p, tmp.n, sp->first, false, out)
-				               : emit_piece(out, tmp.p, tmp.n, sp->first, false);
+				rc = pr->split ? split_by(&m, B_MERGED_NEXT, tmp.p, tmp.n, sp->first, NULL, out)
+				               : emit_piece(out, tmp.p, tmp.n, sp->first, NULL);
 			break;
 		}
 		case P_BYTELEVEL:
@@ -1802,11 +1808,11 @@ static int pre_step(const struct pre *pr, const struct pieces *in, struct pieces
 			m.kind = P_SPLIT;
 			m.pattern = PAT_GPT2;
 			if (!rc)
-				rc = pr->use_regex ? split_by(&m, B_ISOLATED, tmp.p, tmp.n, sp->first, true, out)
-				                   : emit_piece(out, tmp.p, tmp.n, sp->first, true);
+				rc = pr->use_regex ? split_by(&m, B_ISOLATED, tmp.p, tmp.n, sp->first, t->bchar, out)
+				                   : emit_piece(out, tmp.p, tmp.n, sp->first, t->bchar);
 			break;
 		default:
-			rc = split_by(&m, pr->behavior, s, n, sp->first, false, out);
+			rc = split_by(&m, pr->behavior, s, n, sp->first, NULL, out);
 		}
 	}
 	free(tmp.p);
@@ -2036,7 +2042,7 @@ int qp_tokjson_encode(const struct qp_tokjson *t, const char *text, size_t len, 
 	/* step 2 */
 	for (size_t k = 0; k < t->n_pre; k++) {
 		pieces_free(&a);
-		if (pre_step(&t->pre[k], &b, &a))
+		if (pre_step(t, &t->pre[k], &b, &a))
 			goto nomem;
 		struct pieces tmp = a;
 		a = b;
@@ -2090,7 +2096,8 @@ static int byte_token(const char *s, size_t n)
 	return v;
 }
 
-static int dec_step(const struct decoder *d, const struct pieces *in, struct pieces *out)
+static int dec_step(const struct qp_tokjson *t, const struct decoder *d, const struct pieces *in,
+                    struct pieces *out)
 {
 	struct buf tmp = {0};
 	int rc = 0;
@@ -2160,7 +2167,7 @@ static int dec_step(const struct decoder *d, const struct pieces *in, struct pie
 			for (size_t i = 0; i < n && !rc;) {
 				uint32_t cp;
 				i += dec(s, n, i, &cp);
-				int bv = char_byte(cp);
+				int bv = cp < 324 ? t->cbyte[cp] : -1;
 				if (bv < 0) {
 					all = false;
 					break;
@@ -2219,7 +2226,7 @@ int qp_tokjson_decode(const struct qp_tokjson *t, const int32_t *ids, size_t n, 
 	}
 	for (size_t k = 0; k < t->n_dec; k++) {
 		pieces_free(&b);
-		if (dec_step(&t->dec[k], &a, &b))
+		if (dec_step(t, &t->dec[k], &a, &b))
 			goto nomem;
 		struct pieces tmp = a;
 		a = b;
