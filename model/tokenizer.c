@@ -35,6 +35,7 @@
 #include "formats/gguf.h"
 #include "formats/hfconfig.h"
 #include "formats/spm.h"
+#include "model/tokenizer_json.h"
 
 #define SPACE_MARK "\xe2\x96\x81" /* U+2581 */
 #define SPACE_MARK_LEN 3
@@ -56,6 +57,7 @@ struct qp_tokenizer {
 	bool remove_extra_ws;
 	struct qp_tokenizer_rules rules;
 	char desc[160];
+	struct qp_tokjson *json;    /* set: a tokenizer.json, which does all the work */
 };
 
 static uint64_t hash_bytes(const char *s, size_t n)
@@ -84,6 +86,7 @@ void qp_tokenizer_free(struct qp_tokenizer *t)
 {
 	if (!t)
 		return;
+	qp_tokjson_free(t->json);
 	for (int32_t i = 0; t->piece && i < t->n; i++)
 		free(t->piece[i]);
 	free(t->piece);
@@ -293,19 +296,60 @@ int qp_tokenizer_from_gguf(struct qp_tokenizer **out, const struct qp_gguf_file 
 	return 0;
 }
 
-int qp_tokenizer_from_dir(struct qp_tokenizer **out, const char *dir, struct qp_err *err)
+/* tokenizer_config.json next to path, or NULL; *cfg is malloc'd. */
+static int read_sibling_config(char **cfg, size_t *len, char *cfg_path, size_t cap, const char *path,
+                               struct qp_err *err)
+{
+	*cfg = NULL;
+	*len = 0;
+	const char *slash = strrchr(path, '/');
+	int dl = slash ? (int)(slash - path) : 1;
+	snprintf(cfg_path, cap, "%.*s/tokenizer_config.json", dl, slash ? path : ".");
+	if (!qp_os_exists(cfg_path))
+		return 0;
+	return qp_os_read_file(cfg, len, cfg_path, (size_t)64 << 20, err);
+}
+
+int qp_tokenizer_from_json_mem(struct qp_tokenizer **out, const void *json, size_t len,
+                               const char *name, const void *config, size_t config_len,
+                               const char *config_name, struct qp_err *err)
 {
 	*out = NULL;
-	char path[PATH_MAX];
-	struct qp_hf_tokenizer_config tc = {.add_bos_token = true, .add_eos_token = false};
-	int rc;
-	snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-	if (qp_os_exists(path) && (rc = qp_hf_tokenizer_config_read(&tc, path, err)))
+	struct qp_tokenizer *t = calloc(1, sizeof(*t));
+	if (!t)
+		return qp_err_nomem(err);
+	int rc = qp_tokjson_parse(&t->json, json, len, name, config, config_len, config_name, err);
+	if (rc) {
+		free(t);
 		return rc;
-	snprintf(path, sizeof(path), "%s/tokenizer.model", dir);
-	if (!qp_os_exists(path))
-		return qp_err_set(err, QP_ENOTFOUND, "%s: no tokenizer.model (tokenizer.json is not supported yet)",
-		                  dir);
+	}
+	*out = t;
+	return 0;
+}
+
+int qp_tokenizer_from_file(struct qp_tokenizer **out, const char *path, struct qp_err *err)
+{
+	*out = NULL;
+	char cfg_path[PATH_MAX];
+	char *cfg, *text = NULL;
+	size_t cfg_len, len;
+	int rc = read_sibling_config(&cfg, &cfg_len, cfg_path, sizeof(cfg_path), path, err);
+	if (rc)
+		return rc;
+	size_t pl = strlen(path);
+	if (pl >= 5 && strcmp(path + pl - 5, ".json") == 0) {
+		if (!(rc = qp_os_read_file(&text, &len, path, (size_t)1 << 30, err)))
+			rc = qp_tokenizer_from_json_mem(out, text, len, path, cfg, cfg_len, cfg_path, err);
+		free(text);
+		free(cfg);
+		return rc;
+	}
+	struct qp_hf_tokenizer_config tc = {.add_bos_token = true, .add_eos_token = false};
+	if (cfg)
+		rc = qp_hf_tokenizer_config_parse(&tc, cfg, cfg_len, cfg_path, err);
+	free(cfg);
+	if (rc)
+		return rc;
 	struct qp_spm *spm;
 	if ((rc = qp_spm_read(&spm, path, err)))
 		return rc;
@@ -313,6 +357,18 @@ int qp_tokenizer_from_dir(struct qp_tokenizer **out, const char *dir, struct qp_
 	rc = qp_tokenizer_from_spm(out, spm, &rules, err);
 	qp_spm_free(spm);
 	return rc;
+}
+
+int qp_tokenizer_from_dir(struct qp_tokenizer **out, const char *dir, struct qp_err *err)
+{
+	*out = NULL;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+	if (!qp_os_exists(path))
+		snprintf(path, sizeof(path), "%s/tokenizer.model", dir);
+	if (!qp_os_exists(path))
+		return qp_err_set(err, QP_ENOTFOUND, "%s: no tokenizer.json or tokenizer.model", dir);
+	return qp_tokenizer_from_file(out, path, err);
 }
 
 /* ---- encoding ---- */
@@ -529,6 +585,8 @@ static size_t utf8_len(uint8_t c)
 int qp_tokenizer_encode(const struct qp_tokenizer *t, const char *text, size_t len,
                         bool add_special, int32_t **ids, size_t *n, struct qp_err *err)
 {
+	if (t->json)
+		return qp_tokjson_encode(t->json, text, len, add_special, ids, n, err);
 	*ids = NULL;
 	*n = 0;
 	struct buf norm = {0};
@@ -595,6 +653,8 @@ out:
 int qp_tokenizer_decode(const struct qp_tokenizer *t, const int32_t *ids, size_t n, char **text,
                         size_t *len, struct qp_err *err)
 {
+	if (t->json)
+		return qp_tokjson_decode(t->json, ids, n, text, len, err);
 	*text = NULL;
 	*len = 0;
 	struct buf o = {0};
@@ -649,13 +709,29 @@ int qp_tokenizer_decode(const struct qp_tokenizer *t, const int32_t *ids, size_t
 	return 0;
 }
 
-int32_t qp_tokenizer_n_vocab(const struct qp_tokenizer *t) { return t->n; }
-int32_t qp_tokenizer_bos(const struct qp_tokenizer *t) { return t->bos; }
-int32_t qp_tokenizer_eos(const struct qp_tokenizer *t) { return t->eos; }
+int32_t qp_tokenizer_n_vocab(const struct qp_tokenizer *t)
+{
+	return t->json ? qp_tokjson_n_vocab(t->json) : t->n;
+}
+
+int32_t qp_tokenizer_bos(const struct qp_tokenizer *t)
+{
+	return t->json ? qp_tokjson_bos(t->json) : t->bos;
+}
+
+int32_t qp_tokenizer_eos(const struct qp_tokenizer *t)
+{
+	return t->json ? qp_tokjson_eos(t->json) : t->eos;
+}
 
 const char *qp_tokenizer_piece(const struct qp_tokenizer *t, int32_t id)
 {
+	if (t->json)
+		return qp_tokjson_piece(t->json, id);
 	return id >= 0 && id < t->n ? t->piece[id] : NULL;
 }
 
-const char *qp_tokenizer_describe(const struct qp_tokenizer *t) { return t->desc; }
+const char *qp_tokenizer_describe(const struct qp_tokenizer *t)
+{
+	return t->json ? qp_tokjson_describe(t->json) : t->desc;
+}

@@ -299,13 +299,27 @@ static int open_model(struct qp_llama **m, const char **path, const struct qp_ar
 }
 
 /* The tokenizer of input a, opened as m: the GGUF's own, or the folder's
- * tokenizer.model with its tokenizer_config.json rules. */
+ * tokenizer.json (else its tokenizer.model) with its tokenizer_config.json
+ * rules, as transformers' AutoTokenizer picks. */
 static int open_tokenizer(struct qp_tokenizer **tok, const struct qp_llama *m, const struct qp_artifact *a,
                           struct qp_err *err)
 {
 	if (qp_llama_gguf(m))
 		return qp_tokenizer_from_gguf(tok, qp_llama_gguf(m), err);
 	const char *sp, *tc = qp_artifact_file(a, "tokenizer_config.json");
+	const char *tj = qp_artifact_file(a, "tokenizer.json");
+	if (tj) {
+		char *js = NULL, *cs = NULL;
+		size_t jn = 0, cn = 0;
+		int rc = qp_os_read_file(&js, &jn, tj, (size_t)1 << 30, err);
+		if (!rc && tc)
+			rc = qp_os_read_file(&cs, &cn, tc, (size_t)1 << 24, err);
+		if (!rc)
+			rc = qp_tokenizer_from_json_mem(tok, js, jn, tj, cs, cn, tc, err);
+		free(js);
+		free(cs);
+		return rc;
+	}
 	struct qp_hf_tokenizer_config c = {.add_bos_token = true, .add_eos_token = false};
 	int rc = qp_stage_need_file(a, "tokenizer.model", &sp, err);
 	if (rc || (tc && (rc = qp_hf_tokenizer_config_read(&c, tc, err))))

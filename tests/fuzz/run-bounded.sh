@@ -18,7 +18,7 @@ build=$1
 secs=$2
 here=$(cd "$(dirname "$0")" && pwd)
 status=0
-for p in gguf safetensors spm hfconfig qlayout recipe archive; do
+for p in gguf safetensors spm hfconfig qlayout recipe archive tokjson; do
 	bin=$build/tests/fuzz/fuzz_$p
 	if [ ! -x "$bin" ]; then
 		echo "$bin: missing (configure with CC=clang -Dfuzz=true)" >&2

@@ -4,7 +4,12 @@
  *
  *   qp_model_tool tokenize SRC FILE [--no-special]
  *       ids of FILE's bytes, space-separated on one line; SRC is a model
- *       folder (tokenizer.model) or a GGUF file
+ *       folder (tokenizer.json, else tokenizer.model), a tokenizer.json or
+ *       tokenizer.model file, or a GGUF file
+ *   qp_model_tool tokenize-batch SRC FILE
+ *       FILE holds records (u32 little-endian length, then the bytes); for
+ *       each, three lines: the ids without and with the special tokens,
+ *       and the hex of decode(ids without)
  *   qp_model_tool logits MODEL OUT THREADS ID...
  *       logits of the IDs run as one batch from position 0, written to OUT
  *       as float32 [n_ids][n_vocab]
@@ -46,6 +51,10 @@ static int load_tokenizer(struct qp_tokenizer **t, const char *src, struct qp_er
 	uint64_t size;
 	if (!qp_os_file_size(src, &size))
 		return qp_tokenizer_from_dir(t, src, err);
+	size_t sl = strlen(src);
+	if ((sl >= 5 && strcmp(src + sl - 5, ".json") == 0) ||
+	    (sl >= 6 && strcmp(src + sl - 6, ".model") == 0))
+		return qp_tokenizer_from_file(t, src, err);
 	struct qp_gguf_file *f;
 	int rc = qp_gguf_open(&f, src, err);
 	if (rc)
@@ -76,6 +85,55 @@ static int cmd_tokenize(int argc, char **argv)
 	free(text);
 	qp_tokenizer_free(t);
 	return 0;
+}
+
+static int print_ids(const int32_t *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		printf(i ? " %d" : "%d", ids[i]);
+	return printf("\n") < 0;
+}
+
+static int cmd_tokenize_batch(int argc, char **argv)
+{
+	struct qp_err err = {0};
+	if (argc < 2)
+		return 2;
+	struct qp_tokenizer *t;
+	char *data;
+	size_t len;
+	if (load_tokenizer(&t, argv[0], &err) || qp_os_read_file(&data, &len, argv[1], (size_t)1 << 30, &err))
+		return die(&err);
+	int rc = 0;
+	for (size_t off = 0; off + 4 <= len && !rc;) {
+		const unsigned char *h = (const unsigned char *)data + off;
+		size_t n = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+		off += 4;
+		if (n > len - off) {
+			fprintf(stderr, "qp_model_tool: %s: record at %zu runs past the end\n", argv[1], off - 4);
+			rc = 1;
+			break;
+		}
+		int32_t *ids, *sids;
+		size_t ni, ns, nt;
+		char *text;
+		if (qp_tokenizer_encode(t, data + off, n, false, &ids, &ni, &err) ||
+		    qp_tokenizer_encode(t, data + off, n, true, &sids, &ns, &err))
+			return die(&err);
+		if (qp_tokenizer_decode(t, ids, ni, &text, &nt, &err))
+			return die(&err);
+		rc = print_ids(ids, ni) || print_ids(sids, ns);
+		for (size_t i = 0; i < nt; i++)
+			printf("%02x", (unsigned char)text[i]);
+		printf("\n");
+		free(ids);
+		free(sids);
+		free(text);
+		off += n;
+	}
+	free(data);
+	qp_tokenizer_free(t);
+	return rc;
 }
 
 static int cmd_logits(int argc, char **argv)
@@ -209,6 +267,8 @@ int main(int argc, char **argv)
 		return die(&err);
 	if (argc >= 2 && strcmp(argv[1], "tokenize") == 0)
 		return cmd_tokenize(argc - 2, argv + 2);
+	if (argc >= 2 && strcmp(argv[1], "tokenize-batch") == 0)
+		return cmd_tokenize_batch(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "logits") == 0)
 		return cmd_logits(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "score") == 0)
@@ -217,6 +277,6 @@ int main(int argc, char **argv)
 		return cmd_ppl(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "pplhf") == 0)
 		return cmd_pplhf(argc - 2, argv + 2);
-	fprintf(stderr, "usage: qp_model_tool tokenize|logits|score|ppl|pplhf ... (see the source)\n");
+	fprintf(stderr, "usage: qp_model_tool tokenize|tokenize-batch|logits|score|ppl|pplhf ... (see the source)\n");
 	return 2;
 }
