@@ -44,12 +44,23 @@ static inline void abs_max(int n, const __m256 *x, __m256 *max, __m256 *amax)
 	*amax = am;
 }
 
+/* clamp(nearest_int(iscale * x), -nmax, nmax - 1) through the integers:
+ * right for every value, garbage included */
+static inline __m256 level_s(__m256 iscale, __m256 x, __m256i lo, __m256i hi)
+{
+	return _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(_mm256_mul_ps(iscale, x)), lo, hi));
+}
+
 /* make_qx_quants for S sets of eight groups, interleaved as qkx_sets's.
- * Levels stay floats until the end; a trial computes them in floats
- * (level_small) when no |v| = |iscale * x| can reach 2^22, which holds when
- * every x of a lane that is not flat is finite and |iscale * max| < 2^22,
- * max being the element of largest magnitude. */
-static inline __attribute__((always_inline)) void qx_sets(const int S, int n, int nmax, const __m256 *x,
+ * Levels stay floats; a trial computes them in floats (level_small) when no
+ * |v| = |iscale * x| can reach 2^22, which holds when every x of a lane
+ * that is not flat is finite and |iscale * max| < 2^22, max being the
+ * element of largest magnitude. A trial's levels are a function of its
+ * iscale alone, so the lanes keep the best trial's iscale, not its levels,
+ * and compute those levels once at the end (in the integers, which give
+ * the floats' levels wherever those apply). n and nmax are constants where
+ * the callers' are, so the loops unroll. */
+static inline __attribute__((always_inline)) void qx_sets(const int S, const int n, const int nmax, const __m256 *x,
                                                           const __m256 *w, __m256i *L, __m256 *scale_out)
 {
 	const __m256 zero = _mm256_setzero_ps();
@@ -57,8 +68,8 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, int n, in
 	const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
 	const __m256 flo = _mm256_set1_ps((float)-nmax), fhi = _mm256_set1_ps((float)(nmax - 1));
 	const __m256 lim = _mm256_set1_ps(4194304.0f), magic = _mm256_set1_ps(12582912.0f);
-	__m256 max[2], flat[2], wx[2][MAX_N], Lb[2][MAX_N];
-	__m256 scale[2] = {zero, zero}, best[2] = {zero, zero}; /* set by trial 0 */
+	__m256 max[2], flat[2], wx[2][MAX_N];
+	__m256 scale[2] = {zero, zero}, best[2] = {zero, zero}, best_is[2] = {zero, zero}; /* set by trial 0 */
 	bool finite = true;
 	int all_flat = 1;
 	_Pragma("GCC unroll 2")
@@ -88,62 +99,61 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, int n, in
 	for (int k = 0; k < 19; k++) {
 		const int is = k <= 9 ? k - 10 : k - 9;
 		const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
-		{
-			__m256 Lt[2][MAX_N], sumlx[2], suml2[2];
-			_Pragma("GCC unroll 2")
-			for (int s = 0; s < S; s++) {
-				const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
-				const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale, max[s]));
-				const bool small = finite && !_mm256_movemask_ps(
-					_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
-				if (small) {
-					for (int i = 0; i < n; i++) {
-						const __m256 v = _mm256_mul_ps(iscale, x[s * n + i]);
-						const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-						Lt[s][i] = _mm256_max_ps(_mm256_min_ps(r, fhi), flo);
-					}
-				} else {
-					for (int i = 0; i < n; i++)
-						Lt[s][i] = _mm256_cvtepi32_ps(
-							clamp(qp_avx2_nearest_int(_mm256_mul_ps(iscale, x[s * n + i])), lo, hi));
-				}
-				sumlx[s] = suml2[s] = zero;
-			}
+		__m256 iscale[2], sumlx[2], suml2[2];
+		bool small = finite;
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			iscale[s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
+			const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[s], max[s]));
+			small = small && !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
+			sumlx[s] = suml2[s] = zero;
+		}
+		if (small) {
+			/* one pass: each level is used as soon as it is made */
+			_Pragma("GCC unroll 32")
 			for (int i = 0; i < n; i++)
 				_Pragma("GCC unroll 2")
 				for (int s = 0; s < S; s++) {
-					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], Lt[s][i]));
-					suml2[s] = _mm256_add_ps(suml2[s],
-					                         _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], Lt[s][i]), Lt[s][i]));
+					const __m256 v = _mm256_mul_ps(iscale[s], x[s * n + i]);
+					const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+					const __m256 l = _mm256_max_ps(_mm256_min_ps(r, fhi), flo);
+					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], l));
+					suml2[s] = _mm256_add_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
 				}
-			_Pragma("GCC unroll 2")
-			for (int s = 0; s < S; s++) {
-				if (k == 0) {
-					for (int i = 0; i < n; i++)
-						Lb[s][i] = Lt[s][i];
-					/* `suml2 ? ...`: NaN is true */
-					scale[s] = sel(_mm256_cmp_ps(suml2[s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[s], suml2[s]),
-					               zero);
-					best[s] = _mm256_mul_ps(scale[s], sumlx[s]);
-					continue;
+		} else {
+			for (int i = 0; i < n; i++)
+				for (int s = 0; s < S; s++) {
+					const __m256 l = level_s(iscale[s], x[s * n + i], lo, hi);
+					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], l));
+					suml2[s] = _mm256_add_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
 				}
-				const __m256 take = _mm256_and_ps(
-					_mm256_cmp_ps(suml2[s], zero, _CMP_GT_OQ),
-					_mm256_cmp_ps(_mm256_mul_ps(sumlx[s], sumlx[s]), _mm256_mul_ps(best[s], suml2[s]), _CMP_GT_OQ));
-				if (!_mm256_movemask_ps(take))
-					continue;
-				for (int i = 0; i < n; i++)
-					Lb[s][i] = sel(take, Lt[s][i], Lb[s][i]);
-				scale[s] = sel(take, _mm256_div_ps(sumlx[s], suml2[s]), scale[s]);
-				best[s] = sel(take, _mm256_mul_ps(scale[s], sumlx[s]), best[s]);
+		}
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			if (k == 0) {
+				best_is[s] = iscale[s];
+				/* `suml2 ? ...`: NaN is true */
+				scale[s] = sel(_mm256_cmp_ps(suml2[s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[s], suml2[s]), zero);
+				best[s] = _mm256_mul_ps(scale[s], sumlx[s]);
+				continue;
 			}
+			const __m256 take = _mm256_and_ps(
+				_mm256_cmp_ps(suml2[s], zero, _CMP_GT_OQ),
+				_mm256_cmp_ps(_mm256_mul_ps(sumlx[s], sumlx[s]), _mm256_mul_ps(best[s], suml2[s]), _CMP_GT_OQ));
+			if (!_mm256_movemask_ps(take))
+				continue;
+			best_is[s] = sel(take, iscale[s], best_is[s]);
+			scale[s] = sel(take, _mm256_div_ps(sumlx[s], suml2[s]), scale[s]);
+			best[s] = sel(take, _mm256_mul_ps(scale[s], sumlx[s]), best[s]);
 		}
 	}
 	/* levels as the scalar one stores them: l + nmax, or 0 for a flat group */
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
 	for (int s = 0; s < S; s++) {
-		for (int i = 0; i < n; i++)
-			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(_mm256_cvttps_epi32(Lb[s][i]), vnmax));
+		for (int i = 0; i < n; i++) {
+			const __m256i l = clamp(qp_avx2_nearest_int(_mm256_mul_ps(best_is[s], x[s * n + i])), lo, hi);
+			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(l, vnmax));
+		}
 		scale_out[s] = sel(flat[s], zero, scale[s]);
 	}
 }
@@ -151,7 +161,12 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, int n, in
 void qp_avx2_make_qx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
                                __m256 *scale)
 {
-	if (sets == 2)
+	/* the callers' shapes, with constants the loops unroll on */
+	if (sets == 2 && n == 16 && nmax == 32)
+		qx_sets(2, 16, 32, x, w, L, scale);
+	else if (sets == 2 && n == 16 && nmax == 4)
+		qx_sets(2, 16, 4, x, w, L, scale);
+	else if (sets == 2)
 		qx_sets(2, n, nmax, x, w, L, scale);
 	else
 		qx_sets(1, n, nmax, x, w, L, scale);
