@@ -36,6 +36,13 @@ struct qp_kernel_ops {
 	 * (one importance per column, as llama-quantize --imatrix passes
 	 * it); NULL where the type has no weighted quantizer */
 	void (*quantize_row_imat)(const float *x, void *y, int64_t n, const float *imatrix);
+	/* x[n] f16 (bf16) -> n/blck blocks at y, the bytes that converting x
+	 * to f32 and quantize_row would give, without the conversion pass:
+	 * what qp_convert_rows calls for an f16 (bf16) source. NULL where the
+	 * level has none; the reference never has one (convert_rows converts
+	 * and calls quantize_row), and no NULL is filled from it. */
+	void (*quantize_row_f16)(const void *x, void *y, int64_t n);
+	void (*quantize_row_bf16)(const void *x, void *y, int64_t n);
 };
 
 /* Choose the level: force_name ("scalar", "avx2", "auto" or NULL) wins, else
