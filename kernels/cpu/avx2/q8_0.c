@@ -29,14 +29,17 @@ static inline void load_block(enum src src, const void *x, int64_t b, __m256 v[4
 {
 	if (src == SRC_F32) {
 		const float *p = (const float *)x + QP_QK8_0 * b;
+		_Pragma("GCC unroll 4")
 		for (int k = 0; k < 4; k++)
 			v[k] = _mm256_loadu_ps(p + 8 * k);
 	} else if (src == SRC_F16) {
 		const uint16_t *p = (const uint16_t *)x + QP_QK8_0 * b;
+		_Pragma("GCC unroll 4")
 		for (int k = 0; k < 4; k++)
 			v[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8 * k)));
 	} else {
 		const uint16_t *p = (const uint16_t *)x + QP_QK8_0 * b;
+		_Pragma("GCC unroll 4")
 		for (int k = 0; k < 4; k++)
 			v[k] = _mm256_castsi256_ps(
 				_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8 * k))), 16));
@@ -88,11 +91,22 @@ static inline __m128i reduce8_u16(const __m256i m[8])
 	return _mm_max_epu16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
 }
 
-/* nb (1..8) blocks from block b0 of the source */
-static inline __attribute__((always_inline)) void quantize_group(enum src src, const void *x, int64_t b0, int nb,
-                                                                 struct qp_block_q8_0 *y)
+/* Whether a block whose largest |x| has these bits takes the fast path:
+ * amax 0, or at least 2^-119 (a normal scale) and finite; f16's smallest
+ * half is far above that */
+static inline int fast_amax(uint32_t bits)
+{
+	return bits == 0 || (bits >= 0x04000000u && bits < 0x7f800000u);
+}
+
+/* nb (1..8) blocks from block b0 of the source. A block off the fast path
+ * gets bytes the second pass (redo_slow) replaces; the returned mask says
+ * which. */
+static inline __attribute__((always_inline)) uint32_t quantize_group(enum src src, const void *x, int64_t b0, int nb,
+                                                                     struct qp_block_q8_0 *y)
 {
 	__m256i m[8];
+	_Pragma("GCC unroll 8")
 	for (int b = 0; b < 8; b++)
 		m[b] = b < nb ? block_absmax(src, x, b0 + b) : _mm256_setzero_si256();
 	__m256 amax;
@@ -105,8 +119,7 @@ static inline __attribute__((always_inline)) void quantize_group(enum src src, c
 		amax = src == SRC_F16 ? _mm256_cvtph_ps(h) : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 		bits = _mm256_castps_si256(amax);
 	}
-	/* the fast path's blocks: amax 0, or at least 2^-119 (a normal
-	 * scale) and finite; f16's smallest half is far above that */
+	/* fast_amax, eight lanes at once */
 	const __m256i ok = _mm256_or_si256(
 		_mm256_cmpeq_epi32(bits, _mm256_setzero_si256()),
 		_mm256_and_si256(_mm256_cmpgt_epi32(bits, _mm256_set1_epi32(0x04000000 - 1)),
@@ -123,19 +136,11 @@ static inline __attribute__((always_inline)) void quantize_group(enum src src, c
 
 	const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.49999997f);
 	for (int b = 0; b < nb; b++) {
-		if (slow >> b & 1) {
-			float tmp[QP_QK8_0];
-			__m256 v[4];
-			load_block(src, x, b0 + b, v);
-			for (int k = 0; k < 4; k++)
-				_mm256_storeu_ps(tmp + 8 * k, v[k]);
-			qp_q8_0_quantize_row_ref(tmp, &y[b], QP_QK8_0);
-			continue;
-		}
 		__m256 v[4];
 		__m256i q[4];
 		load_block(src, x, b0 + b, v);
 		const __m256 s = _mm256_set1_ps(id[b]);
+		_Pragma("GCC unroll 4")
 		for (int k = 0; k < 4; k++) {
 			const __m256 p = _mm256_mul_ps(v[k], s);
 			q[k] = _mm256_cvttps_epi32(_mm256_add_ps(p, _mm256_or_ps(_mm256_and_ps(p, sign), half)));
@@ -147,6 +152,25 @@ static inline __attribute__((always_inline)) void quantize_group(enum src src, c
 		_mm256_storeu_si256((__m256i *)y[b].qs,
 		                    _mm256_permutevar8x32_epi32(b8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 	}
+	return slow;
+}
+
+/* The blocks off the fast path again, by the reference. A pass of its own
+ * keeps the call, which clobbers every vector register, out of the first
+ * pass's loop. */
+static void redo_slow(enum src src, const void *x, struct qp_block_q8_0 *y, int64_t nb)
+{
+	for (int64_t b = 0; b < nb; b++) {
+		float tmp[QP_QK8_0];
+		__m256 v[4];
+		load_block(src, x, b, v);
+		if (fast_amax(qp_avx2_absmax_bits(v)))
+			continue;
+		_Pragma("GCC unroll 4")
+		for (int k = 0; k < 4; k++)
+			_mm256_storeu_ps(tmp + 8 * k, v[k]);
+		qp_q8_0_quantize_row_ref(tmp, &y[b], QP_QK8_0);
+	}
 }
 
 static inline __attribute__((always_inline)) void quantize_row(enum src src, const void *x, void *vy, int64_t n)
@@ -154,10 +178,13 @@ static inline __attribute__((always_inline)) void quantize_row(enum src src, con
 	struct qp_block_q8_0 *y = vy;
 	const int64_t nb = n / QP_QK8_0;
 	int64_t b = 0;
+	uint32_t slow = 0;
 	for (; b + 8 <= nb; b += 8)
-		quantize_group(src, x, b, 8, y + b);
+		slow |= quantize_group(src, x, b, 8, y + b);
 	if (b < nb)
-		quantize_group(src, x, b, (int)(nb - b), y + b);
+		slow |= quantize_group(src, x, b, (int)(nb - b), y + b);
+	if (slow)
+		redo_slow(src, x, y, nb);
 }
 
 void qp_q8_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
@@ -184,6 +211,7 @@ void qp_q8_0_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 		const __m256 d = _mm256_set1_ps(qp_fp16_to_fp32(x[i].d));
 		__m256 f[4];
 		qp_avx2_i8_to_ps(_mm256_loadu_si256((const __m256i *)x[i].qs), f);
+		_Pragma("GCC unroll 4")
 		for (int k = 0; k < 4; k++)
 			_mm256_storeu_ps(y + i * QP_QK8_0 + 8 * k, _mm256_mul_ps(f[k], d));
 	}
