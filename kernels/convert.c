@@ -8,6 +8,9 @@
 
 struct job {
 	const struct qp_kernel_ops *dops, *sops;
+	/* the destination's quantizer straight from the source's rows, or
+	 * NULL: convert each row to f32 first */
+	void (*fused)(const void *x, void *y, int64_t n);
 	uint8_t *dst;
 	const uint8_t *src;
 	size_t drow, srow;     /* bytes per row */
@@ -20,6 +23,11 @@ struct job {
 static void *work(void *arg)
 {
 	struct job *j = arg;
+	if (j->fused) {
+		for (int64_t r = j->r0; r < j->r1; r++)
+			j->fused(j->src + (size_t)r * j->srow, j->dst + (size_t)r * j->drow, j->ncols);
+		return NULL;
+	}
 	float *tmp = malloc((size_t)j->ncols * sizeof(float));
 	if (!tmp) {
 		j->failed = 1;
@@ -69,11 +77,14 @@ static int convert(enum qp_type dt, void *dst, enum qp_type st, const void *src,
 		threads = 64;
 	if (nrows < threads * 4)
 		threads = 1;
+	void (*fused)(const void *, void *, int64_t) = NULL;
+	if (!imat)
+		fused = st == QP_TYPE_F16 ? dops->quantize_row_f16 : st == QP_TYPE_BF16 ? dops->quantize_row_bf16 : NULL;
 	struct job jobs[64];
 	pthread_t tids[64];
 	int started[64] = {0};
 	for (int t = 0; t < threads; t++) {
-		jobs[t] = (struct job){dops, sops, dst, src, drow, srow, ncols, imat, nrows * t / threads,
+		jobs[t] = (struct job){dops, sops, fused, dst, src, drow, srow, ncols, imat, nrows * t / threads,
 		                       nrows * (t + 1) / threads, 0};
 		/* a thread that cannot be started is done inline: slower, same bytes */
 		if (t > 0 && pthread_create(&tids[t], NULL, work, &jobs[t]) == 0)

@@ -156,6 +156,8 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 		},
 		[QP_TYPE_Q8_0] = {
 			.quantize_row = qp_q8_0_quantize_row_avx2,
+			.quantize_row_f16 = qp_q8_0_quantize_row_f16_avx2,
+			.quantize_row_bf16 = qp_q8_0_quantize_row_bf16_avx2,
 			.dequantize_row = qp_q8_0_dequantize_row_avx2,
 			.vec_dot = qp_q8_0_vec_dot_avx2,
 			.vec_dot_tile = qp_q8_0_vec_dot_tile_avx2,

@@ -46,6 +46,13 @@ struct qp_kernel_ops {
 	 * scalar reference never has one; vec_dot is its definition). */
 	void (*vec_dot_tile)(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
 	                     const void *y, size_t by, int64_t nc);
+	/* x[n] f16 (bf16) -> n/blck blocks at y, the bytes that converting x
+	 * to f32 and quantize_row would give, without the conversion pass:
+	 * what qp_convert_rows calls for an f16 (bf16) source. NULL where the
+	 * level has none; the reference never has one (convert_rows converts
+	 * and calls quantize_row), and no NULL is filled from it. */
+	void (*quantize_row_f16)(const void *x, void *y, int64_t n);
+	void (*quantize_row_bf16)(const void *x, void *y, int64_t n);
 };
 
 /* Choose the level: force_name ("scalar", "avx2", "auto" or NULL) wins, else

@@ -323,12 +323,14 @@ static bool guard_intact(const void *p, size_t n)
 }
 
 /* Whether the SIMD quantizers of t promise the reference's bytes on
- * non-finite input too. The super-block types (k-quants, ternary) do. The
- * AVX2 quantizers of the 32-element types do not yet: on a block holding
- * NaN their vector max and min part from the reference's scalar fold. */
+ * non-finite input too: every one does now. The super-block types
+ * (k-quants, ternary) follow the reference's branches lane by lane; the
+ * 32-element types send a block holding NaN or Inf to the reference,
+ * whose scalar min/max folds treat NaN as no vector min or max does. */
 static bool nonfinite_is_exact(enum qp_type t)
 {
-	return qp_type_traits(t)->blck == QP_QK_K;
+	(void)t;
+	return true;
 }
 
 static void test_quantize_is_bit_exact_with_reference_at_every_level(struct t *t)
@@ -386,6 +388,79 @@ static void test_quantize_is_bit_exact_with_reference_at_every_level(struct t *t
 static bool same_float(float a, float b)
 {
 	return qp_f32_bits(a) == qp_f32_bits(b) || (isnan(a) && isnan(b));
+}
+
+/* The fused quantizers from f16 and bf16 rows (quantize_row_f16/_bf16)
+ * against the reference's two steps: the source's dequantize to f32, then
+ * quantize_row. Rows: every kind above rounded to the source format, and
+ * raw random halves, which hold every NaN payload, Inf, subnormals and
+ * numbers past what any kind above gives. */
+static void test_fused_quantize_from_f16_and_bf16_is_bit_exact(struct t *t)
+{
+	enum qp_type types[QP_TYPE_COUNT];
+	const int ntypes = kernel_types(types);
+	int ran = 0;
+	for (int ti = 0; ti < ntypes; ti++) {
+		const enum qp_type ty = types[ti];
+		const struct qp_kernel_ops *ref = qp_kernels_get_level(ty, QP_LEVEL_SCALAR);
+		const size_t tsize = qp_type_traits(ty)->type_size;
+		int64_t lengths[16];
+		const int nlen = lengths_for(ty, lengths);
+		for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+			const struct qp_kernel_ops *ops = qp_kernels_get_level(ty, level);
+			for (int bf = 0; ops && bf < 2; bf++) {
+				void (*fused)(const void *, void *, int64_t) = bf ? ops->quantize_row_bf16 : ops->quantize_row_f16;
+				const enum qp_type st = bf ? QP_TYPE_BF16 : QP_TYPE_F16;
+				if (!fused)
+					continue;
+				ran++;
+				for (int li = 0; li < nlen; li++) {
+					const int64_t n = lengths[li];
+					const size_t nbytes = row_bytes(ty, n);
+					float *x = xmalloc((size_t)n * sizeof(float));
+					uint16_t *h = xmalloc((size_t)n * sizeof(uint16_t));
+					unsigned char *want = guarded(nbytes);
+					unsigned char *got = guarded(nbytes);
+					for (int kind = 0; kind <= ROW_KINDS; kind++) {
+						if (kind < ROW_KINDS) {
+							fill_row(kind, x, n, (uint64_t)n);
+							for (int64_t i = 0; i < n; i++)
+								h[i] = bf ? qp_fp32_to_bf16(x[i]) : qp_fp32_to_fp16(x[i]);
+						} else {
+							struct rng r = {(uint64_t)n * 7919 + (uint64_t)bf};
+							for (int64_t i = 0; i < n; i++)
+								h[i] = (uint16_t)rng_next(&r);
+						}
+						qp_kernels_get_level(st, QP_LEVEL_SCALAR)->dequantize_row(h, x, n);
+						memset(want, GUARD_BYTE, nbytes + GUARD);
+						memset(got, GUARD_BYTE, nbytes + GUARD);
+						ref->quantize_row(x, want, n);
+						fused(h, got, n);
+						const char *kname = kind < ROW_KINDS ? row_names[kind] : "raw-bits";
+						if (!guard_intact(got, nbytes))
+							fail(t, "%s from %s at %s, n=%lld, row '%s': wrote past the end of the row",
+							     type_name(ty), type_name(st), qp_kernel_level_name(level), (long long)n, kname);
+						if (memcmp(want, got, nbytes) != 0) {
+							size_t at = 0;
+							while (want[at] == got[at])
+								at++;
+							fail(t, "%s from %s at %s, n=%lld, row '%s': block %zu differs first (byte %zu: got 0x%02x, want 0x%02x)",
+							     type_name(ty), type_name(st), qp_kernel_level_name(level), (long long)n, kname,
+							     at / tsize, at % tsize, got[at], want[at]);
+						}
+					}
+					free(x);
+					free(h);
+					free(want);
+					free(got);
+				}
+			}
+		}
+	}
+	/* a machine with no SIMD level has nothing to compare, but a build
+	 * with AVX2 on a machine that runs it must have the fused q8_0 */
+	if (!ran && qp_kernels_get_level(QP_TYPE_Q8_0, QP_LEVEL_AVX2))
+		fail(t, "the avx2 level has no fused quantizer to test");
 }
 
 static void test_dequantize_is_bit_exact_with_reference_at_every_level(struct t *t)
@@ -1188,6 +1263,7 @@ static const struct {
 } tests[] = {
 	{"kernels__quantize_is_bit_exact_with_reference_at_every_level",
 	 test_quantize_is_bit_exact_with_reference_at_every_level},
+	{"kernels__fused_quantize_from_f16_and_bf16_is_bit_exact", test_fused_quantize_from_f16_and_bf16_is_bit_exact},
 	{"kernels__dequantize_is_bit_exact_with_reference_at_every_level",
 	 test_dequantize_is_bit_exact_with_reference_at_every_level},
 	{"kernels__vec_dot_matches_reference_and_exact_dot_by_nmse",

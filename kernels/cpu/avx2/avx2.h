@@ -20,6 +20,8 @@ void qp_bf16_dequantize_row_avx2(const void *x, float *y, int64_t n);
 void qp_bf16_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 
 void qp_q8_0_quantize_row_avx2(const float *x, void *y, int64_t n);
+void qp_q8_0_quantize_row_f16_avx2(const void *x, void *y, int64_t n);
+void qp_q8_0_quantize_row_bf16_avx2(const void *x, void *y, int64_t n);
 void qp_q8_0_dequantize_row_avx2(const void *x, float *y, int64_t n);
 void qp_q8_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
 

@@ -44,12 +44,23 @@ static inline void abs_max(int n, const __m256 *x, __m256 *max, __m256 *amax)
 	*amax = am;
 }
 
+/* clamp(nearest_int(iscale * x), -nmax, nmax - 1) through the integers:
+ * right for every value, garbage included */
+static inline __m256 level_s(__m256 iscale, __m256 x, __m256i lo, __m256i hi)
+{
+	return _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(_mm256_mul_ps(iscale, x)), lo, hi));
+}
+
 /* make_qx_quants for S sets of eight groups, interleaved as qkx_sets's.
- * Levels stay floats until the end; a trial computes them in floats
- * (level_small) when no |v| = |iscale * x| can reach 2^22, which holds when
- * every x of a lane that is not flat is finite and |iscale * max| < 2^22,
- * max being the element of largest magnitude. */
-static inline __attribute__((always_inline)) void qx_sets(const int S, int n, int nmax, const __m256 *x,
+ * Levels stay floats; a trial computes them in floats (level_small) when no
+ * |v| = |iscale * x| can reach 2^22, which holds when every x of a lane
+ * that is not flat is finite and |iscale * max| < 2^22, max being the
+ * element of largest magnitude. A trial's levels are a function of its
+ * iscale alone, so the lanes keep the best trial's iscale, not its levels,
+ * and compute those levels once at the end (in the integers, which give
+ * the floats' levels wherever those apply). n and nmax are constants where
+ * the callers' are, so the loops unroll. */
+static inline __attribute__((always_inline)) void qx_sets(const int S, const int n, const int nmax, const __m256 *x,
                                                           const __m256 *w, __m256i *L, __m256 *scale_out)
 {
 	const __m256 zero = _mm256_setzero_ps();
@@ -57,8 +68,8 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, int n, in
 	const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
 	const __m256 flo = _mm256_set1_ps((float)-nmax), fhi = _mm256_set1_ps((float)(nmax - 1));
 	const __m256 lim = _mm256_set1_ps(4194304.0f), magic = _mm256_set1_ps(12582912.0f);
-	__m256 max[2], flat[2], wx[2][MAX_N], Lb[2][MAX_N];
-	__m256 scale[2] = {zero, zero}, best[2] = {zero, zero}; /* set by trial 0 */
+	__m256 max[2], flat[2], wx[2][MAX_N];
+	__m256 scale[2] = {zero, zero}, best[2] = {zero, zero}, best_is[2] = {zero, zero}; /* set by trial 0 */
 	bool finite = true;
 	int all_flat = 1;
 	_Pragma("GCC unroll 2")
@@ -88,62 +99,61 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, int n, in
 	for (int k = 0; k < 19; k++) {
 		const int is = k <= 9 ? k - 10 : k - 9;
 		const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
-		{
-			__m256 Lt[2][MAX_N], sumlx[2], suml2[2];
-			_Pragma("GCC unroll 2")
-			for (int s = 0; s < S; s++) {
-				const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
-				const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale, max[s]));
-				const bool small = finite && !_mm256_movemask_ps(
-					_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
-				if (small) {
-					for (int i = 0; i < n; i++) {
-						const __m256 v = _mm256_mul_ps(iscale, x[s * n + i]);
-						const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-						Lt[s][i] = _mm256_max_ps(_mm256_min_ps(r, fhi), flo);
-					}
-				} else {
-					for (int i = 0; i < n; i++)
-						Lt[s][i] = _mm256_cvtepi32_ps(
-							clamp(qp_avx2_nearest_int(_mm256_mul_ps(iscale, x[s * n + i])), lo, hi));
-				}
-				sumlx[s] = suml2[s] = zero;
-			}
+		__m256 iscale[2], sumlx[2], suml2[2];
+		bool small = finite;
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			iscale[s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
+			const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[s], max[s]));
+			small = small && !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
+			sumlx[s] = suml2[s] = zero;
+		}
+		if (small) {
+			/* one pass: each level is used as soon as it is made */
+			_Pragma("GCC unroll 32")
 			for (int i = 0; i < n; i++)
 				_Pragma("GCC unroll 2")
 				for (int s = 0; s < S; s++) {
-					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], Lt[s][i]));
-					suml2[s] = _mm256_add_ps(suml2[s],
-					                         _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], Lt[s][i]), Lt[s][i]));
+					const __m256 v = _mm256_mul_ps(iscale[s], x[s * n + i]);
+					const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+					const __m256 l = _mm256_max_ps(_mm256_min_ps(r, fhi), flo);
+					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], l));
+					suml2[s] = _mm256_add_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
 				}
-			_Pragma("GCC unroll 2")
-			for (int s = 0; s < S; s++) {
-				if (k == 0) {
-					for (int i = 0; i < n; i++)
-						Lb[s][i] = Lt[s][i];
-					/* `suml2 ? ...`: NaN is true */
-					scale[s] = sel(_mm256_cmp_ps(suml2[s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[s], suml2[s]),
-					               zero);
-					best[s] = _mm256_mul_ps(scale[s], sumlx[s]);
-					continue;
+		} else {
+			for (int i = 0; i < n; i++)
+				for (int s = 0; s < S; s++) {
+					const __m256 l = level_s(iscale[s], x[s * n + i], lo, hi);
+					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], l));
+					suml2[s] = _mm256_add_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
 				}
-				const __m256 take = _mm256_and_ps(
-					_mm256_cmp_ps(suml2[s], zero, _CMP_GT_OQ),
-					_mm256_cmp_ps(_mm256_mul_ps(sumlx[s], sumlx[s]), _mm256_mul_ps(best[s], suml2[s]), _CMP_GT_OQ));
-				if (!_mm256_movemask_ps(take))
-					continue;
-				for (int i = 0; i < n; i++)
-					Lb[s][i] = sel(take, Lt[s][i], Lb[s][i]);
-				scale[s] = sel(take, _mm256_div_ps(sumlx[s], suml2[s]), scale[s]);
-				best[s] = sel(take, _mm256_mul_ps(scale[s], sumlx[s]), best[s]);
+		}
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			if (k == 0) {
+				best_is[s] = iscale[s];
+				/* `suml2 ? ...`: NaN is true */
+				scale[s] = sel(_mm256_cmp_ps(suml2[s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[s], suml2[s]), zero);
+				best[s] = _mm256_mul_ps(scale[s], sumlx[s]);
+				continue;
 			}
+			const __m256 take = _mm256_and_ps(
+				_mm256_cmp_ps(suml2[s], zero, _CMP_GT_OQ),
+				_mm256_cmp_ps(_mm256_mul_ps(sumlx[s], sumlx[s]), _mm256_mul_ps(best[s], suml2[s]), _CMP_GT_OQ));
+			if (!_mm256_movemask_ps(take))
+				continue;
+			best_is[s] = sel(take, iscale[s], best_is[s]);
+			scale[s] = sel(take, _mm256_div_ps(sumlx[s], suml2[s]), scale[s]);
+			best[s] = sel(take, _mm256_mul_ps(scale[s], sumlx[s]), best[s]);
 		}
 	}
 	/* levels as the scalar one stores them: l + nmax, or 0 for a flat group */
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
 	for (int s = 0; s < S; s++) {
-		for (int i = 0; i < n; i++)
-			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(_mm256_cvttps_epi32(Lb[s][i]), vnmax));
+		for (int i = 0; i < n; i++) {
+			const __m256i l = clamp(qp_avx2_nearest_int(_mm256_mul_ps(best_is[s], x[s * n + i])), lo, hi);
+			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(l, vnmax));
+		}
 		scale_out[s] = sel(flat[s], zero, scale[s]);
 	}
 }
@@ -151,7 +161,12 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, int n, in
 void qp_avx2_make_qx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
                                __m256 *scale)
 {
-	if (sets == 2)
+	/* the callers' shapes, with constants the loops unroll on */
+	if (sets == 2 && n == 16 && nmax == 32)
+		qx_sets(2, 16, 32, x, w, L, scale);
+	else if (sets == 2 && n == 16 && nmax == 4)
+		qx_sets(2, 16, 4, x, w, L, scale);
+	else if (sets == 2)
 		qx_sets(2, n, nmax, x, w, L, scale);
 	else
 		qx_sets(1, n, nmax, x, w, L, scale);
@@ -246,14 +261,26 @@ static inline __m256 level_u(__m256 v, __m256i nmax)
 	return _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(v), _mm256_setzero_si256(), nmax));
 }
 
-/* The same for |v| < 2^22, in floats: v + 1.5 * 2^23 rounds v to an
- * integer as the adder of qp_kq_nearest_int does, the subtraction is exact,
- * and the clamp is min and max (NaN never gets here). */
-static inline __m256 level_u_small(__m256 v, __m256 nmax)
+/* levels[i] = clamp(nearest_int(iscale * xm[i]), 0, nmax) as floats for
+ * |v| < 2^22: vroundps rounds to nearest even as the adder of
+ * qp_kq_nearest_int does, and the clamp is min and max, at the ends clo and
+ * chi only, the others being unable to bind (the multiplies and the clamps
+ * share two ports). A level of -0 (from -1/2 < v < 0 with no lower clamp)
+ * gives sums and errors the bits +0 does: its products are zeros added
+ * to sums that start at +0, or squared, or offset by a minimum that a
+ * difference with a nonzero x absorbs. */
+static inline __attribute__((always_inline)) void levels_fast(const int n, const bool clo, const bool chi,
+                                                              __m256 iscale, const __m256 *xm, __m256 nmax,
+                                                              __m256 *levels)
 {
-	const __m256 magic = _mm256_set1_ps(12582912.0f);
-	const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-	return _mm256_max_ps(_mm256_min_ps(r, nmax), _mm256_setzero_ps());
+	for (int i = 0; i < n; i++) {
+		__m256 r = _mm256_round_ps(_mm256_mul_ps(iscale, xm[i]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		if (chi)
+			r = _mm256_min_ps(r, nmax);
+		if (clo)
+			r = _mm256_max_ps(r, _mm256_setzero_ps());
+		levels[i] = r;
+	}
 }
 
 /* weights[i] * |diff| or weights[i] * diff^2 */
@@ -265,18 +292,26 @@ static inline __m256 err_term(__m256 w, __m256 diff, bool use_mad)
 }
 
 /* Whether every v = iscale * (x[i] - min) of every lane is below 2^22 in
- * magnitude, so level_u_small gives level_u's levels. Rounding is
- * monotonic, so v lies between iscale * (lo - min) and iscale * (hi - min)
- * for lo <= x[i] <= hi, whatever iscale's sign; a NaN anywhere fails the
- * comparison (x itself was checked for NaN once). */
-static inline bool levels_small(__m256 iscale, __m256 lo, __m256 hi, __m256 min)
+ * magnitude, so levels_fast gives level_u's levels; and, when so, whether
+ * the clamp at 0 (*clo) or at nmax (*chi) can bind. Rounding is monotonic
+ * and iscale > 0 in a lane that passes, so v lies between iscale * (lo -
+ * min) and iscale * (hi - min) for lo <= x[i] <= hi; a NaN anywhere fails
+ * the comparison (x itself was checked for NaN once). */
+static inline bool levels_small(__m256 iscale, __m256 lo, __m256 hi, __m256 min, __m256 nmax, int *clo, int *chi)
 {
 	const __m256 lim = _mm256_set1_ps(4194304.0f);
 	const __m256 sign = _mm256_set1_ps(-0.0f);
-	const __m256 a = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale, _mm256_sub_ps(lo, min)));
-	const __m256 b = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale, _mm256_sub_ps(hi, min)));
-	const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(a, lim, _CMP_LT_OQ), _mm256_cmp_ps(b, lim, _CMP_LT_OQ));
-	return _mm256_movemask_ps(ok) == 0xff;
+	const __m256 va = _mm256_mul_ps(iscale, _mm256_sub_ps(lo, min));
+	const __m256 vb = _mm256_mul_ps(iscale, _mm256_sub_ps(hi, min));
+	const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, va), lim, _CMP_LT_OQ),
+	                                _mm256_cmp_ps(_mm256_andnot_ps(sign, vb), lim, _CMP_LT_OQ));
+	if (_mm256_movemask_ps(ok) != 0xff)
+		return false;
+	const __m256 ra = _mm256_round_ps(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	const __m256 rb = _mm256_round_ps(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	*clo = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_min_ps(ra, rb), _mm256_setzero_ps(), _CMP_LT_OQ));
+	*chi = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_max_ps(ra, rb), nmax, _CMP_GT_OQ));
+	return true;
 }
 
 /* make_qkx2/qkx3_quants for S sets of eight groups, the sets' statements
@@ -290,7 +325,10 @@ qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
 	const __m256 fnmax = _mm256_set1_ps((float)nmax);
 	__m256 min[2], max[2], lo[2], sum_w[2], sum_x[2], flat[2], scale[2], best_error[2];
-	__m256 xm[2][MAX_N], best_L[2][MAX_N];
+	/* a trial's levels are a function of its iscale and of the minimum
+	 * x - min was taken from, so the lanes keep those two of the best
+	 * trial and compute its levels once at the end */
+	__m256 xm[2][MAX_N], best_is[2], best_base[2];
 	bool finite = true;
 	_Pragma("GCC unroll 2")
 	for (int s = 0; s < S; s++) {
@@ -317,27 +355,34 @@ qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i
 		const __m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max[s], min[s]));
 		scale[s] = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
 		best_error[s] = zero;
+		best_is[s] = iscale;
+		best_base[s] = min[s];
 		for (int i = 0; i < n; i++) {
 			xm[s][i] = _mm256_sub_ps(xs[i], min[s]);
-			best_L[s][i] = level_u(_mm256_mul_ps(iscale, xm[s][i]), vnmax);
-			const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[s], best_L[s][i]), min[s]), xs[i]);
+			const __m256 l = level_u(_mm256_mul_ps(iscale, xm[s][i]), vnmax);
+			const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[s], l), min[s]), xs[i]);
 			best_error[s] = _mm256_add_ps(best_error[s], err_term(ws[i], diff, use_mad));
 		}
 	}
 	for (int is = 0; nstep >= 1 && is <= nstep; is++) {
 		const float num = rmin + rdelta * is + nmax;
 		__m256 laux[2][MAX_N];
-		__m256 sum_l[2], sum_l2[2], sum_xl[2], D[2], positive[2];
+		__m256 sum_l[2], sum_l2[2], sum_xl[2], D[2], positive[2], iscale[2];
 		int any = 0;
 		_Pragma("GCC unroll 2")
 		for (int s = 0; s < S; s++) {
-			const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max[s], min[s]));
-			if (finite && levels_small(iscale, lo[s], max[s], min[s])) {
-				for (int i = 0; i < n; i++)
-					laux[s][i] = level_u_small(_mm256_mul_ps(iscale, xm[s][i]), fnmax);
+			iscale[s] = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max[s], min[s]));
+			int clo, chi;
+			if (finite && levels_small(iscale[s], lo[s], max[s], min[s], fnmax, &clo, &chi)) {
+				if (!clo && !chi)
+					levels_fast(n, false, false, iscale[s], xm[s], fnmax, laux[s]);
+				else if (!clo)
+					levels_fast(n, false, true, iscale[s], xm[s], fnmax, laux[s]);
+				else
+					levels_fast(n, true, true, iscale[s], xm[s], fnmax, laux[s]);
 			} else {
 				for (int i = 0; i < n; i++)
-					laux[s][i] = level_u(_mm256_mul_ps(iscale, xm[s][i]), vnmax);
+					laux[s][i] = level_u(_mm256_mul_ps(iscale[s], xm[s][i]), vnmax);
 			}
 			sum_l[s] = sum_l2[s] = sum_xl[s] = zero;
 		}
@@ -381,8 +426,8 @@ qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i
 			const __m256 take = _mm256_and_ps(positive[s], _mm256_cmp_ps(cur_error[s], best_error[s], _CMP_LT_OQ));
 			if (!_mm256_movemask_ps(take))
 				continue;
-			for (int i = 0; i < n; i++)
-				best_L[s][i] = sel(take, laux[s][i], best_L[s][i]);
+			best_is[s] = sel(take, iscale[s], best_is[s]);
+			best_base[s] = sel(take, min[s], best_base[s]);
 			best_error[s] = sel(take, cur_error[s], best_error[s]);
 			scale[s] = sel(take, this_scale[s], scale[s]);
 			min[s] = sel(take, this_min[s], min[s]);
@@ -395,8 +440,10 @@ qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i
 	_Pragma("GCC unroll 2")
 	for (int s = 0; s < S; s++) {
 		the_min[s] = _mm256_xor_ps(min[s], _mm256_set1_ps(-0.0f)); /* -min, signed zero kept */
-		for (int i = 0; i < n; i++)
-			L[s * n + i] = _mm256_andnot_si256(_mm256_castps_si256(flat[s]), _mm256_cvttps_epi32(best_L[s][i]));
+		for (int i = 0; i < n; i++) {
+			const __m256 l = level_u(_mm256_mul_ps(best_is[s], _mm256_sub_ps(x[s * n + i], best_base[s])), vnmax);
+			L[s * n + i] = _mm256_andnot_si256(_mm256_castps_si256(flat[s]), _mm256_cvttps_epi32(l));
+		}
 		scale_out[s] = sel(flat[s], zero, scale[s]);
 	}
 }

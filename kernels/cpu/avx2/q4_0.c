@@ -5,6 +5,7 @@
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/ref/ref.h"
 
 void qp_q4_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 {
@@ -12,6 +13,7 @@ void qp_q4_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 	const int64_t nb = n / QP_QK4_0;
 	const __m256 sign = _mm256_set1_ps(-0.0f);
 
+	int nonfinite = 0;
 	for (int64_t i = 0; i < nb; i++) {
 		const float *xb = x + i * QP_QK4_0;
 		const __m256 v0 = _mm256_loadu_ps(xb);
@@ -45,6 +47,7 @@ void qp_q4_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		const __m256i q1 = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v1, vid), off));
 		const __m256i q2 = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v2, vid), off));
 		const __m256i q3 = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v3, vid), off));
+		nonfinite |= qp_avx2_any_negative(q0, q1, q2, q3);
 		const __m256i b = _mm256_min_epi8(qp_avx2_low_bytes(q0, q1, q2, q3), _mm256_set1_epi8(15));
 
 		/* only a negative (degenerate) q has high bits; the reference's
@@ -54,6 +57,8 @@ void qp_q4_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		const __m128i qs = _mm_or_si128(lo, _mm_and_si128(_mm_slli_epi16(hi, 4), _mm_set1_epi8((char)0xf0)));
 		_mm_storeu_si128((__m128i *)y[i].qs, qs);
 	}
+	if (nonfinite)
+		qp_avx2_redo_nonfinite(x, vy, nb, sizeof(struct qp_block_q4_0), qp_q4_0_quantize_row_ref);
 }
 
 void qp_q4_0_dequantize_row_avx2(const void *vx, float *y, int64_t n)

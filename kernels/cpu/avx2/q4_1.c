@@ -3,12 +3,14 @@
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/ref/ref.h"
 
 void qp_q4_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q4_1 *y = vy;
 	const int64_t nb = n / QP_QK4_1;
 
+	int nonfinite = 0;
 	for (int64_t i = 0; i < nb; i++) {
 		const float *xb = x + i * QP_QK4_1;
 		__m256 v[4];
@@ -28,6 +30,7 @@ void qp_q4_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		__m256i q[4];
 		for (int k = 0; k < 4; k++)
 			q[k] = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], vmin), vid), half));
+		nonfinite |= qp_avx2_any_negative(q[0], q[1], q[2], q[3]);
 		const __m256i b = _mm256_min_epi8(qp_avx2_low_bytes(q[0], q[1], q[2], q[3]), _mm256_set1_epi8(15));
 
 		const __m128i lo = _mm256_castsi256_si128(b);
@@ -35,6 +38,8 @@ void qp_q4_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		const __m128i qs = _mm_or_si128(lo, _mm_and_si128(_mm_slli_epi16(hi, 4), _mm_set1_epi8((char)0xf0)));
 		_mm_storeu_si128((__m128i *)y[i].qs, qs);
 	}
+	if (nonfinite)
+		qp_avx2_redo_nonfinite(x, vy, nb, sizeof(struct qp_block_q4_1), qp_q4_1_quantize_row_ref);
 }
 
 void qp_q4_1_dequantize_row_avx2(const void *vx, float *y, int64_t n)

@@ -3,6 +3,7 @@
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/ref/ref.h"
 
 #include <string.h>
 
@@ -12,6 +13,7 @@ void qp_q5_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 	const int64_t nb = n / QP_QK5_0;
 	const __m256 sign = _mm256_set1_ps(-0.0f);
 
+	int nonfinite = 0;
 	for (int64_t i = 0; i < nb; i++) {
 		const float *xb = x + i * QP_QK5_0;
 		__m256 v[4], a[4];
@@ -39,6 +41,7 @@ void qp_q5_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		__m256i q[4];
 		for (int k = 0; k < 4; k++)
 			q[k] = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v[k], vid), off));
+		nonfinite |= qp_avx2_any_negative(q[0], q[1], q[2], q[3]);
 		const __m256i b = _mm256_min_epi8(qp_avx2_low_bytes(q[0], q[1], q[2], q[3]), _mm256_set1_epi8(31));
 
 		const __m128i low4 = _mm_set1_epi8(0x0f);
@@ -48,6 +51,8 @@ void qp_q5_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		const uint32_t qh = qp_avx2_bit4_of_bytes(b);
 		memcpy(y[i].qh, &qh, sizeof(qh));
 	}
+	if (nonfinite)
+		qp_avx2_redo_nonfinite(x, vy, nb, sizeof(struct qp_block_q5_0), qp_q5_0_quantize_row_ref);
 }
 
 /* the 32 five-bit q of a block, in element order */

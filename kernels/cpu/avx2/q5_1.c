@@ -3,6 +3,7 @@
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/ref/ref.h"
 
 #include <string.h>
 
@@ -11,6 +12,7 @@ void qp_q5_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 	struct qp_block_q5_1 *y = vy;
 	const int64_t nb = n / QP_QK5_1;
 
+	int nonfinite = 0;
 	for (int64_t i = 0; i < nb; i++) {
 		const float *xb = x + i * QP_QK5_1;
 		__m256 v[4];
@@ -30,6 +32,7 @@ void qp_q5_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		__m256i q[4];
 		for (int k = 0; k < 4; k++)
 			q[k] = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], vmin), vid), half));
+		nonfinite |= qp_avx2_any_negative(q[0], q[1], q[2], q[3]);
 		const __m256i b = qp_avx2_low_bytes(q[0], q[1], q[2], q[3]);
 
 		const __m128i low4 = _mm_set1_epi8(0x0f);
@@ -39,6 +42,8 @@ void qp_q5_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		const uint32_t qh = qp_avx2_bit4_of_bytes(b);
 		memcpy(y[i].qh, &qh, sizeof(qh));
 	}
+	if (nonfinite)
+		qp_avx2_redo_nonfinite(x, vy, nb, sizeof(struct qp_block_q5_1), qp_q5_1_quantize_row_ref);
 }
 
 static inline __m256i q5_values(const struct qp_block_q5_1 *b)

@@ -3,22 +3,24 @@
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/ref/ref.h"
 
 void qp_q8_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q8_1 *y = vy;
 	const int64_t nb = n / QP_QK8_1;
-	const __m256 sign = _mm256_set1_ps(-0.0f);
 
+	int nonfinite = 0;
 	for (int64_t i = 0; i < nb; i++) {
 		const float *xb = x + i * QP_QK8_1;
 		const __m256 v0 = _mm256_loadu_ps(xb);
 		const __m256 v1 = _mm256_loadu_ps(xb + 8);
 		const __m256 v2 = _mm256_loadu_ps(xb + 16);
 		const __m256 v3 = _mm256_loadu_ps(xb + 24);
-		const __m256 am = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-		                                _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-		const float amax = qp_avx2_hmax_ps(am);
+		/* NaN or Inf: the second pass's */
+		const uint32_t abits = qp_avx2_absmax_bits((const __m256[4]){v0, v1, v2, v3});
+		nonfinite |= abits >= 0x7f800000u;
+		const float amax = qp_f32_from_bits(abits);
 
 		const float d = amax / 127;
 		const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -36,6 +38,8 @@ void qp_q8_1_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		const int sum = qp_avx2_hsum_epi32(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 		y[i].s = qp_fp32_to_fp16((float)sum * d);
 	}
+	if (nonfinite)
+		qp_avx2_redo_nonfinite(x, vy, nb, sizeof(struct qp_block_q8_1), qp_q8_1_quantize_row_ref);
 }
 
 void qp_q8_1_dequantize_row_avx2(const void *vx, float *y, int64_t n)

@@ -136,6 +136,54 @@ static inline void qp_avx2_i8_to_ps(__m256i b, __m256 out[4])
 	out[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
 }
 
+/* The bits of the largest |x| of a block of 32 (v holds its elements), by
+ * integer maximum of the bits of |x|: their order is the floats' for every
+ * non-NaN value, and a NaN's bits exceed Inf's (0x7f800000), so the result
+ * is at least 0x7f800000 exactly when the block holds a NaN or an Inf, at
+ * no more cost than the float maximum, which drops NaN by operand order. */
+static inline uint32_t qp_avx2_absmax_bits(const __m256 v[4])
+{
+	const __m256i m = _mm256_set1_epi32(0x7fffffff);
+	__m256i a[4];
+	for (int k = 0; k < 4; k++)
+		a[k] = _mm256_and_si256(_mm256_castps_si256(v[k]), m);
+	const __m256i r = _mm256_max_epi32(_mm256_max_epi32(a[0], a[1]), _mm256_max_epi32(a[2], a[3]));
+	__m128i h = _mm_max_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+	h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+	h = _mm_max_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+	return (uint32_t)_mm_cvtsi128_si32(h);
+}
+
+/* Whether any of the 32 int32 codes of a block is negative. The q4_0,
+ * q4_1, q5_0 and q5_1 quantizers truncate x * id + c (c >= 1/2) or
+ * (x - min) * id + 1/2, which is >= 0 for every finite block with a normal
+ * scale; a NaN element, and an Inf (whose block gets a scale of Inf or NaN,
+ * so that some product is Inf * 0), make a NaN whose cvtt is INT32_MIN. So
+ * every block holding NaN or Inf answers true, at four operations, and
+ * the few others that do (degenerate scales) are only looked at again. */
+static inline int qp_avx2_any_negative(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+	return _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d))));
+}
+
+/* The second pass of a 32-element quantizer whose first may have met a
+ * block holding NaN or Inf (and wrote what its vector code made of it):
+ * every such block of x again, by the reference ref, which alone defines
+ * what they give (its scalar min/max folds treat NaN as no vector min or
+ * max does), into y's blocks of block_size bytes. A pass of its own keeps the call, which clobbers every
+ * vector register, out of the first pass's loop. */
+static inline void qp_avx2_redo_nonfinite(const float *x, void *y, int64_t nb, size_t block_size,
+                                          void (*ref)(const float *, void *, int64_t))
+{
+	for (int64_t i = 0; i < nb; i++) {
+		__m256 v[4];
+		for (int k = 0; k < 4; k++)
+			v[k] = _mm256_loadu_ps(x + 32 * i + 8 * k);
+		if (qp_avx2_absmax_bits(v) >= 0x7f800000u)
+			ref(x + 32 * i, (uint8_t *)y + block_size * (size_t)i, 32);
+	}
+}
+
 /* The reference's min and max of a block of 32 (v holds xb[0..31]): by
  * value, except that a zero result takes the sign of the first zero in the
  * block. The reference keeps the first element of a given value it meets,
