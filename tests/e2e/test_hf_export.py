@@ -10,10 +10,14 @@ with their types. Exports that cannot be expressed are refused.
 """
 import json
 import os
+import shutil
+import tempfile
 import unittest
 
 import numpy as np
 from safetensors import safe_open
+from transformers import AutoConfig
+from transformers.utils.quantization_config import AwqConfig, GPTQConfig
 
 import qptest
 from test_methods import decode_layout
@@ -77,6 +81,17 @@ class HfExport(unittest.TestCase):
         layout, _ = decode_layout(st["quant"]["outputs"]["model.safetensors"])
         return t, cfg, layout
 
+    def transformers_config(self, st, cls):
+        """The exported folder's config as transformers reads it
+        (AutoConfig), its quantization_config through transformers' own
+        quantizer config class, whose post_init validates names, types
+        and values (bits, group size, format ...) as from_pretrained does."""
+        folder = tempfile.mkdtemp(dir=self.w.dir)
+        shutil.copy(st["hf"]["outputs"]["config.json"], os.path.join(folder, "config.json"))
+        cfg = AutoConfig.from_pretrained(folder)
+        self.assertEqual(cfg.model_type, "llama")
+        return cls.from_dict(dict(cfg.quantization_config))
+
     def test_gptq__unpacks_to_qpipes_weights_with_its_config(self):
         for method, bits, group in (("rtn:bits=4:group=128", 4, 128), ("rtn:bits=8:group=64:sym", 8, 64),
                                     ("rtn:bits=2:gran=channel", 2, -1)):
@@ -91,6 +106,9 @@ class HfExport(unittest.TestCase):
                                ("checkpoint_format", str)):
                     self.assertIsInstance(qc[k], typ, k)
                 self.assertEqual(qc["sym"], "sym" in method)
+                tc = self.transformers_config(st, GPTQConfig)
+                self.assertEqual((tc.bits, tc.group_size, tc.desc_act, tc.sym, tc.format),
+                                 (bits, group, qc["desc_act"], qc["sym"], qc["checkpoint_format"]))
                 v2 = qc["checkpoint_format"] == "gptq_v2"
                 n = 0
                 for name, v in layout.items():
@@ -109,6 +127,8 @@ class HfExport(unittest.TestCase):
         qc = cfg["quantization_config"]
         self.assertEqual(qc, {"quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True,
                               "version": "gemm", "modules_to_not_convert": None})
+        tc = self.transformers_config(st, AwqConfig)
+        self.assertEqual((tc.bits, tc.group_size, tc.zero_point, tc.format), (4, 64, True, "gemm"))
         for name, v in layout.items():
             if name.endswith("_proj.weight") and name.startswith("model.layers."):
                 np.testing.assert_array_equal(awq_weight(t, name[:-len(".weight")], 64), v, err_msg=name)
