@@ -522,6 +522,35 @@ static int get_string_pattern(struct ld *c, json_t *o, const char *path, const c
 	return as_str(c, v, s, n, q);
 }
 
+/* A Replace normalizer's or decoder's {pattern: {String: a}, content: b},
+ * both copied into *a / *b (the caller frees them); regex patterns are
+ * refused, as tokenizers' Replace would need a regex engine here. */
+static int get_replace(struct ld *c, json_t *v, const char *path, char **a, size_t *na, char **b, size_t *nb)
+{
+	const char *s, *r;
+	size_t n, nr;
+	bool re;
+	char p[256];
+	int rc;
+	if ((rc = get_string_pattern(c, v, path, &s, &n, &re)) || (rc = get_str(c, v, "content", &r, &nr, path)))
+		return rc;
+	SUBPATH(p, path, "pattern.Regex");
+	if (re)
+		return UNSUP(c, p, "regex pattern \"%.80s\" is not supported (string patterns only)", s);
+	SUBPATH(p, path, "pattern.String");
+	if (n == 0)
+		return BAD(c, p, "the pattern is empty");
+	if (dup_bytes(a, s, n))
+		return qp_err_nomem(c->err);
+	if (dup_bytes(b, r, nr)) {
+		free(*a);
+		*a = NULL;
+		return qp_err_nomem(c->err);
+	}
+	*na = n, *nb = nr;
+	return 0;
+}
+
 static int prepend_scheme(struct ld *c, json_t *o, const char *path, int *out)
 {
 	json_t *v = json_object_get(o, "prepend_scheme");
@@ -569,8 +598,8 @@ static int parse_norm(struct ld *c, json_t *v, const char *path)
 		return 0;
 	}
 	struct norm nm = {0};
-	const char *s, *r;
-	size_t n, nr;
+	const char *s;
+	size_t n;
 	if (strcmp(type, "Prepend") == 0) {
 		if ((rc = get_str(c, v, "prepend", &s, &n, path)))
 			return rc;
@@ -579,22 +608,9 @@ static int parse_norm(struct ld *c, json_t *v, const char *path)
 			return qp_err_nomem(c->err);
 		nm.na = n;
 	} else if (strcmp(type, "Replace") == 0) {
-		bool re;
-		if ((rc = get_string_pattern(c, v, path, &s, &n, &re)) ||
-		    (rc = get_str(c, v, "content", &r, &nr, path)))
+		if ((rc = get_replace(c, v, path, &nm.a, &nm.na, &nm.b, &nm.nb)))
 			return rc;
-		SUBPATH(p, path, "pattern.Regex");
-		if (re)
-			return UNSUP(c, p, "regex pattern \"%.80s\" is not supported (string patterns only)", s);
-		SUBPATH(p, path, "pattern.String");
-		if (n == 0)
-			return BAD(c, p, "the pattern is empty");
 		nm.kind = N_REPLACE;
-		if (dup_bytes(&nm.a, s, n) || dup_bytes(&nm.b, r, nr)) {
-			free(nm.a);
-			return qp_err_nomem(c->err);
-		}
-		nm.na = n, nm.nb = nr;
 	} else if (strcmp(type, "NFC") == 0) {
 		nm.kind = N_NFC;
 	} else {
@@ -723,8 +739,7 @@ static int parse_dec(struct ld *c, json_t *v, const char *path)
 	if (!v || json_is_null(v))
 		return 0;
 	t->has_decoder = true;
-	const char *type, *s, *r;
-	size_t n, nr;
+	const char *type;
 	int rc = get_type(c, v, path, &type);
 	if (rc)
 		return rc;
@@ -743,22 +758,9 @@ static int parse_dec(struct ld *c, json_t *v, const char *path)
 		}
 		return 0;
 	} else if (strcmp(type, "Replace") == 0) {
-		bool re;
-		if ((rc = get_string_pattern(c, v, path, &s, &n, &re)) ||
-		    (rc = get_str(c, v, "content", &r, &nr, path)))
+		if ((rc = get_replace(c, v, path, &d.a, &d.na, &d.b, &d.nb)))
 			return rc;
-		SUBPATH(p, path, "pattern.Regex");
-		if (re)
-			return UNSUP(c, p, "regex pattern \"%.80s\" is not supported (string patterns only)", s);
-		SUBPATH(p, path, "pattern.String");
-		if (n == 0)
-			return BAD(c, p, "the pattern is empty");
 		d.kind = D_REPLACE;
-		if (dup_bytes(&d.a, s, n) || dup_bytes(&d.b, r, nr)) {
-			free(d.a);
-			return qp_err_nomem(c->err);
-		}
-		d.na = n, d.nb = nr;
 	} else if (strcmp(type, "ByteFallback") == 0) {
 		d.kind = D_BYTEFALLBACK;
 	} else if (strcmp(type, "Fuse") == 0) {
