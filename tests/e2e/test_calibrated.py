@@ -55,14 +55,14 @@ stages:
   model: {{ uses: model.local, with: {{ path: {model} }} }}
   base_q: {{ uses: quantize, with: {{ model: model, type: f16 }} }}
   base: {{ uses: export.gguf, with: {{ model: base_q }} }}
-  calib: {{ uses: calibrate, with: {{ gguf: base, text: "{cal}", samples: 16, seq_len: 256 }} }}
+  calib: {{ uses: calibrate, with: {{ gguf: base, text: "{cal}", samples: 8, seq_len: 256 }} }}
   quant:
     uses: quantize
     matrix: {{ method: ["rtn:bits=3:group=128", "gptq:bits=3:group=128", "gptq:bits=3:group=128:true_sequential"] }}
     with: {{ model: model, method: "${{matrix.method}}", calib: calib, calib_model: base,
             overrides: ["model.embed_tokens.weight=f16", "lm_head.weight=f16"] }}
   gguf: {{ uses: export.gguf, with: {{ model: quant, dequantize: true }} }}
-  eval: {{ uses: evaluate, with: {{ model: quant, gguf: gguf, metrics: [ppl], text: "{text}", n_ctx: 512, chunks: 8 }} }}
+  eval: {{ uses: evaluate, with: {{ model: quant, gguf: gguf, metrics: [ppl], text: "{text}", n_ctx: 512, chunks: 4 }} }}
 """
 
 
@@ -147,7 +147,7 @@ class Calibrated(unittest.TestCase):
         for m in ("rtn:bits=3:group=128", "gptq:bits=3:group=128", "gptq:bits=3:group=128:true_sequential"):
             ppl[m] = self.metrics(self.w.cache, st["eval[method=%s]" % m]["key"])["ppl"]
             self.assertTrue(1 < ppl[m] < 1e4, m)
-        print("\n  llama-docs-27m 3-bit g128, calibrated on 16 x 256 tokens of WikiText, ppl of 8 x 512 held-out "
+        print("\n  llama-docs-27m 3-bit g128, calibrated on 8 x 256 tokens of WikiText, ppl of 4 x 512 held-out "
               "tokens: " + ", ".join("%s %.4f" % (m, v) for m, v in ppl.items()))
 
     def check_export(self, st, fmt):

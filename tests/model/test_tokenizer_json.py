@@ -1,7 +1,8 @@
 """Token ids from model/tokenizer's tokenizer.json loader equal HF
-`tokenizers` (Tokenizer.from_file) on every text file in shared/data/text
-(whole and per paragraph), the task JSONL contexts and an adversarial set,
-with and without the special tokens; and our decode of the ids equals HF's
+`tokenizers` (Tokenizer.from_file) on the text files in shared/data/text
+(the first 128 KB of each whole, and every fourth paragraph or wikitext
+row), every fourth task JSONL item and an adversarial set, with and
+without the special tokens; and our decode of the ids equals HF's
 decode(ids, skip_special_tokens=True).
 
 Tokenizers held against HF:
@@ -22,6 +23,9 @@ Tokenizers held against HF:
 Invalid UTF-8: HF takes a str, so the reference is HF on the bytes decoded
 with errors="replace" (one U+FFFD per maximal invalid subsequence); we
 encode the raw bytes and must give the same ids.
+
+QP_TOKJSON_FULL=1 runs every paragraph, whole file and task context
+(10 MB of text, about 5x the time): CI runs the sample.
 
     python3 test_tokenizer_json.py QP_MODEL_TOOL
 """
@@ -93,12 +97,23 @@ INVALID_UTF8 = [
 
 
 def paragraphs(text):
-    return [p for p in text.split("\n\n") if p.strip()]
+    """Blank-line separated paragraphs; the lines of a file that has none
+    (the wikitext rows)."""
+    ps = text.split("\n\n")
+    if len(ps) == 1:
+        ps = text.split("\n")
+    return [p for p in ps if p.strip()]
+
+
+FULL = os.environ.get("QP_TOKJSON_FULL") == "1"
+WHOLE_BYTES = 128 * 1024  # of each file, cut after a line break
+STRIDE = 4  # every fourth paragraph and task item
 
 
 def corpus():
-    """(label, bytes) of every text file, whole and per paragraph, and the
-    task contexts."""
+    """(label, bytes) of each text file, whole (its first WHOLE_BYTES) and
+    per paragraph, and the task contexts; all of them if FULL."""
+    stride = 1 if FULL else STRIDE
     out = []
     files = sorted(glob.glob(os.path.join(SHARED, "data", "text", "*", "*")))
     assert len(files) >= 3, files
@@ -106,12 +121,18 @@ def corpus():
         with open(path, "rb") as f:
             raw = f.read()
         name = os.path.basename(path)
-        out.append((name, raw))
+        whole = raw
+        if not FULL and len(raw) > WHOLE_BYTES:
+            whole = raw[:raw.rindex(b"\n", 0, WHOLE_BYTES) + 1]
+        out.append((name, whole))
         for i, p in enumerate(paragraphs(raw.decode("utf-8"))):
-            out.append(("%s#%d" % (name, i), p.encode("utf-8")))
+            if i % stride == 0:
+                out.append(("%s#%d" % (name, i), p.encode("utf-8")))
     for task, keys in (("hellaswag_validation.jsonl", ("ctx",)), ("piqa_validation.jsonl", ("goal", "sol1", "sol2"))):
         with open(os.path.join(SHARED, "data", "tasks", task), encoding="utf-8") as f:
             for i, line in enumerate(f):
+                if i % stride:
+                    continue
                 item = json.loads(line)
                 for k in keys:
                     out.append(("%s#%d.%s" % (task, i, k), item[k].encode("utf-8")))
