@@ -85,30 +85,7 @@ static int fill_hparams(struct qp_llama_hparams *hp, const struct qp_hf_config *
 	if (hp->n_head % hp->n_head_kv != 0)
 		return qp_err_set(err, QP_EINVAL, "%s: %lld attention heads are not a multiple of %lld kv heads",
 		                  file, (long long)hp->n_head, (long long)hp->n_head_kv);
-	struct qp_rope *r = &hp->rope;
-	int rc = qp_rope_kind_parse(&r->kind, c->rope_type, err);
-	if (rc)
-		return qp_err_prefix(err, "%s", file);
-	r->neox = true;
-	r->theta = c->rope_theta;
-	r->factor = c->rope_factor;
-	r->max_pos = c->max_position_embeddings;
-	/* transformers' standardize_rope_params: the pretraining length
-	 * defaults to max_position_embeddings */
-	r->orig_max_pos = c->rope_original_max_position_embeddings ? c->rope_original_max_position_embeddings
-	                                                           : c->max_position_embeddings;
-	/* transformers 5's yarn: without factor, the ratio of the lengths */
-	if (r->kind == QP_ROPE_YARN && r->factor == 0.0 && c->rope_original_max_position_embeddings)
-		r->factor = (double)c->max_position_embeddings / c->rope_original_max_position_embeddings;
-	r->low_freq_factor = c->rope_low_freq_factor;
-	r->high_freq_factor = c->rope_high_freq_factor;
-	r->beta_fast = c->rope_beta_fast;
-	r->beta_slow = c->rope_beta_slow;
-	r->attention_factor = c->rope_attention_factor;
-	r->mscale = c->rope_mscale;
-	r->mscale_all_dim = c->rope_mscale_all_dim;
-	r->truncate = c->rope_truncate;
-	return qp_rope_check(r, hp->n_rot, file, err);
+	return qp_rope_from_hf_config(&hp->rope, c, hp->n_rot, file, err);
 }
 
 static int view_type(enum qp_st_dtype d, enum qp_type *out)

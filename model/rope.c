@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "formats/hfconfig.h"
 #include "kernels/ops.h"
 
 const char qp_rope_supported[] = "default, linear, dynamic, yarn, llama3";
@@ -55,6 +56,35 @@ int qp_rope_check(const struct qp_rope *r, int64_t n_rot, const char *what, stru
 		return qp_err_set(err, QP_EINVAL, "%s: RoPE type yarn: beta_fast, beta_slow and "
 		                  "attention_factor must not be negative", what);
 	return 0;
+}
+
+int qp_rope_from_hf_config(struct qp_rope *r, const struct qp_hf_config *c, int64_t n_rot, const char *file,
+                           struct qp_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	int rc = qp_rope_kind_parse(&r->kind, c->rope_type, err);
+	if (rc)
+		return qp_err_prefix(err, "%s", file);
+	r->neox = true;
+	r->theta = c->rope_theta;
+	r->factor = c->rope_factor;
+	r->max_pos = c->max_position_embeddings;
+	/* transformers' standardize_rope_params: the pretraining length
+	 * defaults to max_position_embeddings */
+	r->orig_max_pos = c->rope_original_max_position_embeddings ? c->rope_original_max_position_embeddings
+	                                                           : c->max_position_embeddings;
+	/* transformers 5's yarn: without factor, the ratio of the lengths */
+	if (r->kind == QP_ROPE_YARN && r->factor == 0.0 && c->rope_original_max_position_embeddings)
+		r->factor = (double)c->max_position_embeddings / c->rope_original_max_position_embeddings;
+	r->low_freq_factor = c->rope_low_freq_factor;
+	r->high_freq_factor = c->rope_high_freq_factor;
+	r->beta_fast = c->rope_beta_fast;
+	r->beta_slow = c->rope_beta_slow;
+	r->attention_factor = c->rope_attention_factor;
+	r->mscale = c->rope_mscale;
+	r->mscale_all_dim = c->rope_mscale_all_dim;
+	r->truncate = c->rope_truncate;
+	return qp_rope_check(r, n_rot, file, err);
 }
 
 static double yarn_mscale(double scale, double mscale)

@@ -33,6 +33,8 @@
 
 enum qp_rope_kind { QP_ROPE_DEFAULT, QP_ROPE_LINEAR, QP_ROPE_DYNAMIC, QP_ROPE_YARN, QP_ROPE_LLAMA3 };
 
+struct qp_hf_config;
+
 /* The scaling types accepted from config.json, for messages. */
 extern const char qp_rope_supported[];
 
@@ -57,6 +59,12 @@ struct qp_rope {
 /* kind by its transformers name ("default", "linear", "dynamic", "yarn",
  * "llama3"); fails naming the type and the supported ones. */
 int qp_rope_kind_parse(enum qp_rope_kind *out, const char *name, struct qp_err *err);
+
+/* r from a config.json's rope_theta and rope_scaling (or rope_parameters),
+ * as transformers reads them, in the neox layout; checked (qp_rope_check),
+ * file naming the config in messages. */
+int qp_rope_from_hf_config(struct qp_rope *r, const struct qp_hf_config *c, int64_t n_rot, const char *file,
+                           struct qp_err *err);
 
 /* Check the parameters r's kind needs (factor > 0, ...); what names the
  * source (a file) in messages. */

@@ -11,8 +11,10 @@
  * llama.cpp's interleaved one (the same permutation its convert script
  * applies; rows move whole, so quantized blocks are untouched), and adds the
  * llama architecture keys, the SentencePiece vocabulary and provenance keys
- * (qpipe.*) saying how the file was made. */
+ * (qpipe.*) saying how the file was made. RoPE scaling goes in the form
+ * llama.cpp's converter writes (set_rope), or the export is refused. */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,7 @@
 #include "formats/llamanames.h"
 #include "formats/qlayout.h"
 #include "formats/spm.h"
+#include "model/rope.h"
 #include "stages/common.h"
 #include "stages/quantize/preset.h"
 #include "stages/stage.h"
@@ -130,6 +133,83 @@ static int set_arch(struct qp_gguf_writer *w, const struct qp_hf_config *c, cons
 	    (rc = qp_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim, err)) ||
 	    (rc = qp_gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size, err)))
 		return rc;
+	return 0;
+}
+
+/* config.json's RoPE scaling as llama.cpp's convert_hf_to_gguf.py writes
+ * it, and model/llama.c reads it back: linear and yarn as
+ * llama.rope.scaling.* keys, llama3 as rope_freqs.weight, a divisor of
+ * each pair's frequency, returned in *freqs (n_rot / 2 floats, the
+ * caller's to free; NULL otherwise). Scalings with no GGUF form are
+ * refused: dynamic NTK (llama.cpp has none) and yarn with truncate false.
+ * yarn's attention factor: ggml multiplies llama.rope.scaling.attn_factor
+ * into its own 1 + 0.1 ln(factor), so the key carries the ratio of the
+ * factor transformers uses to that one, where it is not 1. */
+static int set_rope(struct qp_gguf_writer *w, const struct qp_hf_config *c, const char *what, float **freqs,
+                    struct qp_err *err)
+{
+	*freqs = NULL;
+	struct qp_rope r;
+	const int64_t n_rot = c->head_dim;
+	int rc = qp_rope_from_hf_config(&r, c, n_rot, what, err);
+	if (rc)
+		return rc;
+	switch (r.kind) {
+	case QP_ROPE_DEFAULT:
+		return 0;
+	case QP_ROPE_LINEAR:
+		if ((rc = qp_gguf_set_str(w, "llama.rope.scaling.type", "linear", err)))
+			return rc;
+		return qp_gguf_set_f32(w, "llama.rope.scaling.factor", (float)r.factor, err);
+	case QP_ROPE_DYNAMIC:
+		return qp_err_set(err, QP_EINVAL, "%s: RoPE scaling 'dynamic' (NTK) has no GGUF form: llama.cpp "
+		                  "does not compute it; export a model without it, or evaluate the folder", what);
+	case QP_ROPE_YARN: {
+		if (!r.truncate)
+			return qp_err_set(err, QP_EINVAL, "%s: RoPE scaling 'yarn' with truncate false has no GGUF "
+			                  "form: llama.cpp rounds the correction range to whole dimensions", what);
+		double inv[QP_ROPE_MAX_DIMS / 2], scale;
+		qp_rope_freqs(&r, n_rot, 1, inv, &scale);
+		double own = r.factor > 1.0 ? 0.1 * log(r.factor) + 1.0 : 1.0;
+		if ((rc = qp_gguf_set_str(w, "llama.rope.scaling.type", "yarn", err)) ||
+		    (rc = qp_gguf_set_f32(w, "llama.rope.scaling.factor", (float)r.factor, err)) ||
+		    (rc = qp_gguf_set_u32(w, "llama.rope.scaling.original_context_length", (uint32_t)r.orig_max_pos,
+		                          err)))
+			return rc;
+		if (fabs(scale / own - 1.0) > 1e-7 &&
+		    (rc = qp_gguf_set_f32(w, "llama.rope.scaling.attn_factor", (float)(scale / own), err)))
+			return rc;
+		if (r.beta_fast > 0.0 &&
+		    (rc = qp_gguf_set_f32(w, "llama.rope.scaling.yarn_beta_fast", (float)r.beta_fast, err)))
+			return rc;
+		if (r.beta_slow > 0.0 &&
+		    (rc = qp_gguf_set_f32(w, "llama.rope.scaling.yarn_beta_slow", (float)r.beta_slow, err)))
+			return rc;
+		return 0;
+	}
+	case QP_ROPE_LLAMA3: {
+		/* the converter's loop over the unscaled frequencies */
+		float *f = malloc((size_t)(n_rot / 2) * sizeof(float));
+		if (!f)
+			return qp_err_nomem(err);
+		const double lo_wavelen = r.orig_max_pos / r.low_freq_factor;
+		const double hi_wavelen = r.orig_max_pos / r.high_freq_factor;
+		for (int64_t i = 0; i < n_rot / 2; i++) {
+			const double wavelen = 2.0 * M_PI * pow(r.theta, (double)(2 * i) / (double)n_rot);
+			double div = 1.0;
+			if (wavelen > lo_wavelen) {
+				div = r.factor;
+			} else if (wavelen >= hi_wavelen) {
+				const double smooth = (r.orig_max_pos / wavelen - r.low_freq_factor) /
+				                      (r.high_freq_factor - r.low_freq_factor);
+				div = 1.0 / ((1.0 - smooth) / r.factor + smooth);
+			}
+			f[i] = (float)div;
+		}
+		*freqs = f;
+		return 0;
+	}
+	}
 	return 0;
 }
 
@@ -251,6 +331,7 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	struct qp_gguf_writer *w = NULL;
 	size_t nt = 0;
 	void **owned = NULL;
+	float *rope_freqs = NULL;
 	bool dequantize = qp_ctx_param(ctx, "dequantize")->i != 0;
 	rc = gpath ? source_gguf(&src, gpath, err) : source_layout(&src, lpath, dequantize, qp_ctx_threads(ctx), err);
 	if (rc || (rc = qp_spm_read(&spm, tpath, err)) || (rc = qp_gguf_writer_new(&w, err)))
@@ -271,9 +352,19 @@ static int run(struct qp_stage_ctx *ctx, struct qp_err *err)
 	int mtype = qp_type_from_name(method_s);
 	int ftype = preset_s[0] ? qp_preset_ftype(preset_s) : mtype >= 0 ? file_type((enum qp_type)mtype) : -1;
 	const char *name = qp_ctx_param(ctx, "name")->s;
+	/* cpath is a store object: name the file by the stage it came from */
+	char cfg_label[300];
+	snprintf(cfg_label, sizeof(cfg_label), "config.json of '%s'", in->instance);
 	if ((rc = set_arch(w, &cfg, name[0] ? name : in->instance, err)) ||
+	    (rc = set_rope(w, &cfg, cfg_label, &rope_freqs, err)) ||
 	    (rc = set_tokenizer(w, spm, &tc, err)))
 		goto out;
+	if (rope_freqs) {
+		const int64_t ne[1] = {cfg.head_dim / 2};
+		if ((rc = qp_gguf_add_tensor(w, "rope_freqs.weight", QP_TYPE_F32, 1, ne, rope_freqs,
+		                             (size_t)ne[0] * sizeof(float), err)))
+			goto out;
+	}
 	if (ftype >= 0 && (rc = qp_gguf_set_u32(w, "general.file_type", (uint32_t)ftype, err)))
 		goto out;
 	if ((rc = qp_gguf_set_u32(w, "general.quantization_version", 2, err)) ||
@@ -369,6 +460,7 @@ out:
 	for (size_t i = 0; owned && i < nt; i++)
 		free(owned[i]);
 	free(owned);
+	free(rope_freqs);
 	qp_gguf_writer_free(w);
 	qp_spm_free(spm);
 	source_free(&src);
@@ -377,7 +469,7 @@ out:
 
 const struct qp_stage_kind qp_kind_export_gguf = {
 	.name = "export.gguf",
-	.version = 1,
+	.version = 2, /* 2: RoPE scaling written (or refused) */
 	.summary = "write a quantized Llama as a GGUF file that llama.cpp loads and runs (methods: where a GGUF type holds their values)",
 	.params = params,
 	.run = run,

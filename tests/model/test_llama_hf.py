@@ -18,7 +18,10 @@ scaling (model/rope.c), against the numpy reference (llama_ref.py):
   transformers 5's rope_parameters), the context lengths shrunk so the
   prompt crosses them, within 1e-4; and the f32 GGUF given the keys
   llama.cpp's converter writes (scaling.type linear and yarn, llama3's
-  rope_freqs.weight computed as the converter does), within 1e-4;
+  rope_freqs.weight computed as the converter does), within 1e-4; and
+  export.gguf of scaled folders: the keys (or rope_freqs.weight) it
+  writes give numpy's logits within 1e-4, and dynamic NTK and yarn with
+  truncate false, which have no GGUF form, are refused;
 - a sharded folder (index + two files) equals the single file; a BF16
   folder runs in place (to 2e-2: bf16 activations);
 - errors: another architecture, an unknown RoPE type, a missing tensor.
@@ -245,6 +248,56 @@ class LlamaHfFolder(unittest.TestCase):
         check("g-llama3", {}, {"rope_type": "llama3", "factor": factor, "low_freq_factor": lo,
                                "high_freq_factor": hi, "original_max_position_embeddings": old},
               {"rope_freqs.weight": np.array(rope_factors)})
+
+    def test_rope_scaling_exported(self):
+        # export.gguf writes the scaling the way llama.cpp's converter does;
+        # the GGUF it makes of each scaled f32 folder gives numpy's logits
+        ids = self.ids_of(self.docs32)
+        cases = [("x-linear", {"rope_type": "linear", "factor": 2.0},
+                  {"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0}),
+                 ("x-yarn", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                             "beta_fast": 16, "beta_slow": 2},
+                  {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+                   "llama.rope.scaling.original_context_length": 64, "llama.rope.scaling.yarn_beta_fast": 16.0,
+                   "llama.rope.scaling.yarn_beta_slow": 2.0}),
+                 # ggml's own 1 + 0.1 ln 4 times attn_factor gives transformers' mscale ratio
+                 ("x-yarn-mscale", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                                    "mscale": 0.8, "mscale_all_dim": 0.5},
+                  {"llama.rope.scaling.attn_factor": (0.08 * math.log(4) + 1) / (0.05 * math.log(4) + 1)
+                   / (0.1 * math.log(4) + 1)}),
+                 ("x-llama3", {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}, {})]
+        for name, params, keys in cases:
+            with self.subTest(name):
+                d = self.folder(name, self.docs32, config=lambda c: c.update(rope_scaling=params,
+                                                                             rope_parameters=None))
+                g = exported(QPIPE, self.tmp.name, d, ["f32"])["f32"]
+                r = gguf.GGUFReader(g)
+                for k, v in keys.items():
+                    f = r.fields[k]
+                    got = f.contents()
+                    if isinstance(v, str):
+                        self.assertEqual(got, v, k)
+                    else:
+                        self.assertAlmostEqual(got, v, places=5, msg=k)
+                freqs = [t for t in r.tensors if t.name == "rope_freqs.weight"]
+                self.assertEqual(len(freqs), 1 if "llama3" in name else 0)
+                if freqs:
+                    # the converter's divisors: 1 at high frequencies, factor at low
+                    self.assertEqual(freqs[0].data[0], 1.0)
+                    self.assertEqual(freqs[0].data[-1], 8.0)
+                ref = LlamaRef(d, self.docs_w).logits(np.array(ids))
+                self.assertLess(rel_err(self.logits(g, ids), ref), 1e-4)
+        for name, params, msg in (("x-dynamic", {"rope_type": "dynamic", "factor": 2.0},
+                                   "RoPE scaling 'dynamic' (NTK) has no GGUF form"),
+                                  ("x-yarn-notrunc", {"rope_type": "yarn", "factor": 4.0, "truncate": False,
+                                                      "original_max_position_embeddings": 64},
+                                   "'yarn' with truncate false has no GGUF form")):
+            d = self.folder(name, self.docs32, config=lambda c: c.update(rope_scaling=params, rope_parameters=None))
+            with self.assertRaises(RuntimeError) as e:
+                exported(QPIPE, self.tmp.name, d, ["f32"])
+            self.assertIn(msg, str(e.exception))
+            self.assertIn("failed  gguf[type=f32]: config.json of 'quant[type=f32]': ", str(e.exception))
 
     def test_sharded_and_bf16_folders(self):
         # two shards and an index: the same logits as the single file
