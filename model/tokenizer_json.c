@@ -574,8 +574,29 @@ static int prepend_scheme(struct ld *c, json_t *o, const char *path, int *out)
 	return 0;
 }
 
-static int parse_norm(struct ld *c, json_t *v, const char *path)
+/* A "Sequence" normalizer, pre-tokenizer, decoder or post-processor: its
+ * array under key, each item parsed by fn (with arg) in order */
+static int parse_seq(struct ld *c, json_t *v, const char *path, const char *key,
+                     int (*fn)(struct ld *, json_t *, const char *, void *), void *arg)
 {
+	char p[256];
+	SUBPATH(p, path, key);
+	json_t *a = json_object_get(v, key);
+	if (!json_is_array(a))
+		return BAD(c, p, "expected an array");
+	for (size_t i = 0; i < json_array_size(a); i++) {
+		char q[300];
+		SUBIDX(q, p, i);
+		int rc = fn(c, json_array_get(a, i), q, arg);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int parse_norm(struct ld *c, json_t *v, const char *path, void *unused)
+{
+	(void)unused;
 	struct qp_tokjson *t = c->t;
 	if (!v || json_is_null(v))
 		return 0;
@@ -584,19 +605,8 @@ static int parse_norm(struct ld *c, json_t *v, const char *path)
 	if (rc)
 		return rc;
 	char p[256];
-	if (strcmp(type, "Sequence") == 0) {
-		SUBPATH(p, path, "normalizers");
-		json_t *a = json_object_get(v, "normalizers");
-		if (!json_is_array(a))
-			return BAD(c, p, "expected an array");
-		for (size_t i = 0; i < json_array_size(a); i++) {
-			char q[300];
-			SUBIDX(q, p, i);
-			if ((rc = parse_norm(c, json_array_get(a, i), q)))
-				return rc;
-		}
-		return 0;
-	}
+	if (strcmp(type, "Sequence") == 0)
+		return parse_seq(c, v, path, "normalizers", parse_norm, NULL);
 	struct norm nm = {0};
 	const char *s;
 	size_t n;
@@ -645,8 +655,9 @@ static const struct {
 	 PAT_QWEN2, "Qwen2"},
 };
 
-static int parse_pre(struct ld *c, json_t *v, const char *path)
+static int parse_pre(struct ld *c, json_t *v, const char *path, void *unused)
 {
+	(void)unused;
 	struct qp_tokjson *t = c->t;
 	if (!v || json_is_null(v))
 		return 0;
@@ -657,19 +668,8 @@ static int parse_pre(struct ld *c, json_t *v, const char *path)
 		return rc;
 	char p[256];
 	struct pre pr = {0};
-	if (strcmp(type, "Sequence") == 0) {
-		SUBPATH(p, path, "pretokenizers");
-		json_t *a = json_object_get(v, "pretokenizers");
-		if (!json_is_array(a))
-			return BAD(c, p, "expected an array");
-		for (size_t i = 0; i < json_array_size(a); i++) {
-			char q[300];
-			SUBIDX(q, p, i);
-			if ((rc = parse_pre(c, json_array_get(a, i), q)))
-				return rc;
-		}
-		return 0;
-	} else if (strcmp(type, "Metaspace") == 0) {
+	if (strcmp(type, "Sequence") == 0)
+		return parse_seq(c, v, path, "pretokenizers", parse_pre, NULL); else if (strcmp(type, "Metaspace") == 0) {
 		pr.kind = P_METASPACE;
 		if ((rc = get_char(c, v, "replacement", &pr.repl, path)) ||
 		    (rc = prepend_scheme(c, v, path, &pr.prepend)) ||
@@ -733,8 +733,9 @@ static int parse_pre(struct ld *c, json_t *v, const char *path)
 	return 0;
 }
 
-static int parse_dec(struct ld *c, json_t *v, const char *path)
+static int parse_dec(struct ld *c, json_t *v, const char *path, void *unused)
 {
+	(void)unused;
 	struct qp_tokjson *t = c->t;
 	if (!v || json_is_null(v))
 		return 0;
@@ -745,19 +746,8 @@ static int parse_dec(struct ld *c, json_t *v, const char *path)
 		return rc;
 	char p[256];
 	struct decoder d = {0};
-	if (strcmp(type, "Sequence") == 0) {
-		SUBPATH(p, path, "decoders");
-		json_t *a = json_object_get(v, "decoders");
-		if (!json_is_array(a))
-			return BAD(c, p, "expected an array");
-		for (size_t i = 0; i < json_array_size(a); i++) {
-			char q[300];
-			SUBIDX(q, p, i);
-			if ((rc = parse_dec(c, json_array_get(a, i), q)))
-				return rc;
-		}
-		return 0;
-	} else if (strcmp(type, "Replace") == 0) {
+	if (strcmp(type, "Sequence") == 0)
+		return parse_seq(c, v, path, "decoders", parse_dec, NULL); else if (strcmp(type, "Replace") == 0) {
 		if ((rc = get_replace(c, v, path, &d.a, &d.na, &d.b, &d.nb)))
 			return rc;
 		d.kind = D_REPLACE;
@@ -1119,8 +1109,9 @@ static int parse_template(struct ld *c, json_t *v, const char *path, struct tmpl
 	return 0;
 }
 
-static int parse_post(struct ld *c, json_t *v, const char *path, struct tmpl *tp)
+static int parse_post(struct ld *c, json_t *v, const char *path, void *tmpl)
 {
+	struct tmpl *tp = tmpl;
 	if (!v || json_is_null(v))
 		return 0;
 	const char *type;
@@ -1128,19 +1119,8 @@ static int parse_post(struct ld *c, json_t *v, const char *path, struct tmpl *tp
 	if (rc)
 		return rc;
 	char p[256];
-	if (strcmp(type, "Sequence") == 0) {
-		SUBPATH(p, path, "processors");
-		json_t *a = json_object_get(v, "processors");
-		if (!json_is_array(a))
-			return BAD(c, p, "expected an array");
-		for (size_t i = 0; i < json_array_size(a); i++) {
-			char q[300];
-			SUBIDX(q, p, i);
-			if ((rc = parse_post(c, json_array_get(a, i), q, tp)))
-				return rc;
-		}
-		return 0;
-	}
+	if (strcmp(type, "Sequence") == 0)
+		return parse_seq(c, v, path, "processors", parse_post, tp);
 	if (strcmp(type, "ByteLevel") == 0) /* trims offsets only; no ids */
 		return 0;
 	if (strcmp(type, "TemplateProcessing") == 0)
@@ -1287,11 +1267,11 @@ int qp_tokjson_parse(struct qp_tokjson **out, const void *json, size_t len, cons
 		}
 	}
 	if ((rc = parse_model(&c, json_object_get(root, "model"), added)) ||
-	    (rc = parse_norm(&c, json_object_get(root, "normalizer"), "normalizer")) ||
+	    (rc = parse_norm(&c, json_object_get(root, "normalizer"), "normalizer", NULL)) ||
 	    (rc = parse_added(&c, added)) ||
-	    (rc = parse_pre(&c, json_object_get(root, "pre_tokenizer"), "pre_tokenizer")) ||
+	    (rc = parse_pre(&c, json_object_get(root, "pre_tokenizer"), "pre_tokenizer", NULL)) ||
 	    (rc = parse_post(&c, json_object_get(root, "post_processor"), "post_processor", &tp)) ||
-	    (rc = parse_dec(&c, json_object_get(root, "decoder"), "decoder")) ||
+	    (rc = parse_dec(&c, json_object_get(root, "decoder"), "decoder", NULL)) ||
 	    (rc = rules(&c, &tp, cfg, cfg_len, cfg_name)))
 		goto out;
 	memset(t->cbyte, 0xff, sizeof(t->cbyte));
