@@ -236,8 +236,10 @@ static inline __m256 qp_avx2_q2_k_block(const struct qp_block_q2_K *x, const str
 	const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0f)));
 	const __m256i three = _mm256_set1_epi8(3);
 	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
 	for (int h = 0; h < 2; h++) {
 		const __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+		_Pragma("GCC unroll 8")
 		for (int s = 0; s < 4; s++) {
 			const __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * s), three);
 			const int k = 4 * h + s;
@@ -255,8 +257,10 @@ static inline __m256 qp_avx2_q3_k_block(const struct qp_block_q3_K *x, const str
 	const __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
 	const __m256i three = _mm256_set1_epi8(3);
 	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
 	for (int h = 0; h < 2; h++) {
 		const __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+		_Pragma("GCC unroll 8")
 		for (int s = 0; s < 4; s++) {
 			const int k = 4 * h + s;
 			const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * s), three),
@@ -281,6 +285,7 @@ static inline __m256 qp_avx2_q45_k_block(uint16_t d, uint16_t dmin, const uint8_
 	const __m256i m4 = _mm256_set1_epi8(0x0f);
 	const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
 	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
 	for (int g = 0; g < 4; g++) {
 		const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
 		__m256i lo = _mm256_and_si256(v, m4);
@@ -302,6 +307,7 @@ static inline __m256 qp_avx2_q6_k_block(const struct qp_block_q6_K *x, const str
 	const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
 	const __m256i m4 = _mm256_set1_epi8(0x0f);
 	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
 	for (int h = 0; h < 2; h++) {
 		const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
 		const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
@@ -312,6 +318,7 @@ static inline __m256 qp_avx2_q6_k_block(const struct qp_block_q6_K *x, const str
 			_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
 			_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
 		};
+		_Pragma("GCC unroll 8")
 		for (int s = 0; s < 4; s++) {
 			const int k = 4 * h + s;
 			/* the crumb at bits 2s..2s+1 to bits 4..5 */

@@ -59,8 +59,10 @@ INLINE void prep_q2_k(const uint8_t *b, struct prep *p)
 	const __m128i raw = _mm_loadu_si128((const __m128i *)x->scales);
 	const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0f)));
 	const __m256i three = _mm256_set1_epi8(3);
+	_Pragma("GCC unroll 8")
 	for (int h = 0; h < 2; h++) {
 		const __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+		_Pragma("GCC unroll 8")
 		for (int s = 0; s < 4; s++)
 			put(p, 4 * h + s, _mm256_and_si256(_mm256_srli_epi16(v, 2 * s), three),
 			    qp_avx2_sc16_chunk(s16, 4 * h + s));
@@ -76,8 +78,10 @@ INLINE void prep_q3_k(const uint8_t *b, struct prep *p)
 	const __m256i s16 = _mm256_cvtepi8_epi16(qp_avx2_q3_k_scales(x->scales));
 	const __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
 	const __m256i three = _mm256_set1_epi8(3);
+	_Pragma("GCC unroll 8")
 	for (int h = 0; h < 2; h++) {
 		const __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+		_Pragma("GCC unroll 8")
 		for (int s = 0; s < 4; s++) {
 			const int k = 4 * h + s;
 			put(p, k,
@@ -97,6 +101,7 @@ INLINE void prep_q45_k(uint16_t d, uint16_t dmin, const uint8_t scales[12], cons
 	const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
 	const __m256i m4 = _mm256_set1_epi8(0x0f);
 	const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
 	for (int g = 0; g < 4; g++) {
 		const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
 		__m256i lo = _mm256_and_si256(v, m4);
@@ -130,6 +135,7 @@ INLINE void prep_q6_k(const uint8_t *b, struct prep *p)
 	const struct qp_block_q6_K *x = (const struct qp_block_q6_K *)b;
 	const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
 	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	_Pragma("GCC unroll 8")
 	for (int h = 0; h < 2; h++) {
 		const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
 		const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
@@ -140,6 +146,7 @@ INLINE void prep_q6_k(const uint8_t *b, struct prep *p)
 			_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
 			_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
 		};
+		_Pragma("GCC unroll 8")
 		for (int s = 0; s < 4; s++) {
 			const __m256i top = _mm256_and_si256(
 				s < 2 ? _mm256_slli_epi16(hv, 4 - 2 * s) : _mm256_srli_epi16(hv, 2 * s - 4), _mm256_set1_epi8(0x30));
