@@ -7,8 +7,8 @@
  * of up to TOK tokens, TR x TC pairs at a time with their int32 sums in
  * registers; the tokens' float accumulators wait in memory between blocks.
  * A decode step (one token) has nothing to share the unpacking with: it
- * goes row by row through kquants.h's in-register block dot, several rows
- * interleaved so that their streams are prefetched together.
+ * goes row by row through kquants.h's in-register block dot, each row's
+ * stream prefetched ahead.
  *
  * Every pair gets exactly vec_dot's result: the integer lanes of a block
  * are the same sums whatever order they are added in, and the float
@@ -244,34 +244,33 @@ INLINE void tile_prefill(int64_t nb, float *s, int64_t lds, const uint8_t *x, si
 	}
 }
 
-/* A decode step: nr rows against one token, TR rows interleaved. */
+/* A decode step: nr rows against one token, row by row. Interleaving
+ * rows measured slower: the accumulators of a variable number of rows
+ * went through memory. */
 #define DECODE(name, btype, block_expr)                                                                    \
 	static void name(int64_t nb, float *s, const uint8_t *x, size_t bx, int64_t nr,                     \
 	                 const struct qp_block_q8_K *y)                                                    \
 	{                                                                                                  \
-		for (int64_t r0 = 0; r0 < nr; r0 += TR) {                                                      \
-			const int rr = nr - r0 < TR ? (int)(nr - r0) : TR;                                         \
-			__m256 acc[TR] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),            \
-			                  _mm256_setzero_ps()};                                                    \
-			for (int64_t i = 0; i < nb; i++)                                                           \
-				for (int r = 0; r < rr; r++) {                                                         \
-					const btype *xb = (const btype *)(x + (size_t)(r0 + r) * bx) + i;                  \
-					for (size_t o = 0; o < sizeof(btype); o += 64)                                     \
-						_mm_prefetch((const char *)xb + PF_BYTES + o, _MM_HINT_T0);                    \
-					acc[r] = block_expr;                                                               \
-				}                                                                                      \
-			for (int r = 0; r < rr; r++)                                                               \
-				s[r0 + r] = qp_avx2_hsum_ps(acc[r]);                                                   \
+		for (int64_t r = 0; r < nr; r++) {                                                             \
+			__m256 acc = _mm256_setzero_ps();                                                          \
+			const btype *row = (const btype *)(x + (size_t)r * bx);                                    \
+			for (int64_t i = 0; i < nb; i++) {                                                         \
+				const btype *xb = row + i;                                                             \
+				for (size_t o = 0; o < sizeof(btype); o += 64)                                         \
+					_mm_prefetch((const char *)xb + PF_BYTES + o, _MM_HINT_T0);                        \
+				acc = block_expr;                                                                      \
+			}                                                                                          \
+			s[r] = qp_avx2_hsum_ps(acc);                                                               \
 		}                                                                                              \
 	}
 
-DECODE(decode_q2_k, struct qp_block_q2_K, qp_avx2_q2_k_block(xb, y + i, acc[r]))
-DECODE(decode_q3_k, struct qp_block_q3_K, qp_avx2_q3_k_block(xb, y + i, acc[r]))
+DECODE(decode_q2_k, struct qp_block_q2_K, qp_avx2_q2_k_block(xb, y + i, acc))
+DECODE(decode_q3_k, struct qp_block_q3_K, qp_avx2_q3_k_block(xb, y + i, acc))
 DECODE(decode_q4_k, struct qp_block_q4_K,
-       qp_avx2_q45_k_block(xb->d, xb->dmin, xb->scales, xb->qs, NULL, y + i, acc[r]))
+       qp_avx2_q45_k_block(xb->d, xb->dmin, xb->scales, xb->qs, NULL, y + i, acc))
 DECODE(decode_q5_k, struct qp_block_q5_K,
-       qp_avx2_q45_k_block(xb->d, xb->dmin, xb->scales, xb->qs, xb->qh, y + i, acc[r]))
-DECODE(decode_q6_k, struct qp_block_q6_K, qp_avx2_q6_k_block(xb, y + i, acc[r]))
+       qp_avx2_q45_k_block(xb->d, xb->dmin, xb->scales, xb->qs, xb->qh, y + i, acc))
+DECODE(decode_q6_k, struct qp_block_q6_K, qp_avx2_q6_k_block(xb, y + i, acc))
 
 #define TILE(name, btype, decode, prep, mins)                                                              \
 	void name(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr, const void *y,    \
