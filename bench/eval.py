@@ -3,9 +3,11 @@ files, at the same thread counts, measured in the same run.
 
 usage: python3 bench/eval.py QPIPE SHARED_DIR [REPS]
 
-llama-docs-27m is exported by qpipe to f16, q8_0 and q4_0 GGUF files (a
-recipe of model.local -> quantize -> export.gguf); every measurement on
-either side reads those same files.
+llama-docs-27m is exported by qpipe to f16, q8_0 and q4_0 GGUF files and
+to Q4_K_M, llama-quantize's mixture of that name (q4_K with q6_K where
+llama-quantize puts it: quantize's preset), the k-quant file users run
+most (a recipe of model.local -> quantize -> export.gguf); every
+measurement on either side reads those same files.
 
 - qpipe: evaluate's `speed` metric, the code a user's recipe runs
   (stages/evaluate/evaluate.c run_speed): `qpipe stage ... eval[type=T]
@@ -45,6 +47,7 @@ import time
 N_CTX = 512
 N_DEC = 64
 TYPES = ["f16", "q8_0", "q4_0"]
+PRESETS = ["Q4_K_M"]
 THREADS = [1, 2]
 
 RECIPE = """\
@@ -58,7 +61,18 @@ stages:
   eval:
     uses: evaluate
     with: {{ model: quant, gguf: gguf, metrics: [speed, memory], n_ctx: {n_ctx}, decode_tokens: {n_dec} }}
+  quant_p:
+    uses: quantize
+    matrix: {{ preset: [{presets}] }}
+    with: {{ model: model, preset: "${{matrix.preset}}" }}
+  gguf_p: {{ uses: export.gguf, with: {{ model: quant_p }} }}
+  eval_p:
+    uses: evaluate
+    with: {{ model: quant_p, gguf: gguf_p, metrics: [speed, memory], n_ctx: {n_ctx}, decode_tokens: {n_dec} }}
 """
+
+# a row's stage names: types through quant's matrix, presets through quant_p's
+ROWS = [(t, "[type=%s]" % t, "") for t in TYPES] + [(p, "[preset=%s]" % p, "_p") for p in PRESETS]
 
 
 def tokens(n, n_vocab, bos):
@@ -167,7 +181,8 @@ def main():
         cache, log = os.path.join(tmp, "cache"), os.path.join(tmp, "log.jsonl")
         recipe = os.path.join(tmp, "eval.yaml")
         with open(recipe, "w") as f:
-            f.write(RECIPE.format(model=model, types=", ".join(TYPES), n_ctx=N_CTX, n_dec=N_DEC))
+            f.write(RECIPE.format(model=model, types=", ".join(TYPES), presets=", ".join(PRESETS), n_ctx=N_CTX,
+                                 n_dec=N_DEC))
         subprocess.run([qpipe, "run", recipe, "--cache-dir", cache, "--log-json", log, "-q", "-t", "2"],
                        check=True, capture_output=True)
         stages = {}
@@ -176,12 +191,13 @@ def main():
                 e = json.loads(line)
                 if e.get("event") == "stage":
                     stages[e["stage"]] = e
-        files = {t: stages["gguf[type=%s]" % t]["outputs"]["model.gguf"] for t in TYPES}
+        files = {t: stages["gguf%s%s" % (p, m)]["outputs"]["model.gguf"] for t, m, p in ROWS}
+        evals = {t: "eval%s%s" % (p, m) for t, m, p in ROWS}
 
         def qpipe_side(t, threads):
-            key = stages["eval[type=%s]" % t]["key"]
+            key = stages[evals[t]]["key"]
             subprocess.run([qpipe, "cache", "rm", key, "--cache-dir", cache], check=True, capture_output=True)
-            _, rss = measured([qpipe, "stage", recipe, "eval[type=%s]" % t, "--cache-dir", cache, "-q",
+            _, rss = measured([qpipe, "stage", recipe, evals[t], "--cache-dir", cache, "-q",
                                "-t", str(threads)])
             with open(os.path.join(cache, "actions", key[:2], key[2:])) as f:
                 m = json.load(f)["metrics"]
@@ -197,7 +213,7 @@ def main():
             return r
 
         rows = []
-        for t in TYPES:
+        for t, _, _ in ROWS:
             for threads in THREADS:
                 best = {"qp": {}, "ll": {}}
                 for _ in range(reps):

@@ -198,6 +198,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row_imat = qp_q2_k_quantize_row_imat_avx2,
 			.dequantize_row = qp_q2_k_dequantize_row_avx2,
 			.vec_dot = qp_q2_k_vec_dot_avx2,
+			.vec_dot_tile = qp_q2_k_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
 		[QP_TYPE_Q3_K] = {
@@ -205,6 +206,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row_imat = qp_q3_k_quantize_row_imat_avx2,
 			.dequantize_row = qp_q3_k_dequantize_row_avx2,
 			.vec_dot = qp_q3_k_vec_dot_avx2,
+			.vec_dot_tile = qp_q3_k_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
 		[QP_TYPE_Q4_K] = {
@@ -212,6 +214,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row_imat = qp_q4_k_quantize_row_imat_avx2,
 			.dequantize_row = qp_q4_k_dequantize_row_avx2,
 			.vec_dot = qp_q4_k_vec_dot_avx2,
+			.vec_dot_tile = qp_q4_k_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
 		[QP_TYPE_Q5_K] = {
@@ -219,6 +222,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row_imat = qp_q5_k_quantize_row_imat_avx2,
 			.dequantize_row = qp_q5_k_dequantize_row_avx2,
 			.vec_dot = qp_q5_k_vec_dot_avx2,
+			.vec_dot_tile = qp_q5_k_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
 		[QP_TYPE_Q6_K] = {
@@ -226,6 +230,7 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row_imat = qp_q6_k_quantize_row_imat_avx2,
 			.dequantize_row = qp_q6_k_dequantize_row_avx2,
 			.vec_dot = qp_q6_k_vec_dot_avx2,
+			.vec_dot_tile = qp_q6_k_vec_dot_tile_avx2,
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
 		[QP_TYPE_TQ1_0] = {

@@ -1184,11 +1184,13 @@ static void test_vec_err_accum_totals_in_double_and_keeps_nan(struct t *t)
  * vec_dot to): a product must not depend on how its rows are grouped into
  * tiles, which is what splitting them over threads changes. Every tile
  * shape up to 9 rows x 7 tokens (the edges of 4 x 3 and 3 x 3 tiles),
- * every length of the type, rows and tokens at strides with padding. */
+ * and 1 and 9 rows against 150 tokens (tiles that keep the accumulators
+ * of 64 tokens at a time: two full passes and a ragged one), every length
+ * of the type, rows and tokens at strides with padding. */
 static void test_vec_dot_tile_is_bit_exact_with_vec_dot(struct t *t)
 {
 	static const enum row_kind kinds[] = {ROW_RANDOM, ROW_ZEROS, ROW_OUTLIER};
-	enum { MAX_R = 9, MAX_C = 7, LDS = 11 };
+	enum { MAX_R = 9, MAX_C = 7, LDS = 11, WIDE_C = 150 };
 	enum qp_type types[QP_TYPE_COUNT];
 	const int ntypes = kernel_types(types);
 	int tiles = 0;
@@ -1216,15 +1218,16 @@ static void test_vec_dot_tile_is_bit_exact_with_vec_dot(struct t *t)
 				/* padding between rows, as a view into a wider matrix has (whole floats: every
 				 * type's rows keep the alignment of their elements) */
 				const size_t bx = row_bytes(ty, n) + 8, by = row_bytes(ops->vec_dot_type, n) + 12;
-				uint8_t *qx = xmalloc(bx * MAX_R), *qy = xmalloc(by * MAX_C);
+				uint8_t *qx = xmalloc(bx * MAX_R), *qy = xmalloc(by * WIDE_C);
 				float *f = xmalloc((size_t)n * sizeof(float));
 				float s[MAX_C * LDS];
+				float *wide = xmalloc((size_t)WIDE_C * LDS * sizeof(float));
 				for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
 					for (int r = 0; r < MAX_R; r++) {
 						fill_row(kinds[k], f, n, (uint64_t)(n * 31 + r));
 						qref->quantize_row(f, qx + r * bx, n);
 					}
-					for (int c = 0; c < MAX_C; c++) {
+					for (int c = 0; c < WIDE_C; c++) {
 						fill_row(kinds[k], f, n, (uint64_t)(n * 37 + c + 500));
 						vops->quantize_row(f, qy + c * by, n);
 					}
@@ -1245,16 +1248,33 @@ static void test_vec_dot_tile_is_bit_exact_with_vec_dot(struct t *t)
 										     nr, nc, c, r, s[c * LDS + r], want);
 								}
 						}
+					for (int nr = 1; nr <= MAX_R; nr += MAX_R - 1) {
+						for (int i = 0; i < WIDE_C * LDS; i++)
+							wide[i] = -12345.0f;
+						ops->vec_dot_tile(n, wide, LDS, qx, bx, nr, qy, by, WIDE_C);
+						for (int c = 0; c < WIDE_C; c++)
+							for (int r = 0; r < LDS; r++) {
+								float want = -12345.0f;
+								if (r < nr)
+									ops->vec_dot(n, &want, qx + r * bx, qy + c * by);
+								if (memcmp(&want, &wide[c * LDS + r], sizeof(float)) != 0)
+									fail(t, "%s tile at %s, n=%lld, rows '%s', %d x %d: s[%d][%d] = %.9g, "
+									     "vec_dot %.9g", type_name(ty), qp_kernel_level_name(level), (long long)n,
+									     row_names[kinds[k]], nr, (int)WIDE_C, c, r, wide[c * LDS + r], want);
+							}
+					}
 				}
 				free(qx);
 				free(qy);
 				free(f);
+				free(wide);
 			}
 		}
 	}
 	printf("  %d tile kernels checked\n", tiles);
-	if (qp_kernel_level_supported(QP_LEVEL_AVX2) && tiles < 4)
-		fail(t, "avx2 runs here but only %d tile kernels were found (f32, f16, q8_0, q4_0 have one)", tiles);
+	if (qp_kernel_level_supported(QP_LEVEL_AVX2) && tiles < 9)
+		fail(t, "avx2 runs here but only %d tile kernels were found (f32, f16, q8_0, q4_0, q2_K ... q6_K have one)",
+		     tiles);
 }
 
 static const struct {

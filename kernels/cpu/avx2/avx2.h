@@ -100,5 +100,16 @@ void qp_q8_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, 
                                const void *y, size_t by, int64_t nc);
 void qp_q4_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
                                const void *y, size_t by, int64_t nc);
+/* tile_kq.c: q2_K ... q6_K against q8_K */
+void qp_q2_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc);
+void qp_q3_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc);
+void qp_q4_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc);
+void qp_q5_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc);
+void qp_q6_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/simd.h"
@@ -146,6 +147,191 @@ static inline void qp_avx2_pack_crumbs(const uint8_t L[QP_QK_K], uint8_t qs[QP_Q
 		                                  _mm256_or_si256(_mm256_slli_epi16(c, 4), _mm256_slli_epi16(d, 6)));
 		_mm256_storeu_si256((__m256i *)(qs + 32 * h), v);
 	}
+}
+
+/* ---- fused dots against q8_K ----
+ *
+ * One super-block of x against one of q8_K, unpacked in registers: every
+ * type's quants become unsigned bytes u in 0..2^b - 1 (the format's q plus
+ * its bias, where it has one), eight 32-byte chunks in element order, and
+ * each chunk k contributes madd(maddubs(u_k, q8_k), sc_k) to one int32
+ * vector, sc_k holding the int16 scale of each 16 bytes of the chunk. What
+ * the bias or the minimums take away comes from q8_K's bsums: a bias b
+ * (q3_K's 4, q6_K's 32) as an integer b * sc . bsums subtracted from that
+ * vector, minimums m as dmin * (m . bsums) in float. Per block the float
+ * accumulator then takes
+ *
+ *     acc = fma(y.d * d, float(sumi), acc)                 (every type)
+ *     acc = -(y.d * dmin) * float(m . bsums) + acc          (with minimums)
+ *
+ * and is reduced once, qp_avx2_hsum_ps, at the end of the row: every
+ * integer lane is exact whatever order it is added in, so the tiles of
+ * tile_kq.c, which unpack a block once for many tokens, give these dots bit
+ * for bit by doing the same float operations on the same lanes.
+ *
+ * Ranges: u <= 63 and |q8| <= 127, so a maddubs pair is at most 16002 and
+ * never saturates; every lane stays far inside int32. */
+
+/* the scale of chunk k (k < 8) of a block with 16 sub-blocks of 16: s16
+ * holds the 16 scales as int16; sub-block 2k's scale in the low 128 bits,
+ * 2k + 1's in the high */
+static inline __m256i qp_avx2_sc16_chunk(__m256i s16, int k)
+{
+	const __m256i half = k < 4 ? _mm256_permute2x128_si256(s16, s16, 0x00) : _mm256_permute2x128_si256(s16, s16, 0x11);
+	const int j = k % 4;
+	const __m256i pick = _mm256_setr_m128i(_mm_set1_epi16((short)(((4 * j + 1) << 8) | (4 * j))),
+	                                       _mm_set1_epi16((short)(((4 * j + 3) << 8) | (4 * j + 2))));
+	return _mm256_shuffle_epi8(half, pick);
+}
+
+/* the scale of chunk k of a block with 8 sub-blocks of 32: s8 holds the
+ * 8 scales as int16 in both 128-bit halves */
+static inline __m256i qp_avx2_sc8_chunk(__m256i s8, int k)
+{
+	return _mm256_shuffle_epi8(s8, _mm256_set1_epi16((short)(((2 * k + 1) << 8) | (2 * k))));
+}
+
+/* the bits of byte position c (0..7) of 32 bytes, moved to bit t */
+static inline __m256i qp_avx2_bit_to(__m256i v, int c, int t)
+{
+	const __m256i b = _mm256_and_si256(v, _mm256_set1_epi8((char)(1 << c)));
+	/* one bit inside each byte: the 16-bit shifts move it within its byte */
+	return c < t ? _mm256_slli_epi16(b, t - c) : c > t ? _mm256_srli_epi16(b, c - t) : b;
+}
+
+/* q4_K's and q5_K's 12 packed bytes as 8 scales (bytes 0-7) and 8
+ * minimums (bytes 8-15), qp_kq_scale_min_k4's unpacking four at a time */
+static inline __m128i qp_avx2_q4_k_scales(const uint8_t p[12])
+{
+	uint32_t u[3];
+	memcpy(u, p, 12);
+	const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+	return _mm_setr_epi32((int)(u[0] & k1), (int)((u[2] & k2) | (((u[0] >> 6) & k3) << 4)), (int)(u[1] & k1),
+	                      (int)(((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4)));
+}
+
+/* q3_K's 12 packed bytes as 16 signed scales, qp_kq_q3_scales four at a
+ * time */
+static inline __m128i qp_avx2_q3_k_scales(const uint8_t p[12])
+{
+	uint32_t u[3];
+	memcpy(u, p, 12);
+	const uint32_t k2 = 0x0f0f0f0f, k3 = 0x03030303;
+	const __m128i s = _mm_setr_epi32((int)((u[0] & k2) | ((u[2] & k3) << 4)),
+	                                 (int)((u[1] & k2) | (((u[2] >> 2) & k3) << 4)),
+	                                 (int)(((u[0] >> 4) & k2) | (((u[2] >> 4) & k3) << 4)),
+	                                 (int)(((u[1] >> 4) & k2) | (((u[2] >> 6) & k3) << 4)));
+	return _mm_sub_epi8(s, _mm_set1_epi8(32));
+}
+
+static inline __m256i qp_avx2_chunk_dot(__m256i u, const int8_t *q8, __m256i sc)
+{
+	return _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)q8)), sc);
+}
+
+static inline __m256 qp_avx2_q2_k_block(const struct qp_block_q2_K *x, const struct qp_block_q8_K *y, __m256 acc)
+{
+	const __m128i raw = _mm_loadu_si128((const __m128i *)x->scales);
+	const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0f)));
+	const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0f)));
+	const __m256i three = _mm256_set1_epi8(3);
+	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
+	for (int h = 0; h < 2; h++) {
+		const __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+		_Pragma("GCC unroll 8")
+		for (int s = 0; s < 4; s++) {
+			const __m256i u = _mm256_and_si256(_mm256_srli_epi16(v, 2 * s), three);
+			const int k = 4 * h + s;
+			sumi = _mm256_add_epi32(sumi, qp_avx2_chunk_dot(u, y->qs + 32 * k, qp_avx2_sc16_chunk(s16, k)));
+		}
+	}
+	const __m256i mins = _mm256_madd_epi16(m16, _mm256_loadu_si256((const __m256i *)y->bsums));
+	acc = _mm256_fmadd_ps(_mm256_set1_ps(y->d * _cvtsh_ss(x->d)), _mm256_cvtepi32_ps(sumi), acc);
+	return _mm256_fnmadd_ps(_mm256_set1_ps(y->d * _cvtsh_ss(x->dmin)), _mm256_cvtepi32_ps(mins), acc);
+}
+
+static inline __m256 qp_avx2_q3_k_block(const struct qp_block_q3_K *x, const struct qp_block_q8_K *y, __m256 acc)
+{
+	const __m256i s16 = _mm256_cvtepi8_epi16(qp_avx2_q3_k_scales(x->scales));
+	const __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+	const __m256i three = _mm256_set1_epi8(3);
+	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
+	for (int h = 0; h < 2; h++) {
+		const __m256i v = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+		_Pragma("GCC unroll 8")
+		for (int s = 0; s < 4; s++) {
+			const int k = 4 * h + s;
+			const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * s), three),
+			                                  qp_avx2_bit_to(hm, k, 2));
+			sumi = _mm256_add_epi32(sumi, qp_avx2_chunk_dot(u, y->qs + 32 * k, qp_avx2_sc16_chunk(s16, k)));
+		}
+	}
+	/* q = u - 4 */
+	const __m256i bias = _mm256_madd_epi16(_mm256_slli_epi16(s16, 2), _mm256_loadu_si256((const __m256i *)y->bsums));
+	sumi = _mm256_sub_epi32(sumi, bias);
+	return _mm256_fmadd_ps(_mm256_set1_ps(y->d * _cvtsh_ss(x->d)), _mm256_cvtepi32_ps(sumi), acc);
+}
+
+/* q4_K (qh NULL) and q5_K */
+static inline __m256 qp_avx2_q45_k_block(uint16_t d, uint16_t dmin, const uint8_t scales[12], const uint8_t *qs,
+                                         const uint8_t *qh, const struct qp_block_q8_K *y, __m256 acc)
+{
+	const __m128i sm = qp_avx2_q4_k_scales(scales);
+	const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+	/* each minimum twice, against the two bsums of its 32 */
+	const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
+	for (int g = 0; g < 4; g++) {
+		const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+		__m256i lo = _mm256_and_si256(v, m4);
+		__m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+		if (qh) {
+			lo = _mm256_or_si256(lo, qp_avx2_bit_to(hv, 2 * g, 4));
+			hi = _mm256_or_si256(hi, qp_avx2_bit_to(hv, 2 * g + 1, 4));
+		}
+		sumi = _mm256_add_epi32(sumi, qp_avx2_chunk_dot(lo, y->qs + 64 * g, qp_avx2_sc8_chunk(s8, 2 * g)));
+		sumi = _mm256_add_epi32(sumi, qp_avx2_chunk_dot(hi, y->qs + 64 * g + 32, qp_avx2_sc8_chunk(s8, 2 * g + 1)));
+	}
+	const __m256i mins = _mm256_madd_epi16(m16, _mm256_loadu_si256((const __m256i *)y->bsums));
+	acc = _mm256_fmadd_ps(_mm256_set1_ps(y->d * _cvtsh_ss(d)), _mm256_cvtepi32_ps(sumi), acc);
+	return _mm256_fnmadd_ps(_mm256_set1_ps(y->d * _cvtsh_ss(dmin)), _mm256_cvtepi32_ps(mins), acc);
+}
+
+static inline __m256 qp_avx2_q6_k_block(const struct qp_block_q6_K *x, const struct qp_block_q8_K *y, __m256 acc)
+{
+	const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	__m256i sumi = _mm256_setzero_si256();
+	_Pragma("GCC unroll 8")
+	for (int h = 0; h < 2; h++) {
+		const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+		const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+		const __m256i hv = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+		const __m256i lows[4] = {
+			_mm256_and_si256(l0, m4),
+			_mm256_and_si256(l1, m4),
+			_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+			_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+		};
+		_Pragma("GCC unroll 8")
+		for (int s = 0; s < 4; s++) {
+			const int k = 4 * h + s;
+			/* the crumb at bits 2s..2s+1 to bits 4..5 */
+			const __m256i top = _mm256_and_si256(s < 2 ? _mm256_slli_epi16(hv, 4 - 2 * s) : _mm256_srli_epi16(hv, 2 * s - 4),
+			                                     _mm256_set1_epi8(0x30));
+			const __m256i u = _mm256_or_si256(lows[s], top);
+			sumi = _mm256_add_epi32(sumi, qp_avx2_chunk_dot(u, y->qs + 32 * k, qp_avx2_sc16_chunk(s16, k)));
+		}
+	}
+	/* q = u - 32 */
+	const __m256i bias = _mm256_madd_epi16(_mm256_slli_epi16(s16, 5), _mm256_loadu_si256((const __m256i *)y->bsums));
+	sumi = _mm256_sub_epi32(sumi, bias);
+	return _mm256_fmadd_ps(_mm256_set1_ps(y->d * _cvtsh_ss(x->d)), _mm256_cvtepi32_ps(sumi), acc);
 }
 
 #endif

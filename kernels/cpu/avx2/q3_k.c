@@ -127,22 +127,14 @@ void qp_q3_k_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 	}
 }
 
+/* fused: unpacked in registers, one float accumulator for the row (see
+ * kquants.h) */
 void qp_q3_k_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct qp_block_q3_K *x = vx;
 	const struct qp_block_q8_K *y = vy;
-	const int64_t nb = n / QP_QK_K;
-	float sumf = 0;
-	for (int64_t i = 0; i < nb; i++) {
-		int8_t q[QP_QK_K];
-		int8_t sc8[16];
-		int16_t sc[16];
-		unpack_q3(&x[i], q);
-		qp_kq_q3_scales(x[i].scales, sc8);
-		for (int j = 0; j < 16; j++)
-			sc[j] = sc8[j];
-		const int isum = qp_avx2_scaled_dot_256(q, y[i].qs, sc);
-		sumf += (qp_fp16_to_fp32(x[i].d) * y[i].d) * isum;
-	}
-	*s = sumf;
+	__m256 acc = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QP_QK_K; i++)
+		acc = qp_avx2_q3_k_block(&x[i], &y[i], acc);
+	*s = qp_avx2_hsum_ps(acc);
 }

@@ -200,23 +200,6 @@ static void dequant_q45(const uint8_t *qs, const uint8_t *qh, const uint8_t *sca
 	qp_avx2_dequant_256(q, a, b, y);
 }
 
-static float dot_q45(const uint8_t *qs, const uint8_t *qh, const uint8_t *scales, uint16_t d16, uint16_t dmin16,
-                     const struct qp_block_q8_K *y)
-{
-	int8_t q[QP_QK_K];
-	int16_t sc16[16];
-	unpack_q45(qs, qh, q);
-	int sumi = 0;
-	for (int j = 0; j < 8; j++) {
-		uint8_t sc, m;
-		qp_kq_scale_min_k4(j, scales, &sc, &m);
-		sc16[2 * j] = sc16[2 * j + 1] = sc;
-		sumi += (y->bsums[2 * j] + y->bsums[2 * j + 1]) * m;
-	}
-	const int isum = qp_avx2_scaled_dot_256(q, y->qs, sc16);
-	return (qp_fp16_to_fp32(d16) * y->d) * isum - (qp_fp16_to_fp32(dmin16) * y->d) * sumi;
-}
-
 void qp_q4_k_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 {
 	const struct qp_block_q4_K *x = vx;
@@ -224,14 +207,16 @@ void qp_q4_k_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 		dequant_q45(x[i].qs, NULL, x[i].scales, x[i].d, x[i].dmin, y + i * QP_QK_K);
 }
 
+/* fused: unpacked in registers, one float accumulator for the row (see
+ * kquants.h) */
 void qp_q4_k_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct qp_block_q4_K *x = vx;
 	const struct qp_block_q8_K *y = vy;
-	float sumf = 0;
+	__m256 acc = _mm256_setzero_ps();
 	for (int64_t i = 0; i < n / QP_QK_K; i++)
-		sumf += dot_q45(x[i].qs, NULL, x[i].scales, x[i].d, x[i].dmin, &y[i]);
-	*s = sumf;
+		acc = qp_avx2_q45_k_block(x[i].d, x[i].dmin, x[i].scales, x[i].qs, NULL, &y[i], acc);
+	*s = qp_avx2_hsum_ps(acc);
 }
 
 void qp_q5_k_dequantize_row_avx2(const void *vx, float *y, int64_t n)
@@ -241,12 +226,13 @@ void qp_q5_k_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 		dequant_q45(x[i].qs, x[i].qh, x[i].scales, x[i].d, x[i].dmin, y + i * QP_QK_K);
 }
 
+/* fused, as q4_K's with qh's bit */
 void qp_q5_k_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct qp_block_q5_K *x = vx;
 	const struct qp_block_q8_K *y = vy;
-	float sumf = 0;
+	__m256 acc = _mm256_setzero_ps();
 	for (int64_t i = 0; i < n / QP_QK_K; i++)
-		sumf += dot_q45(x[i].qs, x[i].qh, x[i].scales, x[i].d, x[i].dmin, &y[i]);
-	*s = sumf;
+		acc = qp_avx2_q45_k_block(x[i].d, x[i].dmin, x[i].scales, x[i].qs, x[i].qh, &y[i], acc);
+	*s = qp_avx2_hsum_ps(acc);
 }

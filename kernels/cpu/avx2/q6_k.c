@@ -127,19 +127,14 @@ void qp_q6_k_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 	}
 }
 
+/* fused: unpacked in registers, one float accumulator for the row (see
+ * kquants.h) */
 void qp_q6_k_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct qp_block_q6_K *x = vx;
 	const struct qp_block_q8_K *y = vy;
-	float sumf = 0;
-	for (int64_t i = 0; i < n / QP_QK_K; i++) {
-		int8_t q[QP_QK_K];
-		int16_t sc[16];
-		unpack_q6(&x[i], q);
-		for (int j = 0; j < 16; j++)
-			sc[j] = x[i].scales[j];
-		const int isum = qp_avx2_scaled_dot_256(q, y[i].qs, sc);
-		sumf += (qp_fp16_to_fp32(x[i].d) * y[i].d) * isum;
-	}
-	*s = sumf;
+	__m256 acc = _mm256_setzero_ps();
+	for (int64_t i = 0; i < n / QP_QK_K; i++)
+		acc = qp_avx2_q6_k_block(&x[i], &y[i], acc);
+	*s = qp_avx2_hsum_ps(acc);
 }
