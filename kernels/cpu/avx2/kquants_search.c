@@ -195,7 +195,7 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 		finite &= !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], bad));
 	}
 	if (all_flat) {
-		for (int i = 0; i < S * n; i++)
+		for (int i = 0; L && i < S * n; i++)
 			L[i] = _mm256_setzero_si256();
 		for (int s = 0; s < S; s++)
 			scale_out[s] = zero;
@@ -251,18 +251,21 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 					_mm256_cmp_ps(suml2[t][s], zero, _CMP_GT_OQ),
 					_mm256_cmp_ps(_mm256_mul_ps(sumlx[t][s], sumlx[t][s]), _mm256_mul_ps(best[s], suml2[t][s]),
 					              _CMP_GT_OQ));
-				/* no branch on take: which lanes take a trial is
+				/* No branch on take: which lanes take a trial is
 				 * data, and a mispredicted branch costs more than
-				 * the division */
+				 * the division. The fit and its product are made
+				 * before the select, off the chain from one trial's
+				 * best to the next. */
+				const __m256 fit = _mm256_div_ps(sumlx[t][s], suml2[t][s]);
 				best_is[s] = sel(take, iscale[t][s], best_is[s]);
-				scale[s] = sel(take, _mm256_div_ps(sumlx[t][s], suml2[t][s]), scale[s]);
-				best[s] = sel(take, _mm256_mul_ps(scale[s], sumlx[t][s]), best[s]);
+				scale[s] = sel(take, fit, scale[s]);
+				best[s] = sel(take, _mm256_mul_ps(fit, sumlx[t][s]), best[s]);
 			}
 	}
 	/* levels as the scalar one stores them: l + nmax, or 0 for a flat group */
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
 	for (int s = 0; s < S; s++) {
-		for (int i = 0; i < n; i++) {
+		for (int i = 0; L && i < n; i++) {
 			const __m256i l = clamp(qp_avx2_nearest_int(_mm256_mul_ps(best_is[s], x[s * n + i])), lo, hi);
 			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(l, vnmax));
 		}

@@ -49,7 +49,9 @@ static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw
 				wv[g][i] = _mm256_mul_ps(xv[g][i], xv[g][i]);
 		}
 	}
-	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+	/* the levels are wanted only where a stored scale is zero (below):
+	 * search for the scales alone */
+	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], NULL, sc);
 	_mm256_storeu_ps(scales, sc[0]);
 	_mm256_storeu_ps(scales + 8, sc[1]);
 	if (!qp_kq_q6_k_pack_scales(y, scales))
@@ -60,16 +62,25 @@ static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw
 	const float dall = qp_fp16_to_fp32(y->d);
 	const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31), bias = _mm256_set1_epi32(32);
 	uint8_t L[QP_QK_K];
+	__m256 dv[2];
+	int keep_any = 0;
 	for (int g = 0; g < 2; g++) {
 		float d[8];
 		for (int j = 0; j < 8; j++)
 			d[j] = dall * y->scales[8 * g + j];
-		const __m256 dv = _mm256_loadu_ps(d);
-		const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv, _mm256_setzero_ps(), _CMP_EQ_OQ));
+		dv[g] = _mm256_loadu_ps(d);
+		keep_any |= _mm256_movemask_ps(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
+	}
+	/* rare: the search again, for the levels this time (the same
+	 * search, so the same levels) */
+	if (keep_any)
+		qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+	for (int g = 0; g < 2; g++) {
+		const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
 		for (int i = 0; i < 16; i++) {
-			__m256i l = qp_avx2_nearest_int(_mm256_div_ps(xv[g][i], dv));
+			__m256i l = qp_avx2_nearest_int(_mm256_div_ps(xv[g][i], dv[g]));
 			l = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l)), bias);
-			lv[g][i] = _mm256_blendv_epi8(l, lv[g][i], keep);
+			lv[g][i] = keep_any ? _mm256_blendv_epi8(l, lv[g][i], keep) : l;
 		}
 		qp_avx2_levels_from_lanes(lv[g], 16, L + 128 * g);
 	}
