@@ -204,64 +204,66 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 	/* trial 0 is the scalar one's first pass, iscale = -nmax / max; trials
 	 * 1..18 are its is = -9..-1, 1..9, in that order (the first best
 	 * wins) */
-	_Pragma("GCC unroll 1")
+	/* Three passes: every trial's iscale (nothing waits on the
+	 * divisions), every trial's sums (no trial waits on another), then
+	 * the scalar one's comparisons in its order, the only chain. */
+	__m256 iscale[20][2], sumlx[20][2], suml2[20][2];
+	bool small[10];
 	for (int k0 = 0; k0 < 19; k0 += 2) {
-		const int T = k0 == 18 ? 1 : 2;
-		__m256 iscale[2][2], sumlx[2][2], suml2[2][2];
-		bool small = finite;
-		for (int t = 0; t < T; t++) {
-			const int k = k0 + t;
+		small[k0 / 2] = finite;
+		for (int k = k0; k < k0 + 2 && k < 19; k++) {
 			const int is = k <= 9 ? k - 10 : k - 9;
 			const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
 			_Pragma("GCC unroll 2")
 			for (int s = 0; s < S; s++) {
-				iscale[t][s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
-				const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[t][s], max[s]));
-				small = small &&
-				        !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
+				iscale[k][s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
+				const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[k][s], max[s]));
+				small[k0 / 2] = small[k0 / 2] && !_mm256_movemask_ps(_mm256_andnot_ps(
+				                                         flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
 			}
 		}
-		if (small && T == 2) {
-			qx_sums_clamped(2, S, n, iscale, x, w, wx, xlo, xhi, flat, flo, fhi, sumlx, suml2);
-		} else if (small) {
-			qx_sums_clamped(1, S, n, iscale, x, w, wx, xlo, xhi, flat, flo, fhi, sumlx, suml2);
-		} else {
-			for (int t = 0; t < T; t++)
-				for (int s = 0; s < S; s++) {
-					sumlx[t][s] = suml2[t][s] = zero;
-					for (int i = 0; i < n; i++) {
-						const __m256 l = level_s(iscale[t][s], x[s * n + i], lo, hi);
-						sumlx[t][s] = _mm256_add_ps(sumlx[t][s], _mm256_mul_ps(wx[s][i], l));
-						suml2[t][s] = _mm256_add_ps(suml2[t][s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
-					}
-				}
+	}
+	_Pragma("GCC unroll 1")
+	for (int k0 = 0; k0 < 19; k0 += 2) {
+		const int T = k0 == 18 ? 1 : 2;
+		if (small[k0 / 2]) {
+			qx_sums_clamped(T, S, n, (const __m256(*)[2])(iscale + k0), x, w, wx, xlo, xhi, flat, flo, fhi,
+			                sumlx + k0, suml2 + k0);
+			continue;
 		}
-		for (int t = 0; t < T; t++)
-			_Pragma("GCC unroll 2")
+		for (int k = k0; k < k0 + T; k++)
 			for (int s = 0; s < S; s++) {
-				if (k0 + t == 0) {
-					best_is[s] = iscale[t][s];
-					/* `suml2 ? ...`: NaN is true */
-					scale[s] = sel(_mm256_cmp_ps(suml2[t][s], zero, _CMP_NEQ_UQ),
-					               _mm256_div_ps(sumlx[t][s], suml2[t][s]), zero);
-					best[s] = _mm256_mul_ps(scale[s], sumlx[t][s]);
-					continue;
+				sumlx[k][s] = suml2[k][s] = zero;
+				for (int i = 0; i < n; i++) {
+					const __m256 l = level_s(iscale[k][s], x[s * n + i], lo, hi);
+					sumlx[k][s] = _mm256_add_ps(sumlx[k][s], _mm256_mul_ps(wx[s][i], l));
+					suml2[k][s] = _mm256_add_ps(suml2[k][s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
 				}
-				const __m256 take = _mm256_and_ps(
-					_mm256_cmp_ps(suml2[t][s], zero, _CMP_GT_OQ),
-					_mm256_cmp_ps(_mm256_mul_ps(sumlx[t][s], sumlx[t][s]), _mm256_mul_ps(best[s], suml2[t][s]),
-					              _CMP_GT_OQ));
-				/* No branch on take: which lanes take a trial is
-				 * data, and a mispredicted branch costs more than
-				 * the division. The fit and its product are made
-				 * before the select, off the chain from one trial's
-				 * best to the next. */
-				const __m256 fit = _mm256_div_ps(sumlx[t][s], suml2[t][s]);
-				best_is[s] = sel(take, iscale[t][s], best_is[s]);
-				scale[s] = sel(take, fit, scale[s]);
-				best[s] = sel(take, _mm256_mul_ps(fit, sumlx[t][s]), best[s]);
 			}
 	}
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		best_is[s] = iscale[0][s];
+		/* `suml2 ? ...`: NaN is true */
+		scale[s] = sel(_mm256_cmp_ps(suml2[0][s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[0][s], suml2[0][s]), zero);
+		best[s] = _mm256_mul_ps(scale[s], sumlx[0][s]);
+	}
+	for (int k = 1; k < 19; k++)
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			const __m256 take = _mm256_and_ps(
+				_mm256_cmp_ps(suml2[k][s], zero, _CMP_GT_OQ),
+				_mm256_cmp_ps(_mm256_mul_ps(sumlx[k][s], sumlx[k][s]), _mm256_mul_ps(best[s], suml2[k][s]),
+				              _CMP_GT_OQ));
+			/* No branch on take: which lanes take a trial is data, and
+			 * a mispredicted branch costs more than the division. The
+			 * fit and its product are made before the select, off the
+			 * chain from one trial's best to the next. */
+			const __m256 fit = _mm256_div_ps(sumlx[k][s], suml2[k][s]);
+			best_is[s] = sel(take, iscale[k][s], best_is[s]);
+			scale[s] = sel(take, fit, scale[s]);
+			best[s] = sel(take, _mm256_mul_ps(fit, sumlx[k][s]), best[s]);
+		}
 	/* levels as the scalar one stores them: l + nmax, or 0 for a flat group */
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
 	for (int s = 0; s < S; s++) {
