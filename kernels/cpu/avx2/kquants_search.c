@@ -154,6 +154,29 @@ static inline __attribute__((always_inline)) void qx_sums_clamped(const int T, c
 		qx_sums(T, S, n, false, false, iscale, x, w, wx, flo, fhi, sumlx, suml2);
 }
 
+/* The iscales of trials k0 and k0 + 1 (k0 alone for the 19th): trial 0 is
+ * the scalar search's first pass, iscale = -nmax / max; trials 1..18 are
+ * its is = -9..-1, 1..9, in that order (the first best wins). small[k0 /
+ * 2] says whether their levels can be made in floats (see qx_sets). */
+static inline __attribute__((always_inline)) void qx_iscales(const int S, const int nmax, int k0, const __m256 *max,
+                                                             const __m256 *flat, bool finite, __m256 iscale[20][2],
+                                                             bool small[10])
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(4194304.0f);
+	bool ok = finite;
+	for (int k = k0; k < k0 + 2 && k < 19; k++) {
+		const int is = k <= 9 ? k - 10 : k - 9;
+		const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++) {
+			iscale[k][s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
+			const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[k][s], max[s]));
+			ok = ok && !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
+		}
+	}
+	small[k0 / 2] = ok;
+}
+
 /* make_qx_quants for S sets of eight groups, interleaved as qkx_sets's.
  * Levels stay floats; trials compute them in floats (qx_sums) when no
  * |v| = |iscale * x| can reach 2^22, which holds when every x of a lane
@@ -171,7 +194,6 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 	const __m256 sign = _mm256_set1_ps(-0.0f);
 	const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
 	const __m256 flo = _mm256_set1_ps((float)-nmax), fhi = _mm256_set1_ps((float)(nmax - 1));
-	const __m256 lim = _mm256_set1_ps(4194304.0f);
 	__m256 max[2], flat[2], xlo[2], xhi[2], wx[2][MAX_N];
 	__m256 scale[2] = {zero, zero}, best[2] = {zero, zero}, best_is[2] = {zero, zero}; /* set by trial 0 */
 	bool finite = true;
@@ -201,51 +223,44 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 			scale_out[s] = zero;
 		return;
 	}
-	/* trial 0 is the scalar one's first pass, iscale = -nmax / max; trials
-	 * 1..18 are its is = -9..-1, 1..9, in that order (the first best
-	 * wins) */
-	/* Three passes: every trial's iscale (nothing waits on the
-	 * divisions), every trial's sums (no trial waits on another), then
-	 * the scalar one's comparisons in its order, the only chain. */
-	__m256 iscale[20][2], sumlx[20][2], suml2[20][2];
+	/* Every trial's sums first, two trials at a time, then the scalar
+	 * one's comparisons in its order: no trial's sums wait on another's
+	 * outcome, and only the comparisons chain. The divisions (the next
+	 * pair's iscale, this pair's fit) are issued between the pairs'
+	 * sums, where the divider works beside them. */
+	__m256 iscale[20][2], sumlx[20][2], suml2[20][2], fit[20][2];
 	bool small[10];
-	for (int k0 = 0; k0 < 19; k0 += 2) {
-		small[k0 / 2] = finite;
-		for (int k = k0; k < k0 + 2 && k < 19; k++) {
-			const int is = k <= 9 ? k - 10 : k - 9;
-			const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
-			_Pragma("GCC unroll 2")
-			for (int s = 0; s < S; s++) {
-				iscale[k][s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
-				const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[k][s], max[s]));
-				small[k0 / 2] = small[k0 / 2] && !_mm256_movemask_ps(_mm256_andnot_ps(
-				                                         flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
-			}
-		}
-	}
+	qx_iscales(S, nmax, 0, max, flat, finite, iscale, small);
 	_Pragma("GCC unroll 1")
 	for (int k0 = 0; k0 < 19; k0 += 2) {
 		const int T = k0 == 18 ? 1 : 2;
+		if (k0 + 2 < 19)
+			qx_iscales(S, nmax, k0 + 2, max, flat, finite, iscale, small);
 		if (small[k0 / 2]) {
 			qx_sums_clamped(T, S, n, (const __m256(*)[2])(iscale + k0), x, w, wx, xlo, xhi, flat, flo, fhi,
 			                sumlx + k0, suml2 + k0);
-			continue;
+		} else {
+			for (int k = k0; k < k0 + T; k++)
+				for (int s = 0; s < S; s++) {
+					sumlx[k][s] = suml2[k][s] = zero;
+					for (int i = 0; i < n; i++) {
+						const __m256 l = level_s(iscale[k][s], x[s * n + i], lo, hi);
+						sumlx[k][s] = _mm256_add_ps(sumlx[k][s], _mm256_mul_ps(wx[s][i], l));
+						suml2[k][s] =
+							_mm256_add_ps(suml2[k][s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
+					}
+				}
 		}
 		for (int k = k0; k < k0 + T; k++)
-			for (int s = 0; s < S; s++) {
-				sumlx[k][s] = suml2[k][s] = zero;
-				for (int i = 0; i < n; i++) {
-					const __m256 l = level_s(iscale[k][s], x[s * n + i], lo, hi);
-					sumlx[k][s] = _mm256_add_ps(sumlx[k][s], _mm256_mul_ps(wx[s][i], l));
-					suml2[k][s] = _mm256_add_ps(suml2[k][s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
-				}
-			}
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++)
+				fit[k][s] = _mm256_div_ps(sumlx[k][s], suml2[k][s]);
 	}
 	_Pragma("GCC unroll 2")
 	for (int s = 0; s < S; s++) {
 		best_is[s] = iscale[0][s];
 		/* `suml2 ? ...`: NaN is true */
-		scale[s] = sel(_mm256_cmp_ps(suml2[0][s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[0][s], suml2[0][s]), zero);
+		scale[s] = sel(_mm256_cmp_ps(suml2[0][s], zero, _CMP_NEQ_UQ), fit[0][s], zero);
 		best[s] = _mm256_mul_ps(scale[s], sumlx[0][s]);
 	}
 	for (int k = 1; k < 19; k++)
@@ -255,14 +270,12 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 				_mm256_cmp_ps(suml2[k][s], zero, _CMP_GT_OQ),
 				_mm256_cmp_ps(_mm256_mul_ps(sumlx[k][s], sumlx[k][s]), _mm256_mul_ps(best[s], suml2[k][s]),
 				              _CMP_GT_OQ));
-			/* No branch on take: which lanes take a trial is data, and
-			 * a mispredicted branch costs more than the division. The
-			 * fit and its product are made before the select, off the
-			 * chain from one trial's best to the next. */
-			const __m256 fit = _mm256_div_ps(sumlx[k][s], suml2[k][s]);
+			/* no branch on take: which lanes take a trial is data, and
+			 * a mispredicted branch costs more than the division made
+			 * for every trial */
 			best_is[s] = sel(take, iscale[k][s], best_is[s]);
-			scale[s] = sel(take, fit, scale[s]);
-			best[s] = sel(take, _mm256_mul_ps(fit, sumlx[k][s]), best[s]);
+			scale[s] = sel(take, fit[k][s], scale[s]);
+			best[s] = sel(take, _mm256_mul_ps(fit[k][s], sumlx[k][s]), best[s]);
 		}
 	/* levels as the scalar one stores them: l + nmax, or 0 for a flat group */
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
