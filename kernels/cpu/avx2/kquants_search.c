@@ -251,11 +251,16 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 					}
 				}
 		}
-		for (int k = k0; k < k0 + T; k++)
+		/* the previous pair's fits: its sums are done by now, where
+		 * this pair's are still being added */
+		for (int k = k0 - 2; k >= 0 && k < k0; k++)
 			_Pragma("GCC unroll 2")
 			for (int s = 0; s < S; s++)
 				fit[k][s] = _mm256_div_ps(sumlx[k][s], suml2[k][s]);
 	}
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++)
+		fit[18][s] = _mm256_div_ps(sumlx[18][s], suml2[18][s]);
 	_Pragma("GCC unroll 2")
 	for (int s = 0; s < S; s++) {
 		best_is[s] = iscale[0][s];
