@@ -117,12 +117,14 @@ static void (*const qx_sums_2_16[2][4])(const __m256[2][2], const __m256 *, cons
 	{qx_sums_1_2_16_none, qx_sums_1_2_16_lo, qx_sums_1_2_16_hi, qx_sums_1_2_16_both},
 	{qx_sums_2_2_16_none, qx_sums_2_2_16_lo, qx_sums_2_2_16_hi, qx_sums_2_2_16_both}};
 
-/* qx_sums with the clamps that can bind: *clo and *chi say, as masks of
- * lanes, whether a level can fall below -nmax (above nmax - 1) in some
- * lane that is not flat. Rounding is monotonic, so every v lies between
- * the v of the lane's smallest x and that of its largest (lo, hi), and its
- * level between theirs. */
-static inline __attribute__((always_inline)) void qx_sums_clamped(const int T, const int S, const int n,
+/* qx_sums with the clamps that can bind: whether a level can fall below
+ * -nmax (above nmax - 1) in some lane that is not flat. Rounding is
+ * monotonic, so every v lies between the v of the lane's smallest x and
+ * that of its largest (lo, hi), and its level between theirs; and the
+ * trials' iscales share their sign, so the one of larger magnitude (wide)
+ * reaches further on both sides than the other: its ends decide for
+ * both. */
+static inline __attribute__((always_inline)) void qx_sums_clamped(const int T, const int wide, const int S, const int n,
                                                                   const __m256 iscale[2][2], const __m256 *x,
                                                                   const __m256 *w, const __m256 wx[2][MAX_N],
                                                                   const __m256 *lo, const __m256 *hi,
@@ -130,7 +132,7 @@ static inline __attribute__((always_inline)) void qx_sums_clamped(const int T, c
                                                                   __m256 sumlx[2][2], __m256 suml2[2][2])
 {
 	__m256 below = _mm256_setzero_ps(), above = _mm256_setzero_ps();
-	for (int t = 0; t < T; t++)
+	for (int t = wide; t == wide; t++)
 		for (int s = 0; s < S; s++) {
 			const __m256 ra = _mm256_round_ps(_mm256_mul_ps(iscale[t][s], lo[s]),
 			                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -168,11 +170,16 @@ static inline __attribute__((always_inline)) void qx_iscales(const int S, const 
 		const int is = k <= 9 ? k - 10 : k - 9;
 		const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
 		_Pragma("GCC unroll 2")
-		for (int s = 0; s < S; s++) {
+		for (int s = 0; s < S; s++)
 			iscale[k][s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
-			const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[k][s], max[s]));
-			ok = ok && !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
-		}
+	}
+	/* the trial of larger |iscale| (see qx_sums_clamped) bounds the
+	 * other's |v| */
+	const int wide = k0 == 0 || k0 == 18 ? k0 : k0 + 1;
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[wide][s], max[s]));
+		ok = ok && !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
 	}
 	small[k0 / 2] = ok;
 }
@@ -237,8 +244,10 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 		if (k0 + 2 < 19)
 			qx_iscales(S, nmax, k0 + 2, max, flat, finite, iscale, small);
 		if (small[k0 / 2]) {
-			qx_sums_clamped(T, S, n, (const __m256(*)[2])(iscale + k0), x, w, wx, xlo, xhi, flat, flo, fhi,
-			                sumlx + k0, suml2 + k0);
+			/* |numer| grows from trial 1 to 18 (is = -9..9), trial 0's
+			 * (is = 0) being larger than trial 1's */
+			qx_sums_clamped(T, k0 == 0 ? 0 : T - 1, S, n, (const __m256(*)[2])(iscale + k0), x, w, wx, xlo, xhi,
+			                flat, flo, fhi, sumlx + k0, suml2 + k0);
 		} else {
 			for (int k = k0; k < k0 + T; k++)
 				for (int s = 0; s < S; s++) {
