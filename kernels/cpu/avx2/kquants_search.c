@@ -579,9 +579,8 @@ qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i
 		_Pragma("GCC unroll 2")
 		for (int s = 0; s < S; s++) {
 			const __m256 take = _mm256_and_ps(positive[s], _mm256_cmp_ps(cur_error[s], best_error[s], _CMP_LT_OQ));
-			/* no branch on take for the selects: which lanes take a
-			 * trial is data, and mispredicts cost more than the
-			 * selects; only the minimum's refresh waits on one */
+			if (!_mm256_movemask_ps(take))
+				continue;
 			best_is[s] = sel(take, iscale[s], best_is[s]);
 			best_base[s] = sel(take, min[s], best_base[s]);
 			best_error[s] = sel(take, cur_error[s], best_error[s]);
@@ -589,8 +588,6 @@ qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i
 			min[s] = sel(take, this_min[s], min[s]);
 			/* later trials start from the new minimum, as the scalar
 			 * search's do */
-			if (!_mm256_movemask_ps(take))
-				continue;
 			for (int i = 0; i < n; i++)
 				xm[s][i] = _mm256_sub_ps(x[s * n + i], min[s]);
 		}
