@@ -1,7 +1,8 @@
 /* Q6_K: nibbles of ql and crumbs of qh unpacked 32 at a time, biased by
  * -32; see kquants.h. Quantize fits the 16 sub-blocks eight at a time
  * (kquants_search.h), stores the scales as the reference does, then
- * requantizes in lane layout and packs. */
+ * requantizes (in element order, or in lane layout where a sub-block
+ * keeps its fitted levels) and packs. */
 #include <string.h>
 
 #include "kernels/blocks.h"
@@ -106,16 +107,34 @@ static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw
 		dv[g] = _mm256_mul_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(s8));
 		keep_any |= _mm256_movemask_ps(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
 	}
+	if (!keep_any) {
+		/* the common case, in element order, no transposes: each
+		 * vector of x lies in one sub-block, and is divided by its d */
+		float d[16];
+		_mm256_storeu_ps(d, dv[0]);
+		_mm256_storeu_ps(d + 8, dv[1]);
+		for (int k = 0; k < 8; k++) {
+			__m256i l[4];
+			for (int u = 0; u < 4; u++) {
+				const __m256 v = _mm256_loadu_ps(x + 32 * k + 8 * u);
+				l[u] = qp_avx2_nearest_int(_mm256_div_ps(v, _mm256_set1_ps(d[2 * k + u / 2])));
+				l[u] = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l[u])), bias);
+			}
+			_mm256_storeu_si256((__m256i *)(L + 32 * k), qp_avx2_low_bytes(l[0], l[1], l[2], l[3]));
+		}
+		pack_q6(L, y);
+		return;
+	}
 	/* rare: the search again, for the levels this time (the same
-	 * search, so the same levels) */
-	if (keep_any)
-		qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+	 * search, so the same levels), and the requantizing in lane
+	 * layout, where they are */
+	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
 	for (int g = 0; g < 2; g++) {
 		const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
 		for (int i = 0; i < 16; i++) {
 			__m256i l = qp_avx2_nearest_int(_mm256_div_ps(xv[g][i], dv[g]));
 			l = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l)), bias);
-			lv[g][i] = keep_any ? _mm256_blendv_epi8(l, lv[g][i], keep) : l;
+			lv[g][i] = _mm256_blendv_epi8(l, lv[g][i], keep);
 		}
 		qp_avx2_levels_from_lanes(lv[g], 16, L + 128 * g);
 	}
