@@ -51,15 +51,149 @@ static inline __m256 level_s(__m256 iscale, __m256 x, __m256i lo, __m256i hi)
 	return _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(_mm256_mul_ps(iscale, x)), lo, hi));
 }
 
+/* The sums of make_qx_quants' trials for T trials (1 or 2) of S sets at
+ * once, its levels clamp(nearest_int(v), -nmax, nmax - 1), v = iscale * x,
+ * made in floats: valid when no |v| reaches 2^22, where (v + 2^23 + 2^22) -
+ * (2^23 + 2^22) rounds to nearest even as qp_kq_nearest_int does. The
+ * clamp is min and max, at the ends chi and clo only, where the caller has
+ * found that it can bind (min and max share ports with the multiplies).
+ * Two trials share nothing but their inputs: each sum is a chain of
+ * dependent adds, and four chains leave the adders waiting on latency
+ * that eight hide. Each sum still adds its terms element by element. */
+static inline __attribute__((always_inline)) void qx_sums(const int T, const int S, const int n, const bool clo,
+                                                          const bool chi, const __m256 iscale[2][2], const __m256 *x,
+                                                          const __m256 *w, const __m256 wx[2][MAX_N], __m256 flo,
+                                                          __m256 fhi, __m256 sumlx[2][2], __m256 suml2[2][2])
+{
+	/* sums of their own, not the caller's: they could alias the inputs,
+	 * and would go through memory at every add */
+	__m256 slx[2][2], sl2[2][2];
+	for (int t = 0; t < T; t++)
+		for (int s = 0; s < S; s++)
+			slx[t][s] = sl2[t][s] = _mm256_setzero_ps();
+	_Pragma("GCC unroll 4")
+	for (int i = 0; i < n; i++)
+		_Pragma("GCC unroll 2")
+		for (int t = 0; t < T; t++)
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++) {
+				const __m256 v = _mm256_mul_ps(iscale[t][s], x[s * n + i]);
+				__m256 l = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+				if (chi)
+					l = _mm256_min_ps(l, fhi);
+				if (clo)
+					l = _mm256_max_ps(l, flo);
+				slx[t][s] = _mm256_add_ps(slx[t][s], _mm256_mul_ps(wx[s][i], l));
+				sl2[t][s] = _mm256_add_ps(sl2[t][s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
+			}
+	for (int t = 0; t < T; t++)
+		for (int s = 0; s < S; s++) {
+			sumlx[t][s] = slx[t][s];
+			suml2[t][s] = sl2[t][s];
+		}
+}
+
+/* qx_sums for T trials of two sets of 16 (Q6_K's and Q3_K's shape), by
+ * clamps (bit 0: clo, bit 1: chi), each a function of its own: inlined
+ * side by side, the compiler shares the levels of the four variants and
+ * spills them all */
+#define QX_SUMS_2_16(T, name, clo, chi)                                                                             \
+	static __attribute__((noinline)) void name(const __m256 iscale[2][2], const __m256 *x, const __m256 *w,     \
+	                                           const __m256 wx[2][MAX_N], __m256 flo, __m256 fhi,               \
+	                                           __m256 sumlx[2][2], __m256 suml2[2][2])                          \
+	{                                                                                                          \
+		qx_sums(T, 2, 16, clo, chi, iscale, x, w, wx, flo, fhi, sumlx, suml2);                             \
+	}
+QX_SUMS_2_16(1, qx_sums_1_2_16_none, false, false)
+QX_SUMS_2_16(1, qx_sums_1_2_16_lo, true, false)
+QX_SUMS_2_16(1, qx_sums_1_2_16_hi, false, true)
+QX_SUMS_2_16(1, qx_sums_1_2_16_both, true, true)
+QX_SUMS_2_16(2, qx_sums_2_2_16_none, false, false)
+QX_SUMS_2_16(2, qx_sums_2_2_16_lo, true, false)
+QX_SUMS_2_16(2, qx_sums_2_2_16_hi, false, true)
+QX_SUMS_2_16(2, qx_sums_2_2_16_both, true, true)
+static void (*const qx_sums_2_16[2][4])(const __m256[2][2], const __m256 *, const __m256 *, const __m256[2][MAX_N],
+                                        __m256, __m256, __m256[2][2], __m256[2][2]) = {
+	{qx_sums_1_2_16_none, qx_sums_1_2_16_lo, qx_sums_1_2_16_hi, qx_sums_1_2_16_both},
+	{qx_sums_2_2_16_none, qx_sums_2_2_16_lo, qx_sums_2_2_16_hi, qx_sums_2_2_16_both}};
+
+/* qx_sums with the clamps that can bind: whether a level can fall below
+ * -nmax (above nmax - 1) in some lane that is not flat. Rounding is
+ * monotonic, so every v lies between the v of the lane's smallest x and
+ * that of its largest (lo, hi), and its level between theirs; and the
+ * trials' iscales share their sign, so the one of larger magnitude (wide)
+ * reaches further on both sides than the other: its ends decide for
+ * both. */
+static inline __attribute__((always_inline)) void qx_sums_clamped(const int T, const int wide, const int S, const int n,
+                                                                  const __m256 iscale[2][2], const __m256 *x,
+                                                                  const __m256 *w, const __m256 wx[2][MAX_N],
+                                                                  const __m256 *lo, const __m256 *hi,
+                                                                  const __m256 *flat, __m256 flo, __m256 fhi,
+                                                                  __m256 sumlx[2][2], __m256 suml2[2][2])
+{
+	__m256 below = _mm256_setzero_ps(), above = _mm256_setzero_ps();
+	for (int t = wide; t == wide; t++)
+		for (int s = 0; s < S; s++) {
+			const __m256 ra = _mm256_round_ps(_mm256_mul_ps(iscale[t][s], lo[s]),
+			                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			const __m256 rb = _mm256_round_ps(_mm256_mul_ps(iscale[t][s], hi[s]),
+			                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			below = _mm256_or_ps(below, _mm256_andnot_ps(flat[s], _mm256_cmp_ps(_mm256_min_ps(ra, rb), flo,
+			                                                                    _CMP_LT_OQ)));
+			above = _mm256_or_ps(above, _mm256_andnot_ps(flat[s], _mm256_cmp_ps(_mm256_max_ps(ra, rb), fhi,
+			                                                                    _CMP_GT_OQ)));
+		}
+	const int clamps = (_mm256_movemask_ps(below) != 0) | (_mm256_movemask_ps(above) != 0) << 1;
+	if (S == 2 && n == 16)
+		qx_sums_2_16[T - 1][clamps](iscale, x, w, wx, flo, fhi, sumlx, suml2);
+	else if (clamps == 3)
+		qx_sums(T, S, n, true, true, iscale, x, w, wx, flo, fhi, sumlx, suml2);
+	else if (clamps == 1)
+		qx_sums(T, S, n, true, false, iscale, x, w, wx, flo, fhi, sumlx, suml2);
+	else if (clamps == 2)
+		qx_sums(T, S, n, false, true, iscale, x, w, wx, flo, fhi, sumlx, suml2);
+	else
+		qx_sums(T, S, n, false, false, iscale, x, w, wx, flo, fhi, sumlx, suml2);
+}
+
+/* The iscales of trials k0 and k0 + 1 (k0 alone for the 19th): trial 0 is
+ * the scalar search's first pass, iscale = -nmax / max; trials 1..18 are
+ * its is = -9..-1, 1..9, in that order (the first best wins). small[k0 /
+ * 2] says whether their levels can be made in floats (see qx_sets). */
+static inline __attribute__((always_inline)) void qx_iscales(const int S, const int nmax, int k0, const __m256 *max,
+                                                             const __m256 *flat, bool finite, __m256 iscale[20][2],
+                                                             bool small[10])
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(4194304.0f);
+	bool ok = finite;
+	for (int k = k0; k < k0 + 2 && k < 19; k++) {
+		const int is = k <= 9 ? k - 10 : k - 9;
+		const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
+		_Pragma("GCC unroll 2")
+		for (int s = 0; s < S; s++)
+			iscale[k][s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
+	}
+	/* the trial of larger |iscale| (see qx_sums_clamped) bounds the
+	 * other's |v| */
+	const int wide = k0 == 0 || k0 == 18 ? k0 : k0 + 1;
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[wide][s], max[s]));
+		ok = ok && !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
+	}
+	small[k0 / 2] = ok;
+}
+
 /* make_qx_quants for S sets of eight groups, interleaved as qkx_sets's.
- * Levels stay floats; a trial computes them in floats (level_small) when no
+ * Levels stay floats; trials compute them in floats (qx_sums) when no
  * |v| = |iscale * x| can reach 2^22, which holds when every x of a lane
  * that is not flat is finite and |iscale * max| < 2^22, max being the
  * element of largest magnitude. A trial's levels are a function of its
  * iscale alone, so the lanes keep the best trial's iscale, not its levels,
  * and compute those levels once at the end (in the integers, which give
- * the floats' levels wherever those apply). n and nmax are constants where
- * the callers' are, so the loops unroll. */
+ * the floats' levels wherever those apply). Trials run two at a time (the
+ * 19th alone), and their outcomes are then taken in the scalar order. n
+ * and nmax are constants where the callers' are, so the loops unroll. */
 static inline __attribute__((always_inline)) void qx_sets(const int S, const int n, const int nmax, const __m256 *x,
                                                           const __m256 *w, __m256i *L, __m256 *scale_out)
 {
@@ -67,8 +201,7 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 	const __m256 sign = _mm256_set1_ps(-0.0f);
 	const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
 	const __m256 flo = _mm256_set1_ps((float)-nmax), fhi = _mm256_set1_ps((float)(nmax - 1));
-	const __m256 lim = _mm256_set1_ps(4194304.0f), magic = _mm256_set1_ps(12582912.0f);
-	__m256 max[2], flat[2], wx[2][MAX_N];
+	__m256 max[2], flat[2], xlo[2], xhi[2], wx[2][MAX_N];
 	__m256 scale[2] = {zero, zero}, best[2] = {zero, zero}, best_is[2] = {zero, zero}; /* set by trial 0 */
 	bool finite = true;
 	int all_flat = 1;
@@ -79,78 +212,89 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 		flat[s] = _mm256_cmp_ps(amax, _mm256_set1_ps(QP_KQ_GROUP_MAX_EPS), _CMP_LT_OQ);
 		all_flat &= _mm256_movemask_ps(flat[s]) == 0xff;
 		__m256 bad = zero;
+		xlo[s] = xhi[s] = x[s * n];
 		for (int i = 0; i < n; i++) {
 			wx[s][i] = _mm256_mul_ps(w[s * n + i], x[s * n + i]);
 			bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_andnot_ps(sign, x[s * n + i]), _mm256_set1_ps(INFINITY),
 			                                      _CMP_NLT_UQ));
+			/* only used where every x is finite */
+			xlo[s] = _mm256_min_ps(xlo[s], x[s * n + i]);
+			xhi[s] = _mm256_max_ps(xhi[s], x[s * n + i]);
 		}
 		finite &= !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], bad));
 	}
 	if (all_flat) {
-		for (int i = 0; i < S * n; i++)
+		for (int i = 0; L && i < S * n; i++)
 			L[i] = _mm256_setzero_si256();
 		for (int s = 0; s < S; s++)
 			scale_out[s] = zero;
 		return;
 	}
-	/* trial 0 is the scalar one's first pass, iscale = -nmax / max; trials
-	 * 1..18 are its is = -9..-1, 1..9, in that order (the first best
-	 * wins) */
-	for (int k = 0; k < 19; k++) {
-		const int is = k <= 9 ? k - 10 : k - 9;
-		const float numer = k == 0 ? (float)-nmax : -(nmax + 0.1f * is);
-		__m256 iscale[2], sumlx[2], suml2[2];
-		bool small = finite;
-		_Pragma("GCC unroll 2")
-		for (int s = 0; s < S; s++) {
-			iscale[s] = _mm256_div_ps(_mm256_set1_ps(numer), max[s]);
-			const __m256 bound = _mm256_andnot_ps(sign, _mm256_mul_ps(iscale[s], max[s]));
-			small = small && !_mm256_movemask_ps(_mm256_andnot_ps(flat[s], _mm256_cmp_ps(bound, lim, _CMP_NLT_UQ)));
-			sumlx[s] = suml2[s] = zero;
-		}
-		if (small) {
-			/* one pass: each level is used as soon as it is made */
-			_Pragma("GCC unroll 32")
-			for (int i = 0; i < n; i++)
-				_Pragma("GCC unroll 2")
-				for (int s = 0; s < S; s++) {
-					const __m256 v = _mm256_mul_ps(iscale[s], x[s * n + i]);
-					const __m256 r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-					const __m256 l = _mm256_max_ps(_mm256_min_ps(r, fhi), flo);
-					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], l));
-					suml2[s] = _mm256_add_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
-				}
+	/* Every trial's sums first, two trials at a time, then the scalar
+	 * one's comparisons in its order: no trial's sums wait on another's
+	 * outcome, and only the comparisons chain. The divisions (the next
+	 * pair's iscale, this pair's fit) are issued between the pairs'
+	 * sums, where the divider works beside them. */
+	__m256 iscale[20][2], sumlx[20][2], suml2[20][2], fit[20][2];
+	bool small[10];
+	qx_iscales(S, nmax, 0, max, flat, finite, iscale, small);
+	_Pragma("GCC unroll 1")
+	for (int k0 = 0; k0 < 19; k0 += 2) {
+		const int T = k0 == 18 ? 1 : 2;
+		if (k0 + 2 < 19)
+			qx_iscales(S, nmax, k0 + 2, max, flat, finite, iscale, small);
+		if (small[k0 / 2]) {
+			/* |numer| grows from trial 1 to 18 (is = -9..9), trial 0's
+			 * (is = 0) being larger than trial 1's */
+			qx_sums_clamped(T, k0 == 0 ? 0 : T - 1, S, n, (const __m256(*)[2])(iscale + k0), x, w, wx, xlo, xhi,
+			                flat, flo, fhi, sumlx + k0, suml2 + k0);
 		} else {
-			for (int i = 0; i < n; i++)
+			for (int k = k0; k < k0 + T; k++)
 				for (int s = 0; s < S; s++) {
-					const __m256 l = level_s(iscale[s], x[s * n + i], lo, hi);
-					sumlx[s] = _mm256_add_ps(sumlx[s], _mm256_mul_ps(wx[s][i], l));
-					suml2[s] = _mm256_add_ps(suml2[s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
+					sumlx[k][s] = suml2[k][s] = zero;
+					for (int i = 0; i < n; i++) {
+						const __m256 l = level_s(iscale[k][s], x[s * n + i], lo, hi);
+						sumlx[k][s] = _mm256_add_ps(sumlx[k][s], _mm256_mul_ps(wx[s][i], l));
+						suml2[k][s] =
+							_mm256_add_ps(suml2[k][s], _mm256_mul_ps(_mm256_mul_ps(w[s * n + i], l), l));
+					}
 				}
 		}
+		/* the previous pair's fits: its sums are done by now, where
+		 * this pair's are still being added */
+		for (int k = k0 - 2; k >= 0 && k < k0; k++)
+			_Pragma("GCC unroll 2")
+			for (int s = 0; s < S; s++)
+				fit[k][s] = _mm256_div_ps(sumlx[k][s], suml2[k][s]);
+	}
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++)
+		fit[18][s] = _mm256_div_ps(sumlx[18][s], suml2[18][s]);
+	_Pragma("GCC unroll 2")
+	for (int s = 0; s < S; s++) {
+		best_is[s] = iscale[0][s];
+		/* `suml2 ? ...`: NaN is true */
+		scale[s] = sel(_mm256_cmp_ps(suml2[0][s], zero, _CMP_NEQ_UQ), fit[0][s], zero);
+		best[s] = _mm256_mul_ps(scale[s], sumlx[0][s]);
+	}
+	for (int k = 1; k < 19; k++)
 		_Pragma("GCC unroll 2")
 		for (int s = 0; s < S; s++) {
-			if (k == 0) {
-				best_is[s] = iscale[s];
-				/* `suml2 ? ...`: NaN is true */
-				scale[s] = sel(_mm256_cmp_ps(suml2[s], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[s], suml2[s]), zero);
-				best[s] = _mm256_mul_ps(scale[s], sumlx[s]);
-				continue;
-			}
 			const __m256 take = _mm256_and_ps(
-				_mm256_cmp_ps(suml2[s], zero, _CMP_GT_OQ),
-				_mm256_cmp_ps(_mm256_mul_ps(sumlx[s], sumlx[s]), _mm256_mul_ps(best[s], suml2[s]), _CMP_GT_OQ));
-			if (!_mm256_movemask_ps(take))
-				continue;
-			best_is[s] = sel(take, iscale[s], best_is[s]);
-			scale[s] = sel(take, _mm256_div_ps(sumlx[s], suml2[s]), scale[s]);
-			best[s] = sel(take, _mm256_mul_ps(scale[s], sumlx[s]), best[s]);
+				_mm256_cmp_ps(suml2[k][s], zero, _CMP_GT_OQ),
+				_mm256_cmp_ps(_mm256_mul_ps(sumlx[k][s], sumlx[k][s]), _mm256_mul_ps(best[s], suml2[k][s]),
+				              _CMP_GT_OQ));
+			/* no branch on take: which lanes take a trial is data, and
+			 * a mispredicted branch costs more than the division made
+			 * for every trial */
+			best_is[s] = sel(take, iscale[k][s], best_is[s]);
+			scale[s] = sel(take, fit[k][s], scale[s]);
+			best[s] = sel(take, _mm256_mul_ps(fit[k][s], sumlx[k][s]), best[s]);
 		}
-	}
 	/* levels as the scalar one stores them: l + nmax, or 0 for a flat group */
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
 	for (int s = 0; s < S; s++) {
-		for (int i = 0; i < n; i++) {
+		for (int i = 0; L && i < n; i++) {
 			const __m256i l = clamp(qp_avx2_nearest_int(_mm256_mul_ps(best_is[s], x[s * n + i])), lo, hi);
 			L[s * n + i] = seli(flat[s], _mm256_setzero_si256(), _mm256_add_epi32(l, vnmax));
 		}
@@ -158,14 +302,25 @@ static inline __attribute__((always_inline)) void qx_sets(const int S, const int
 	}
 }
 
+/* Q6_K's and Q3_K's shapes, each a function of its own */
+static __attribute__((noinline)) void qx_q6_k(const __m256 *x, const __m256 *w, __m256i *L, __m256 *scale)
+{
+	qx_sets(2, 16, 32, x, w, L, scale);
+}
+
+static __attribute__((noinline)) void qx_q3_k(const __m256 *x, const __m256 *w, __m256i *L, __m256 *scale)
+{
+	qx_sets(2, 16, 4, x, w, L, scale);
+}
+
 void qp_avx2_make_qx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
                                __m256 *scale)
 {
 	/* the callers' shapes, with constants the loops unroll on */
 	if (sets == 2 && n == 16 && nmax == 32)
-		qx_sets(2, 16, 32, x, w, L, scale);
+		qx_q6_k(x, w, L, scale);
 	else if (sets == 2 && n == 16 && nmax == 4)
-		qx_sets(2, 16, 4, x, w, L, scale);
+		qx_q3_k(x, w, L, scale);
 	else if (sets == 2)
 		qx_sets(2, n, nmax, x, w, L, scale);
 	else

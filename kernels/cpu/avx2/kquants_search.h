@@ -18,7 +18,8 @@
 
 /* qp_kq_make_qx_quants(n, nmax, x, L, w): w the weights, x^2 where the
  * scalar one gets NULL; sets (1 or 2) as for qp_avx2_make_qkx_quants_x8,
- * the scales in scale[s] */
+ * the scales in scale[s]. L may be NULL: the scales alone (Q6_K, which
+ * requantizes, needs the levels only where a scale rounds to zero). */
 void qp_avx2_make_qx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
                                __m256 *scale);
 

@@ -1,7 +1,10 @@
 /* Q6_K: nibbles of ql and crumbs of qh unpacked 32 at a time, biased by
  * -32; see kquants.h. Quantize fits the 16 sub-blocks eight at a time
  * (kquants_search.h), stores the scales as the reference does, then
- * requantizes in lane layout and packs. */
+ * requantizes (in element order, or in lane layout where a sub-block
+ * keeps its fitted levels) and packs. */
+#include <string.h>
+
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/kquants.h"
@@ -33,13 +36,49 @@ static void pack_q6(const uint8_t L[QP_QK_K], struct qp_block_q6_K *y)
 	}
 }
 
+/* qp_kq_q6_k_pack_scales of scales sc[0] (sub-blocks 0..7) and sc[1]
+ * (8..15): the largest |scale| is the first of the largest (the scalar
+ * `>` from 0, which no NaN passes: NaN counts as 0 here), and every
+ * scale is rounded as the scalar one rounds it. */
+static bool pack_scales_q6(struct qp_block_q6_K *y, const __m256 sc[2])
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	__m256 a[2];
+	for (int g = 0; g < 2; g++)
+		a[g] = _mm256_and_ps(_mm256_andnot_ps(sign, sc[g]), _mm256_cmp_ps(sc[g], sc[g], _CMP_ORD_Q));
+	__m256 m = _mm256_max_ps(a[0], a[1]);
+	m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+	m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(1, 0, 3, 2)));
+	m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
+	const float max_abs_scale = _mm256_cvtss_f32(m);
+	if (max_abs_scale < QP_KQ_GROUP_MAX_EPS) {
+		memset(y, 0, sizeof(*y));
+		y->d = qp_fp32_to_fp16(0.f);
+		return false;
+	}
+	const unsigned first = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a[0], m, _CMP_EQ_OQ)) |
+	                       (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a[1], m, _CMP_EQ_OQ)) << 8;
+	float scales[16];
+	_mm256_storeu_ps(scales, sc[0]);
+	_mm256_storeu_ps(scales + 8, sc[1]);
+	const float iscale = -128.f / scales[__builtin_ctz(first)];
+	y->d = qp_fp32_to_fp16(1 / iscale);
+	int32_t l[16];
+	for (int g = 0; g < 2; g++) {
+		const __m256i lg = qp_avx2_nearest_int(_mm256_mul_ps(_mm256_set1_ps(iscale), sc[g]));
+		_mm256_storeu_si256((__m256i *)(l + 8 * g), _mm256_min_epi32(lg, _mm256_set1_epi32(127)));
+	}
+	for (int ib = 0; ib < 16; ib++)
+		y->scales[ib] = (int8_t)l[ib];
+	return true;
+}
+
 /* One super-block; qw its 256 importances, or NULL for the plain
  * reference (weights x^2) */
 static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw)
 {
 	__m256 xv[2][16], wv[2][16], sc[2];
 	__m256i lv[2][16];
-	float scales[16];
 	for (int g = 0; g < 2; g++) {
 		qp_avx2_to_lanes(x + 128 * g, 16, xv[g]);
 		if (qw) {
@@ -49,10 +88,10 @@ static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw
 				wv[g][i] = _mm256_mul_ps(xv[g][i], xv[g][i]);
 		}
 	}
-	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
-	_mm256_storeu_ps(scales, sc[0]);
-	_mm256_storeu_ps(scales + 8, sc[1]);
-	if (!qp_kq_q6_k_pack_scales(y, scales))
+	/* the levels are wanted only where a stored scale is zero (below):
+	 * search for the scales alone */
+	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], NULL, sc);
+	if (!pack_scales_q6(y, sc))
 		return;
 
 	/* every x again with the stored scales; a sub-block whose scale is
@@ -60,14 +99,40 @@ static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw
 	const float dall = qp_fp16_to_fp32(y->d);
 	const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31), bias = _mm256_set1_epi32(32);
 	uint8_t L[QP_QK_K];
+	__m256 dv[2];
+	int keep_any = 0;
 	for (int g = 0; g < 2; g++) {
-		float d[8];
-		for (int j = 0; j < 8; j++)
-			d[j] = dall * y->scales[8 * g + j];
-		const __m256 dv = _mm256_loadu_ps(d);
-		const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv, _mm256_setzero_ps(), _CMP_EQ_OQ));
+		/* dall * scale, the byte widened to float exactly */
+		const __m256i s8 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(y->scales + 8 * g)));
+		dv[g] = _mm256_mul_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(s8));
+		keep_any |= _mm256_movemask_ps(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
+	}
+	if (!keep_any) {
+		/* the common case, in element order, no transposes: each
+		 * vector of x lies in one sub-block, and is divided by its d */
+		float d[16];
+		_mm256_storeu_ps(d, dv[0]);
+		_mm256_storeu_ps(d + 8, dv[1]);
+		for (int k = 0; k < 8; k++) {
+			__m256i l[4];
+			for (int u = 0; u < 4; u++) {
+				const __m256 v = _mm256_loadu_ps(x + 32 * k + 8 * u);
+				l[u] = qp_avx2_nearest_int(_mm256_div_ps(v, _mm256_set1_ps(d[2 * k + u / 2])));
+				l[u] = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l[u])), bias);
+			}
+			_mm256_storeu_si256((__m256i *)(L + 32 * k), qp_avx2_low_bytes(l[0], l[1], l[2], l[3]));
+		}
+		pack_q6(L, y);
+		return;
+	}
+	/* rare: the search again, for the levels this time (the same
+	 * search, so the same levels), and the requantizing in lane
+	 * layout, where they are */
+	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+	for (int g = 0; g < 2; g++) {
+		const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
 		for (int i = 0; i < 16; i++) {
-			__m256i l = qp_avx2_nearest_int(_mm256_div_ps(xv[g][i], dv));
+			__m256i l = qp_avx2_nearest_int(_mm256_div_ps(xv[g][i], dv[g]));
 			l = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l)), bias);
 			lv[g][i] = _mm256_blendv_epi8(l, lv[g][i], keep);
 		}
