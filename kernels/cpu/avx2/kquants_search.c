@@ -68,8 +68,11 @@ static inline __attribute__((always_inline)) void qx_sums(const int T, const int
 	/* sums of their own, not the caller's: they could alias the inputs,
 	 * and would go through memory at every add */
 	__m256 slx[2][2], sl2[2][2];
-	for (int t = 0; t < T; t++)
-		for (int s = 0; s < S; s++)
+	/* all four zeroed whatever T and S: gcc -O2 can't see that the
+	 * unused ones are never read (-Wmaybe-uninitialized), and drops the
+	 * dead stores */
+	for (int t = 0; t < 2; t++)
+		for (int s = 0; s < 2; s++)
 			slx[t][s] = sl2[t][s] = _mm256_setzero_ps();
 	_Pragma("GCC unroll 4")
 	for (int i = 0; i < n; i++)
