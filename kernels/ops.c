@@ -63,9 +63,9 @@ static void silu_mul_ref(float *g, const float *u, int64_t n)
 }
 
 static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
-	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref},
+	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL},
 #if QP_HAVE_AVX2
-	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2},
+	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_wide_avx2},
 #endif
 };
 
@@ -330,13 +330,65 @@ struct qx {
 	uint8_t *xq;
 	size_t x_row;
 	int64_t k;
+	float *xw;  /* NULL, or the quantized rows widened back to f32 */
 };
 
 static void quantize_rows(void *arg, int64_t t0, int64_t t1)
 {
 	const struct qx *q = arg;
-	for (int64_t t = t0; t < t1; t++)
+	for (int64_t t = t0; t < t1; t++) {
 		q->ops->quantize_row(q->x + t * q->k, q->xq + (size_t)t * q->x_row, q->k);
+		if (q->xw)
+			q->ops->dequantize_row(q->xq + (size_t)t * q->x_row, q->xw + t * q->k, q->k);
+	}
+}
+
+/* The f16 product over widened rows (qp_ops_vec's f16_tile_wide): tokens
+ * in blocks that stay in L2 (WIDE_BLOCK_BYTES of floats), and for each
+ * block, WIDE_ROWS weight rows at a time widened into an L1 panel and
+ * run against every token of it. Widening costs one conversion per weight
+ * per block of tokens, where the f16 tile converts every weight at every
+ * tile of three tokens and every activation at every tile of rows. */
+#define WIDE_ROWS 4
+#define WIDE_BLOCK_BYTES (192 * 1024)
+/* below this many tokens a panel is not reused enough to pay for itself */
+#define WIDE_MIN_TOK 8
+
+struct mmw {
+	float *y;
+	int64_t ldy;
+	const uint8_t *w;
+	size_t w_row;
+	const float *xw;        /* n_tok rows of k floats */
+	int64_t k, n_tok;
+	const struct qp_kernel_ops *ops;
+	void (*tile)(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr, const float *y,
+	             size_t by, int64_t nc);
+	int failed;
+};
+
+static void mm_rows_wide(void *arg, int64_t r0, int64_t r1)
+{
+	struct mmw *m = arg;
+	float *panel = malloc((size_t)WIDE_ROWS * (size_t)m->k * sizeof(float));
+	if (!panel) {
+		__atomic_store_n(&m->failed, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	const size_t k_bytes = (size_t)m->k * sizeof(float);
+	int64_t tb = (int64_t)(WIDE_BLOCK_BYTES / k_bytes) / 3 * 3;
+	if (tb < 3)
+		tb = 3;
+	for (int64_t t0 = 0; t0 < m->n_tok; t0 += tb) {
+		const int64_t nt = m->n_tok - t0 < tb ? m->n_tok - t0 : tb;
+		for (int64_t rb = r0; rb < r1; rb += WIDE_ROWS) {
+			const int64_t nr = r1 - rb < WIDE_ROWS ? r1 - rb : WIDE_ROWS;
+			for (int64_t r = 0; r < nr; r++)
+				m->ops->dequantize_row(m->w + (size_t)(rb + r) * m->w_row, panel + r * m->k, m->k);
+			m->tile(m->k, m->y + t0 * m->ldy + rb, m->ldy, panel, k_bytes, nr, m->xw + t0 * m->k, k_bytes, nt);
+		}
+	}
+	free(panel);
 }
 
 int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t n_rows, int64_t k,
@@ -354,11 +406,23 @@ int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t
 		                  (long long)k, tt->name);
 	if (n_tok > 0 && x_row > SIZE_MAX / (size_t)n_tok)
 		return qp_err_nomem(err);
+	const bool wide = wt == QP_TYPE_F16 && vec_ops()->f16_tile_wide && ops->vec_dot_tile &&
+	                  n_tok >= WIDE_MIN_TOK && (size_t)k <= SIZE_MAX / sizeof(float) / (size_t)n_tok;
 	uint8_t *xq = malloc(x_row * (size_t)(n_tok > 0 ? n_tok : 1));
-	if (!xq)
+	float *xw = wide ? malloc((size_t)k * (size_t)n_tok * sizeof(float)) : NULL;
+	if (!xq || (wide && !xw)) {
+		free(xq);
 		return qp_err_nomem(err);
-	struct qx q = {vops, x, xq, x_row, k};
+	}
+	struct qx q = {vops, x, xq, x_row, k, xw};
 	qp_ops_parallel(threads, n_tok, quantize_rows, &q);
+	if (wide) {
+		struct mmw m = {y, ldy, w, w_row, xw, k, n_tok, ops, vec_ops()->f16_tile_wide, 0};
+		qp_ops_parallel(threads, n_rows, mm_rows_wide, &m);
+		free(xq);
+		free(xw);
+		return m.failed ? qp_err_nomem(err) : 0;
+	}
 	struct mm m = {y, ldy, w, w_row, xq, x_row, k, n_tok, ops};
 	qp_ops_parallel(threads, n_rows, mm_rows, &m);
 	free(xq);

@@ -39,6 +39,15 @@ void qp_ops_silu_mul(float *g, const float *u, int64_t n);
 struct qp_ops_vec {
 	void (*silu_mul)(float *g, const float *u, int64_t n);
 	void (*softmax)(float *x, int64_t n);
+	/* f16's vec_dot_tile (kernels.h) over rows already widened to f32:
+	 * x and y hold f16 values as floats (the conversion is exact), and
+	 * s[c * lds + r] is, bit for bit, what the level's f16 vec_dot gives
+	 * the f16 rows. qp_ops_matmul widens a few weight rows once for a
+	 * block of tokens instead of converting at every load of every tile.
+	 * NULL where the level has none (the scalar reference never has a
+	 * tile). */
+	void (*f16_tile_wide)(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
+	                      const float *y, size_t by, int64_t nc);
 };
 const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level);
 
