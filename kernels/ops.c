@@ -62,10 +62,44 @@ static void silu_mul_ref(float *g, const float *u, int64_t n)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+/* fmaf: one rounding per step, the same as a SIMD level's FMA lanes. The
+ * values' sum runs over up to n_ctx positions: a float chain that long
+ * moved q4_0's statistics in tests/e2e/test_kld past their tolerance, so
+ * it adds chains of ATTN_VBLOCK positions into a double. */
+#define ATTN_VBLOCK 16
+static void attn_scores_ref(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
+                            int64_t kt_stride, int64_t n_keys, int64_t hd)
+{
+	for (int64_t i = 0; i < nq; i++)
+		for (int64_t j = 0; j < n_keys; j++) {
+			float acc = 0.0f;
+			for (int64_t d = 0; d < hd; d++)
+				acc = fmaf(q[i * q_stride + d], kt[d * kt_stride + j], acc);
+			s[i * lds + j] = acc;
+		}
+}
+
+static void attn_values_ref(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
+                            const float *v, int64_t v_stride, int64_t hd)
+{
+	for (int64_t i = 0; i < nq; i++)
+		for (int64_t d = 0; d < hd; d++) {
+			double tot = 0.0;
+			for (int64_t b0 = 0; b0 < len0 + i; b0 += ATTN_VBLOCK) {
+				float blk = 0.0f;
+				for (int64_t j = b0; j < b0 + ATTN_VBLOCK && j < len0 + i; j++)
+					blk = fmaf(p[i * ldp + j], v[j * v_stride + d], blk);
+				tot += (double)blk;
+			}
+			out[i * out_stride + d] = (float)tot;
+		}
+}
+
 static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
-	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL},
+	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL, attn_scores_ref, attn_values_ref},
 #if QP_HAVE_AVX2
-	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_wide_avx2},
+	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_wide_avx2, qp_attn_scores_avx2,
+	                   qp_attn_values_avx2},
 #endif
 };
 
@@ -99,28 +133,22 @@ void qp_ops_axpy(float *y, float a, const float *x, int64_t n)
 		y[i] += a * x[i];
 }
 
-/* s[r] = dot(x_r, y) for n_rows rows of n floats, x_r at x + r * stride:
- * through the f32 tile where the level has one, else pair by pair; both
- * give the level's vec_dot. */
-static void rows_dot(float *s, const float *x, int64_t stride, int64_t n_rows, const float *y, int64_t n)
+void qp_ops_attn(float *out, int64_t out_stride, const float *q, int64_t q_stride, int64_t nq, const float *kt,
+                 int64_t kt_stride, const float *v, int64_t v_stride, int64_t n_kv0, int64_t hd, float scale,
+                 float *scores)
 {
-	const struct qp_kernel_ops *f = qp_kernels_get(QP_TYPE_F32);
-	if (f->vec_dot_tile) {
-		f->vec_dot_tile(n, s, n_rows, x, (size_t)stride * sizeof(float), n_rows, y, (size_t)n * sizeof(float), 1);
-		return;
+	const struct qp_ops_vec *vo = vec_ops();
+	const int64_t ld = n_kv0 + nq - 1;
+	/* every query against the last one's keys: the few past a query's
+	 * own end are computed and left out of its softmax */
+	vo->attn_scores(scores, ld, q, q_stride, nq, kt, kt_stride, ld, hd);
+	for (int64_t i = 0; i < nq; i++) {
+		float *si = scores + i * ld;
+		for (int64_t j = 0; j < n_kv0 + i; j++)
+			si[j] *= scale;
+		vo->softmax(si, n_kv0 + i);
 	}
-	for (int64_t r = 0; r < n_rows; r++)
-		f->vec_dot(n, &s[r], x + r * stride, y);
-}
-
-void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *vt,
-                      int64_t vt_stride, int64_t n_kv, int64_t head_dim, float scale, float *scores)
-{
-	rows_dot(scores, k, k_stride, n_kv, q, head_dim);
-	for (int64_t j = 0; j < n_kv; j++)
-		scores[j] *= scale;
-	qp_ops_softmax(scores, n_kv);
-	rows_dot(out, vt, vt_stride, head_dim, scores, n_kv);
+	vo->attn_values(out, out_stride, scores, ld, nq, n_kv0, v, v_stride, hd);
 }
 
 void qp_ops_transpose(float *dst, int64_t ld, const float *src, int64_t rows, int64_t cols)
