@@ -52,10 +52,11 @@ struct qp_ops_vec {
 	 * multiply-adds in a fixed order, so every level gives the
 	 * reference's bits however it groups queries, keys or dimensions:
 	 * s[i * lds + j] = sum over d < hd of q_i[d] * kt[d * kt_stride + j]
-	 * for i < nq, j < n_keys (q_i at q + i * q_stride);
+	 * for i < nq, j < n_keys (q_i at q + i * q_stride), as float chains
+	 * over blocks of 16 dimensions added into a double;
 	 * out_i[d] = sum over j < len0 + i of p[i * ldp + j] * v[j * v_stride + d]
-	 * for i < nq, d < hd (out_i at out + i * out_stride), as float chains
-	 * over blocks of 16 positions (from j = 0) added into a double. */
+	 * for i < nq, d < hd (out_i at out + i * out_stride), the same way
+	 * over blocks of 16 positions (from j = 0). */
 	void (*attn_scores)(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
 	                    int64_t kt_stride, int64_t n_keys, int64_t hd);
 	void (*attn_values)(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,

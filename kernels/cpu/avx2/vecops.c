@@ -96,34 +96,51 @@ void qp_softmax_avx2(float *x, int64_t n)
  * often each loaded vector is reused. */
 #define INLINE static inline __attribute__((always_inline))
 
-/* scores of nq <= 4 queries against nk <= 8 vectors of 8 keys */
+/* scores of nq <= 4 queries against nk <= 8 vectors of 8 keys: float
+ * chains over blocks of ATTN_SBLOCK dimensions added into doubles, as the
+ * reference does */
+#define ATTN_SBLOCK 16
 INLINE void scores_tile(float *s, int64_t lds, const float *q, int64_t q_stride, const float *kt, int64_t kt_stride,
                         int64_t hd, const int nq, const int nk)
 {
-	__m256 acc[4][8];
-	_Pragma("GCC unroll 4")
+	double tot[4][64];
 	for (int i = 0; i < nq; i++)
-		_Pragma("GCC unroll 8")
-		for (int b = 0; b < nk; b++)
-			acc[i][b] = _mm256_setzero_ps();
-	for (int64_t d = 0; d < hd; d++) {
-		__m256 k[8];
-		_Pragma("GCC unroll 8")
-		for (int b = 0; b < nk; b++)
-			k[b] = _mm256_loadu_ps(kt + d * kt_stride + 8 * b);
+		for (int e = 0; e < nk * 8; e++)
+			tot[i][e] = 0.0;
+	for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
+		const int64_t de = d0 + ATTN_SBLOCK < hd ? d0 + ATTN_SBLOCK : hd;
+		__m256 acc[4][8];
 		_Pragma("GCC unroll 4")
-		for (int i = 0; i < nq; i++) {
-			const __m256 qd = _mm256_broadcast_ss(q + i * q_stride + d);
+		for (int i = 0; i < nq; i++)
 			_Pragma("GCC unroll 8")
 			for (int b = 0; b < nk; b++)
-				acc[i][b] = _mm256_fmadd_ps(qd, k[b], acc[i][b]);
+				acc[i][b] = _mm256_setzero_ps();
+		for (int64_t d = d0; d < de; d++) {
+			__m256 k[8];
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nk; b++)
+				k[b] = _mm256_loadu_ps(kt + d * kt_stride + 8 * b);
+			_Pragma("GCC unroll 4")
+			for (int i = 0; i < nq; i++) {
+				const __m256 qd = _mm256_broadcast_ss(q + i * q_stride + d);
+				_Pragma("GCC unroll 8")
+				for (int b = 0; b < nk; b++)
+					acc[i][b] = _mm256_fmadd_ps(qd, k[b], acc[i][b]);
+			}
 		}
+		_Pragma("GCC unroll 4")
+		for (int i = 0; i < nq; i++)
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nk; b++) {
+				double *t = &tot[i][8 * b];
+				_mm256_storeu_pd(t, _mm256_add_pd(_mm256_loadu_pd(t), _mm256_cvtps_pd(_mm256_castps256_ps128(acc[i][b]))));
+				_mm256_storeu_pd(t + 4, _mm256_add_pd(_mm256_loadu_pd(t + 4),
+				                                      _mm256_cvtps_pd(_mm256_extractf128_ps(acc[i][b], 1))));
+			}
 	}
-	_Pragma("GCC unroll 4")
 	for (int i = 0; i < nq; i++)
-		_Pragma("GCC unroll 8")
-		for (int b = 0; b < nk; b++)
-			_mm256_storeu_ps(s + i * lds + 8 * b, acc[i][b]);
+		for (int e = 0; e < nk * 8; e++)
+			s[i * lds + e] = (float)tot[i][e];
 }
 
 void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
@@ -167,10 +184,14 @@ void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride
 		}
 		for (int i = 0; i < qi; i++)
 			for (j = n8; j < n_keys; j++) {
-				float acc = 0.0f;
-				for (int64_t d = 0; d < hd; d++)
-					acc = fmaf(qt[i * q_stride + d], kt[d * kt_stride + j], acc);
-				st[i * lds + j] = acc;
+				double tot = 0.0;
+				for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
+					float blk = 0.0f;
+					for (int64_t d = d0; d < d0 + ATTN_SBLOCK && d < hd; d++)
+						blk = fmaf(qt[i * q_stride + d], kt[d * kt_stride + j], blk);
+					tot += (double)blk;
+				}
+				st[i * lds + j] = (float)tot;
 			}
 	}
 }
