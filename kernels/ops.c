@@ -6,7 +6,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "kernels/blocks.h"
 #include "kernels/kernels.h"
 #if QP_HAVE_AVX2
 #include "kernels/cpu/avx2/avx2.h"
@@ -103,53 +102,11 @@ static void attn_values_ref(float *out, int64_t out_stride, const float *p, int6
 		}
 }
 
-void qp_ops_q8_0_sums(int64_t n, const void *y, size_t by, int64_t nc, float *yd, int32_t *yoff)
-{
-	const int64_t nb = n / QP_QK8_0;
-	for (int64_t c = 0; c < nc; c++) {
-		const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)((const uint8_t *)y + (size_t)c * by);
-		for (int64_t i = 0; i < nb; i++) {
-			int32_t sum = 0;
-			for (int j = 0; j < QP_QK8_0; j++)
-				sum += b[i].qs[j];
-			yd[c * nb + i] = qp_fp16_to_fp32(b[i].d);
-			yoff[c * nb + i] = 8 * sum;
-		}
-	}
-}
-
-/* blocks summed in double before the running float total takes them */
-#define Q4_0_CHAIN_STRETCH 64
-
-static void q4_0_tile_chain_ref(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
-                                const void *y, size_t by, int64_t nc, const float *yd, const int32_t *yoff)
-{
-	const int64_t nb = n / QP_QK8_0;
-	for (int64_t c = 0; c < nc; c++)
-		for (int64_t r = 0; r < nr; r++) {
-			const struct qp_block_q4_0 *xb = (const struct qp_block_q4_0 *)((const uint8_t *)x + (size_t)r * bx);
-			const struct qp_block_q8_0 *yb = (const struct qp_block_q8_0 *)((const uint8_t *)y + (size_t)c * by);
-			float acc = 0.0f;
-			for (int64_t i0 = 0; i0 < nb; i0 += Q4_0_CHAIN_STRETCH) {
-				double sum = 0.0;
-				for (int64_t i = i0; i < nb && i < i0 + Q4_0_CHAIN_STRETCH; i++) {
-					int32_t dot = 0;
-					for (int j = 0; j < QP_QK4_0 / 2; j++)
-						dot += (xb[i].qs[j] & 15) * yb[i].qs[j] + (xb[i].qs[j] >> 4) * yb[i].qs[j + QP_QK4_0 / 2];
-					sum = fma((double)qp_fp16_to_fp32(xb[i].d),
-					          (double)(dot - yoff[c * nb + i]) * (double)yd[c * nb + i], sum);
-				}
-				acc = (float)(i0 > 0 ? (double)acc + sum : sum);
-			}
-			s[c * lds + r] = acc;
-		}
-}
-
 static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
-	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL, attn_scores_ref, attn_values_ref, q4_0_tile_chain_ref},
+	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL, attn_scores_ref, attn_values_ref},
 #if QP_HAVE_AVX2
 	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_wide_avx2, qp_attn_scores_avx2,
-	                   qp_attn_values_avx2, qp_q4_0_tile_chain_avx2},
+	                   qp_attn_values_avx2},
 #endif
 };
 
@@ -469,57 +426,6 @@ static void mm_rows_wide(void *arg, int64_t r0, int64_t r1)
 	free(panel);
 }
 
-/* q4_0 over a batch (qp_ops_vec's q4_0_tile_chain): tokens in L2-sized
- * blocks, CHAIN_PANEL weight rows per call, which the kernel unpacks and
- * transposes once for every token of the block. */
-#define CHAIN_PANEL 8
-
-struct mmc {
-	float *y;
-	int64_t ldy;
-	const uint8_t *w;
-	size_t w_row;
-	const uint8_t *xq;
-	size_t x_row;
-	const float *yd;
-	const int32_t *yoff;
-	int64_t k, n_tok;
-	void (*tile)(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr, const void *y, size_t by,
-	             int64_t nc, const float *yd, const int32_t *yoff);
-};
-
-static void mm_rows_chain(void *arg, int64_t r0, int64_t r1)
-{
-	const struct mmc *m = arg;
-	const int64_t nb = m->k / QP_QK8_0;
-	int64_t tb = (int64_t)(WIDE_BLOCK_BYTES / m->x_row);
-	if (tb < 1)
-		tb = 1;
-	for (int64_t t0 = 0; t0 < m->n_tok; t0 += tb) {
-		const int64_t nt = m->n_tok - t0 < tb ? m->n_tok - t0 : tb;
-		for (int64_t rb = r0; rb < r1; rb += CHAIN_PANEL) {
-			const int64_t nr = r1 - rb < CHAIN_PANEL ? r1 - rb : CHAIN_PANEL;
-			m->tile(m->k, m->y + t0 * m->ldy + rb, m->ldy, m->w + (size_t)rb * m->w_row, m->w_row, nr,
-			        m->xq + (size_t)t0 * m->x_row, m->x_row, nt, m->yd + t0 * nb, m->yoff + t0 * nb);
-		}
-	}
-}
-
-struct q8s {
-	const uint8_t *xq;
-	size_t x_row;
-	int64_t k;
-	float *yd;
-	int32_t *yoff;
-};
-
-static void q8_0_sums_rows(void *arg, int64_t t0, int64_t t1)
-{
-	const struct q8s *q = arg;
-	const int64_t nb = q->k / QP_QK8_0;
-	qp_ops_q8_0_sums(q->k, q->xq + (size_t)t0 * q->x_row, q->x_row, t1 - t0, q->yd + t0 * nb, q->yoff + t0 * nb);
-}
-
 int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t n_rows, int64_t k,
                   const float *x, int64_t n_tok, int threads, struct qp_err *err)
 {
@@ -545,25 +451,6 @@ int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t
 	}
 	struct qx q = {vops, x, xq, x_row, k, xw};
 	qp_ops_parallel(threads, n_tok, quantize_rows, &q);
-	if (wt == QP_TYPE_Q4_0 && vec_ops()->q4_0_tile_chain && ops->vec_dot_tile && n_tok >= WIDE_MIN_TOK) {
-		const int64_t nb = k / QP_QK8_0;
-		float *yd = malloc((size_t)(nb * n_tok) * sizeof(float));
-		int32_t *yoff = malloc((size_t)(nb * n_tok) * sizeof(int32_t));
-		if (!yd || !yoff) {
-			free(yd);
-			free(yoff);
-			free(xq);
-			return qp_err_nomem(err);
-		}
-		struct q8s qs = {xq, x_row, k, yd, yoff};
-		qp_ops_parallel(threads, n_tok, q8_0_sums_rows, &qs);
-		struct mmc m = {y, ldy, w, w_row, xq, x_row, yd, yoff, k, n_tok, vec_ops()->q4_0_tile_chain};
-		qp_ops_parallel(threads, n_rows, mm_rows_chain, &m);
-		free(yd);
-		free(yoff);
-		free(xq);
-		return 0;
-	}
 	if (wide) {
 		struct mmw m = {y, ldy, w, w_row, xw, k, n_tok, ops, vec_ops()->f16_tile_wide, 0};
 		qp_ops_parallel(threads, n_rows, mm_rows_wide, &m);

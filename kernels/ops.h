@@ -61,23 +61,7 @@ struct qp_ops_vec {
 	                    int64_t kt_stride, int64_t n_keys, int64_t hd);
 	void (*attn_values)(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
 	                    const float *v, int64_t v_stride, int64_t hd);
-	/* q4_0 weight rows (x) against q8_0 token rows (y), laid out as
-	 * vec_dot_tile's, each pair summed in double: over each stretch of
-	 * 64 blocks, sum = fma(d_x, (q . y - yoff[c * nb + i]) * yd[c * nb + i], sum)
-	 * (each term exact), then acc = (float)(acc + sum), from acc = 0; q
-	 * the unsigned nibbles (nb = n / 32; yd holds the
-	 * tokens' block scales as floats and yoff 8 * the sums of their
-	 * quants, qp_ops_q8_0_sums). vec_dot's order differs: qp_ops_matmul
-	 * takes this for a batch of tokens, where it is twice as fast, and
-	 * vec_dot_tile for fewer. */
-	void (*q4_0_tile_chain)(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr, const void *y,
-	                        size_t by, int64_t nc, const float *yd, const int32_t *yoff);
 };
-
-/* For q4_0_tile_chain: yd[c * nb + i] = block i's scale of q8_0 row c (y,
- * by bytes apart) as a float, yoff[c * nb + i] = 8 * the sum of its
- * quants, for c < nc, i < nb = n / 32. */
-void qp_ops_q8_0_sums(int64_t n, const void *y, size_t by, int64_t nc, float *yd, int32_t *yoff);
 const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level);
 
 /* y += a * x, n elements. */

@@ -161,8 +161,8 @@ static void ops__nll_is_minus_log_softmax_in_double(void)
 		CHECK_NEAR(qp_ops_nll(l, 1000, t), log(s) - (l[t] - mx), 1e-7);
 }
 
-/* ntok 5 goes through vec_dot_tile, 21 through the batch kernels
- * (f16's widened rows, q4_0's chains) where the level has them */
+/* ntok 5 goes through vec_dot_tile, 21 through f16's widened rows where
+ * the level has them */
 static void matmul_check(int64_t ntok)
 {
 	const int64_t rows = 37, k = 256;
@@ -362,70 +362,6 @@ static void ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot(void)
 	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
-/* q4_0's chain kernel at every level gives the scalar reference's bits,
- * for panels of 1 to 17 rows (the 8-row groups and their edges), 1 to 5
- * tokens, rows long enough to be walked in several stretches (2080
- * elements: 65 blocks), rows at strides with padding. */
-static void ops__q4_0_chain_is_bit_exact_with_the_reference_at_every_level(void)
-{
-	enum { MAX_R = 17, MAX_C = 5, LDS = 19, MAXN = 2080 };
-	const struct qp_ops_vec *ref = qp_ops_vec_level(QP_LEVEL_SCALAR);
-	const struct qp_kernel_ops *q4 = qp_kernels_get_level(QP_TYPE_Q4_0, QP_LEVEL_SCALAR);
-	const struct qp_kernel_ops *q8 = qp_kernels_get_level(QP_TYPE_Q8_0, QP_LEVEL_SCALAR);
-	CHECK(ref && ref->q4_0_tile_chain && q4 && q8);
-	static const int64_t lengths[] = {32, 64, 256, 2048, 2080};
-	const size_t bx = MAXN / 32 * 18 + 6, by = MAXN / 32 * 34 + 2;
-	uint8_t *x = malloc(bx * MAX_R), *y = malloc(by * MAX_C);
-	float *f = malloc(MAXN * sizeof(float)), *yd = malloc(MAX_C * MAXN / 32 * sizeof(float));
-	int32_t *yo = malloc(MAX_C * MAXN / 32 * sizeof(int32_t));
-	static float s0[MAX_C * LDS], s1[MAX_C * LDS];
-	int levels = 0;
-	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
-		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
-		if (!vo || !vo->q4_0_tile_chain)
-			continue;
-		levels++;
-		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
-			const int64_t n = lengths[li];
-			for (int r = 0; r < MAX_R; r++) {
-				fill(f, n, 1.0f + (float)r);
-				if (r == 3)
-					for (int64_t i = 0; i < n; i += 3)
-						f[i] = 0.0f;
-				q4->quantize_row(f, x + r * bx, n);
-			}
-			for (int c = 0; c < MAX_C; c++) {
-				fill(f, n, 3.0f);
-				q8->quantize_row(f, y + c * by, n);
-			}
-			qp_ops_q8_0_sums(n, y, by, MAX_C, yd, yo);
-			for (int nr = 1; nr <= MAX_R; nr++)
-				for (int nc = 1; nc <= MAX_C; nc++) {
-					for (int i = 0; i < MAX_C * LDS; i++)
-						s0[i] = s1[i] = -12345.0f;
-					ref->q4_0_tile_chain(n, s0, LDS, x, bx, nr, y, by, nc, yd, yo);
-					vo->q4_0_tile_chain(n, s1, LDS, x, bx, nr, y, by, nc, yd, yo);
-					CHECK(memcmp(s0, s1, sizeof(s0)) == 0);
-				}
-			/* the chains against the plain dot of the dequantized rows */
-			float xr[MAXN], yr[MAXN];
-			q4->dequantize_row(x, xr, n);
-			q8->dequantize_row(y, yr, n);
-			double d = 0;
-			for (int64_t i = 0; i < n; i++)
-				d += (double)xr[i] * yr[i];
-			ref->q4_0_tile_chain(n, s0, LDS, x, bx, 1, y, by, 1, yd, yo);
-			CHECK_NEAR(s0[0], d, 1e-4);
-		}
-	}
-	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
-	free(x);
-	free(y);
-	free(f);
-	free(yd);
-	free(yo);
-}
-
 struct cover {
 	int hits[1000];
 	int nested;     /* threads for a qp_ops_parallel inside each range, 0: none */
@@ -485,7 +421,6 @@ int main(int argc, char **argv)
 		TF_TEST(ops__vector_ops_match_the_reference_at_every_level),
 		TF_TEST(ops__attn_products_are_bit_exact_with_the_reference_at_every_level),
 		TF_TEST(ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot),
-		TF_TEST(ops__q4_0_chain_is_bit_exact_with_the_reference_at_every_level),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }

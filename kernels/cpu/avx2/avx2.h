@@ -104,9 +104,6 @@ void qp_q8_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, 
                                const void *y, size_t by, int64_t nc);
 void qp_q4_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
                                const void *y, size_t by, int64_t nc);
-/* q4_0's products with one float chain per pair (kernels/ops.h, qp_ops_vec) */
-void qp_q4_0_tile_chain_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
-                             const void *y, size_t by, int64_t nc, const float *yd, const int32_t *yoff);
 /* f16's tile over rows widened to f32 (kernels/ops.h, qp_ops_vec) */
 void qp_f16_vec_dot_tile_wide_avx2(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
                                    const float *y, size_t by, int64_t nc);
