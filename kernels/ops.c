@@ -227,12 +227,34 @@ static struct {
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
           PTHREAD_COND_INITIALIZER, 0, 0, {0}, {{0}}, 0, 0};
 
+/* A decode step makes some hundred parallel calls a few microseconds
+ * apart: sleeping on a condition variable between them cost more than the
+ * work (two threads decoded slower than one). So a worker, and a caller
+ * waiting for its workers, first watch the counters for about POOL_SPIN
+ * pauses (tens of microseconds), and only then sleep. gen and pending are
+ * written under `mu` but with atomic stores, so the watchers may read
+ * them without it. */
+#define POOL_SPIN 4000
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
 static void *pool_worker(void *p)
 {
 	const int id = (int)(intptr_t)p;
 	pthread_mutex_lock(&pool.mu);
 	uint64_t seen = pool.start_gen[id];
 	for (;;) {
+		if (pool.gen == seen) {
+			pthread_mutex_unlock(&pool.mu);
+			for (int i = 0; i < POOL_SPIN && __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE) == seen; i++)
+				cpu_relax();
+			pthread_mutex_lock(&pool.mu);
+		}
 		while (pool.gen == seen)
 			pthread_cond_wait(&pool.wake, &pool.mu);
 		seen = pool.gen;
@@ -242,7 +264,7 @@ static void *pool_worker(void *p)
 		pthread_mutex_unlock(&pool.mu);
 		par_run(&j);
 		pthread_mutex_lock(&pool.mu);
-		if (--pool.pending == 0)
+		if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_RELEASE) == 0)
 			pthread_cond_signal(&pool.done);
 	}
 	return NULL;
@@ -293,13 +315,15 @@ static bool parallel_pool(struct par *jobs, int threads)
 	for (int t = 0; t < n_pool; t++)
 		pool.jobs[t] = jobs[t];
 	pool.n_jobs = n_pool;
-	pool.pending = n_pool - 1;
-	pool.gen++;
+	__atomic_store_n(&pool.pending, n_pool - 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&pool.gen, pool.gen + 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&pool.wake);
 	pthread_mutex_unlock(&pool.mu);
 	par_run(&jobs[0]);
 	for (int t = n_pool; t < threads; t++)
 		par_run(&jobs[t]);
+	for (int i = 0; i < POOL_SPIN && __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) > 0; i++)
+		cpu_relax();
 	pthread_mutex_lock(&pool.mu);
 	while (pool.pending > 0)
 		pthread_cond_wait(&pool.done, &pool.mu);
