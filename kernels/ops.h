@@ -39,20 +39,49 @@ void qp_ops_silu_mul(float *g, const float *u, int64_t n);
 struct qp_ops_vec {
 	void (*silu_mul)(float *g, const float *u, int64_t n);
 	void (*softmax)(float *x, int64_t n);
+	/* f16's vec_dot_tile (kernels.h) over rows already widened to f32:
+	 * x and y hold f16 values as floats (the conversion is exact), and
+	 * s[c * lds + r] is, bit for bit, what the level's f16 vec_dot gives
+	 * the f16 rows. qp_ops_matmul widens a few weight rows once for a
+	 * block of tokens instead of converting at every load of every tile.
+	 * NULL where the level has none (the scalar reference never has a
+	 * tile). */
+	void (*f16_tile_wide)(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
+	                      const float *y, size_t by, int64_t nc);
+	/* qp_ops_attn's two products, each element a chain of fused
+	 * multiply-adds in a fixed order, so every level gives the
+	 * reference's bits however it groups queries, keys or dimensions:
+	 * s[i * lds + j] = sum over d < hd of q_i[d] * kt[d * kt_stride + j]
+	 * for i < nq, j < n_keys (q_i at q + i * q_stride), as float chains
+	 * over blocks of 16 dimensions added into a double;
+	 * out_i[d] = sum over j < len0 + i of p[i * ldp + j] * v[j * v_stride + d]
+	 * for i < nq, d < hd (out_i at out + i * out_stride), the same way
+	 * over blocks of 16 positions (from j = 0). */
+	void (*attn_scores)(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
+	                    int64_t kt_stride, int64_t n_keys, int64_t hd);
+	void (*attn_values)(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
+	                    const float *v, int64_t v_stride, int64_t hd);
 };
 const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level);
 
 /* y += a * x, n elements. */
 void qp_ops_axpy(float *y, float a, const float *x, int64_t n);
 
-/* One query head against n_kv cached positions: out[hd] = sum_j p_j v_j
- * with p = softmax(scale * q . k_j). k_j is at k + j * k_stride; the
- * values are stored transposed, component d of v_0 .. v_{n_kv-1} at
- * vt + d * vt_stride (strides in floats), so that both products are rows
- * against one vector, which the kernel table's f32 tiles take a few rows
- * at a time. scores holds n_kv floats of scratch. */
-void qp_ops_attn_head(float *out, const float *q, const float *k, int64_t k_stride, const float *vt,
-                      int64_t vt_stride, int64_t n_kv, int64_t head_dim, float scale, float *scores);
+/* Causal attention of nq consecutive queries of one head against one kv
+ * head's cache: query i (q + i * q_stride, hd floats) attends to positions
+ * 0 .. n_kv0 + i - 1 (n_kv0 >= 1); its result goes to out + i * out_stride.
+ * The keys are stored transposed, component d of key j at
+ * kt[d * kt_stride + j], the values as rows, v_j at v + j * v_stride:
+ * both products then run along contiguous memory with a query (or a
+ * weight) broadcast. Scores are q . k_j added in order of d, times scale,
+ * then softmax over the query's positions, then out = sum_j p_j v_j added
+ * in order of j (qp_ops_vec's attn_scores and attn_values): a query's
+ * result never depends on which other queries share the call, so neither
+ * batches nor threads change it. scores holds nq * (n_kv0 + nq - 1)
+ * floats of scratch. */
+void qp_ops_attn(float *out, int64_t out_stride, const float *q, int64_t q_stride, int64_t nq, const float *kt,
+                 int64_t kt_stride, const float *v, int64_t v_stride, int64_t n_kv0, int64_t hd, float scale,
+                 float *scores);
 
 /* dst[c * ld + r] = src[r * cols + c] for r < rows, c < cols: rows of
  * src become columns of dst (the values into a transposed cache). */

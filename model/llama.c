@@ -35,8 +35,9 @@ const char qp_llama_supported[] = "llama";
 struct layer {
 	const struct qp_gguf_tensor *wq, *wk, *wv, *wo, *wg, *wu, *wd;
 	float *attn_norm, *ffn_norm;  /* owned f32 copies */
-	float *k_cache;               /* [n_ctx][n_head_kv * head_dim] */
-	float *v_cache;               /* transposed: [n_head_kv * head_dim][n_ctx] */
+	/* the layouts qp_ops_attn reads along: keys transposed, values as rows */
+	float *k_cache;               /* transposed: [n_head_kv * head_dim][n_ctx] */
+	float *v_cache;               /* [n_ctx][n_head_kv * head_dim] */
 };
 
 struct qp_llama {
@@ -489,23 +490,32 @@ struct attn_job {
 	int failed;
 };
 
+/* Queries of one head per qp_ops_attn call: enough to reuse each key and
+ * value loaded, few enough that the keys a block reads past its first
+ * query's end stay a small share. */
+#define ATTN_BLOCK 16
+
+/* Items are (head, block of tokens), head-major: the threads' ranges each
+ * take whole heads where they can, and which thread runs a block never
+ * changes its result. */
 static void attn_rows(void *arg, int64_t i0, int64_t i1)
 {
 	struct attn_job *j = arg;
 	const struct qp_llama_hparams *hp = &j->m->hp;
-	int64_t hd = hp->head_dim, nkv = hp->n_head_kv * hd, group = hp->n_head / hp->n_head_kv;
-	float *scores = malloc((size_t)(j->pos + j->n) * sizeof(float));
+	const int64_t hd = hp->head_dim, nkv = hp->n_head_kv * hd, nq = hp->n_head * hd,
+	              group = hp->n_head / hp->n_head_kv, n_blk = (j->n + ATTN_BLOCK - 1) / ATTN_BLOCK;
+	float *scores = malloc((size_t)ATTN_BLOCK * (size_t)(j->pos + j->n) * sizeof(float));
 	if (!scores) {
-		j->failed = 1;
+		__atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
 		return;
 	}
 	const float scale = 1.0f / sqrtf((float)hd);
 	for (int64_t i = i0; i < i1; i++) {
-		int64_t t = i / hp->n_head, h = i % hp->n_head, kvh = h / group;
-		const float *q = j->m->q + t * hp->n_head * hd + h * hd;
-		float *o = j->m->a + t * hp->n_head * hd + h * hd;
-		qp_ops_attn_head(o, q, j->l->k_cache + kvh * hd, nkv, j->l->v_cache + kvh * hd * j->m->n_ctx,
-		                 j->m->n_ctx, j->pos + t + 1, hd, scale, scores);
+		const int64_t h = i / n_blk, t0 = i % n_blk * ATTN_BLOCK, kvh = h / group;
+		const int64_t n_q = j->n - t0 < ATTN_BLOCK ? j->n - t0 : ATTN_BLOCK;
+		qp_ops_attn(j->m->a + t0 * nq + h * hd, nq, j->m->q + t0 * nq + h * hd, nq, n_q,
+		            j->l->k_cache + kvh * hd * j->m->n_ctx, j->m->n_ctx, j->l->v_cache + kvh * hd, nkv,
+		            j->pos + t0 + 1, hd, scale, scores);
 	}
 	free(scores);
 }
@@ -548,10 +558,10 @@ static int layer_forward(struct qp_llama *m, int64_t li, int64_t n, int64_t pos,
 		qp_rope_apply(&hp->rope, m->q + t * nq, hp->n_head, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
 		qp_rope_apply(&hp->rope, m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, pos + t, m->inv_freq, rope_scale);
 	}
-	memcpy(l->k_cache + pos * nkv, m->k, (size_t)(n * nkv) * sizeof(float));
-	qp_ops_transpose(l->v_cache + pos, m->n_ctx, m->v, n, nkv);
+	qp_ops_transpose(l->k_cache + pos, m->n_ctx, m->k, n, nkv);
+	memcpy(l->v_cache + pos * nkv, m->v, (size_t)(n * nkv) * sizeof(float));
 	struct attn_job job = {m, l, pos, n, 0};
-	qp_ops_parallel(m->threads, n * hp->n_head, attn_rows, &job);
+	qp_ops_parallel(m->threads, hp->n_head * ((n + ATTN_BLOCK - 1) / ATTN_BLOCK), attn_rows, &job);
 	if (job.failed)
 		return qp_err_nomem(err);
 	/* x += a Wo: the product lands in h, then is added */

@@ -112,34 +112,39 @@ static void ops__silu_mul_and_axpy_match_formula(void)
 	}
 }
 
-static void ops__attn_head_matches_double_reference(void)
+/* Causal attention of a block of queries against a cache laid out as the
+ * model keeps it (keys transposed in rows of 80 positions, values as rows
+ * of a wider matrix), against softmax(q k^T * scale) v in double. */
+static void ops__attn_matches_double_reference(void)
 {
-	const int64_t hd = 64, n_kv = 77, stride = 3 * hd;
-	static float k[77 * 192], v[77 * 192], vt[64 * 80];
-	float q[64], out[64], sc[77];
-	fill(k, n_kv * stride, 1.0f);
-	fill(v, n_kv * stride, 1.0f);
-	fill(q, hd, 1.0f);
+	enum { HD = 64, CTX = 80, KV_STRIDE = 3 * HD, NQ = 7, Q_STRIDE = 2 * HD };
+	static float kt[HD * CTX], v[CTX * KV_STRIDE], q[NQ * Q_STRIDE], out[NQ * Q_STRIDE], sc[NQ * CTX];
+	static float k[CTX * HD];
+	const int64_t n_kv0 = 71; /* query i sees positions 0 .. 70 + i */
+	fill(k, CTX * HD, 1.0f);
+	fill(v, CTX * KV_STRIDE, 1.0f);
+	fill(q, NQ * Q_STRIDE, 1.0f);
+	qp_ops_transpose(kt, CTX, k, CTX, HD);
 	const float scale = 1.0f / 8.0f;
-	/* the values transposed, rows of 80 with 77 used, as a cache of 80 positions holds them */
-	for (int64_t j = 0; j < n_kv; j++)
-		qp_ops_transpose(vt + j, 80, v + j * stride, 1, hd);
-	qp_ops_attn_head(out, q, k, stride, vt, 80, n_kv, hd, scale, sc);
-	double p[77], mx = -1e300, sum = 0;
-	for (int64_t j = 0; j < n_kv; j++) {
-		double d = 0;
-		for (int64_t i = 0; i < hd; i++)
-			d += (double)q[i] * k[j * stride + i];
-		p[j] = d * scale;
-		mx = fmax(mx, p[j]);
-	}
-	for (int64_t j = 0; j < n_kv; j++)
-		sum += p[j] = exp(p[j] - mx);
-	for (int64_t i = 0; i < hd; i++) {
-		double o = 0;
-		for (int64_t j = 0; j < n_kv; j++)
-			o += p[j] / sum * v[j * stride + i];
-		CHECK_NEAR(out[i], o, 1e-5);
+	qp_ops_attn(out, Q_STRIDE, q, Q_STRIDE, NQ, kt, CTX, v, KV_STRIDE, n_kv0, HD, scale, sc);
+	for (int64_t i = 0; i < NQ; i++) {
+		const int64_t len = n_kv0 + i;
+		double p[CTX], mx = -1e300, sum = 0;
+		for (int64_t j = 0; j < len; j++) {
+			double d = 0;
+			for (int64_t e = 0; e < HD; e++)
+				d += (double)q[i * Q_STRIDE + e] * k[j * HD + e];
+			p[j] = d * scale;
+			mx = fmax(mx, p[j]);
+		}
+		for (int64_t j = 0; j < len; j++)
+			sum += p[j] = exp(p[j] - mx);
+		for (int64_t e = 0; e < HD; e++) {
+			double o = 0;
+			for (int64_t j = 0; j < len; j++)
+				o += p[j] / sum * v[j * KV_STRIDE + e];
+			CHECK_NEAR(out[i * Q_STRIDE + e], o, 1e-5);
+		}
 	}
 }
 
@@ -156,9 +161,11 @@ static void ops__nll_is_minus_log_softmax_in_double(void)
 		CHECK_NEAR(qp_ops_nll(l, 1000, t), log(s) - (l[t] - mx), 1e-7);
 }
 
-static void ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count(void)
+/* ntok 5 goes through vec_dot_tile, 21 through f16's widened rows where
+ * the level has them */
+static void matmul_check(int64_t ntok)
 {
-	const int64_t rows = 37, k = 256, ntok = 5;
+	const int64_t rows = 37, k = 256;
 	float *wf = malloc(rows * k * sizeof(float)), *x = malloc(ntok * k * sizeof(float));
 	float *wd = malloc(rows * k * sizeof(float));
 	float *y[3];
@@ -211,6 +218,12 @@ static void ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count(
 	free(x);
 }
 
+static void ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count(void)
+{
+	matmul_check(5);
+	matmul_check(21);
+}
+
 /* Each level's silu_mul and softmax against the scalar reference (the
  * level's own exponential: a few ulp), on rows with SIMD tails, values up
  * to +-90 (past the exponential's range on both sides), exact zeros, and
@@ -255,6 +268,98 @@ static void ops__vector_ops_match_the_reference_at_every_level(void)
 		}
 	}
 	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
+}
+
+/* Attention's two products at every level give the scalar reference's
+ * bits (each element is one FMA chain in a fixed order), for every block
+ * of queries from 1 to 9, key counts around the vector width and head
+ * sizes with and without a tail; and the products of one query do not
+ * change when it shares a block with others. */
+static void ops__attn_products_are_bit_exact_with_the_reference_at_every_level(void)
+{
+	enum { CTX = 150, MAXQ = 9, MAXHD = 72 };
+	static float kt[MAXHD * CTX], v[CTX * 80], q[MAXQ * 80], p[MAXQ * CTX];
+	static float s0[MAXQ * CTX], s1[MAXQ * CTX], o0[MAXQ * 80], o1[MAXQ * 80];
+	const struct qp_ops_vec *ref = qp_ops_vec_level(QP_LEVEL_SCALAR);
+	CHECK(ref && ref->attn_scores && ref->attn_values);
+	fill(kt, MAXHD * CTX, 1.0f);
+	fill(v, CTX * 80, 1.0f);
+	fill(q, MAXQ * 80, 1.0f);
+	fill(p, MAXQ * CTX, 0.1f);
+	static const int64_t hds[] = {64, 8, 13, 72};
+	static const int64_t lens[] = {1, 7, 8, 9, 16, 17, 63, 64, 65, 130};
+	int levels = 0;
+	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
+		if (!vo)
+			continue;
+		levels++;
+		for (size_t hi = 0; hi < sizeof(hds) / sizeof(hds[0]); hi++)
+			for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++)
+				for (int64_t nq = 1; nq <= MAXQ; nq++) {
+					const int64_t hd = hds[hi], len0 = lens[li], n_keys = len0 + nq - 1;
+					memset(s0, 0, sizeof(s0));
+					memset(s1, 0, sizeof(s1));
+					ref->attn_scores(s0, CTX, q, 80, nq, kt, CTX, n_keys, hd);
+					vo->attn_scores(s1, CTX, q, 80, nq, kt, CTX, n_keys, hd);
+					CHECK(memcmp(s0, s1, sizeof(s0)) == 0);
+					ref->attn_values(o0, 80, p, CTX, nq, len0, v, 80, hd);
+					vo->attn_values(o1, 80, p, CTX, nq, len0, v, 80, hd);
+					for (int64_t i = 0; i < nq; i++)
+						CHECK(memcmp(o0 + i * 80, o1 + i * 80, (size_t)hd * sizeof(float)) == 0);
+					/* the last query alone, as a decode step computes it */
+					const int64_t last = nq - 1;
+					vo->attn_scores(s1, CTX, q + last * 80, 80, 1, kt, CTX, n_keys, hd);
+					CHECK(memcmp(s1, s0 + last * CTX, (size_t)n_keys * sizeof(float)) == 0);
+					vo->attn_values(o1, 80, p + last * CTX, CTX, 1, len0 + last, v, 80, hd);
+					CHECK(memcmp(o1, o0 + last * 80, (size_t)hd * sizeof(float)) == 0);
+				}
+	}
+	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
+}
+
+/* The f16 tile over widened rows gives the level's f16 vec_dot of the f16
+ * rows bit for bit, for every tile shape up to 9 x 7 and lengths with
+ * every kind of tail (the wide matrix product depends on it). */
+static void ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot(void)
+{
+	enum { MAX_R = 9, MAX_C = 7, LDS = 11, MAXN = 300 };
+	static uint16_t xh[MAX_R * MAXN], yh[MAX_C * MAXN];
+	static float xf[MAX_R * MAXN], yf[MAX_C * MAXN], f[MAXN], s[MAX_C * LDS];
+	static const int64_t lengths[] = {1, 7, 8, 15, 16, 24, 33, 64, 200, 300};
+	int tested = 0;
+	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
+		const struct qp_kernel_ops *ops = qp_kernels_get_level(QP_TYPE_F16, level);
+		if (!vo || !vo->f16_tile_wide)
+			continue;
+		CHECK(ops && ops->vec_dot && ops->quantize_row && ops->dequantize_row);
+		tested++;
+		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
+			const int64_t n = lengths[li];
+			for (int r = 0; r < MAX_R; r++) {
+				fill(f, n, 4.0f);
+				ops->quantize_row(f, xh + r * n, n);
+				ops->dequantize_row(xh + r * n, xf + r * n, n);
+			}
+			for (int c = 0; c < MAX_C; c++) {
+				fill(f, n, 2.0f);
+				ops->quantize_row(f, yh + c * n, n);
+				ops->dequantize_row(yh + c * n, yf + c * n, n);
+			}
+			for (int nr = 1; nr <= MAX_R; nr++)
+				for (int nc = 1; nc <= MAX_C; nc++) {
+					vo->f16_tile_wide(n, s, LDS, xf, (size_t)n * sizeof(float), nr, yf, (size_t)n * sizeof(float), nc);
+					for (int c = 0; c < nc; c++)
+						for (int r = 0; r < nr; r++) {
+							float want;
+							ops->vec_dot(n, &want, xh + r * n, yh + c * n);
+							CHECK(memcmp(&want, &s[c * LDS + r], sizeof(float)) == 0);
+						}
+				}
+		}
+	}
+	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
 struct cover {
@@ -309,11 +414,13 @@ int main(int argc, char **argv)
 		TF_TEST(ops__rope_norm_rotates_pairs_by_position_angle),
 		TF_TEST(ops__softmax_sums_to_one_and_matches_double),
 		TF_TEST(ops__silu_mul_and_axpy_match_formula),
-		TF_TEST(ops__attn_head_matches_double_reference),
+		TF_TEST(ops__attn_matches_double_reference),
 		TF_TEST(ops__nll_is_minus_log_softmax_in_double),
 		TF_TEST(ops__matmul_matches_dequantized_dot_for_every_type_and_thread_count),
 		TF_TEST(ops__parallel_runs_every_index_once_across_calls_and_nesting),
 		TF_TEST(ops__vector_ops_match_the_reference_at_every_level),
+		TF_TEST(ops__attn_products_are_bit_exact_with_the_reference_at_every_level),
+		TF_TEST(ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }

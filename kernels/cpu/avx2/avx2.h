@@ -89,6 +89,10 @@ void qp_i8_dot_rows_avx2(int64_t n, const int8_t *x, const int8_t *w, int64_t w_
 /* vecops.c: kernels/ops.h's elementwise operations (qp_ops_vec) */
 void qp_silu_mul_avx2(float *g, const float *u, int64_t n);
 void qp_softmax_avx2(float *x, int64_t n);
+void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
+                         int64_t kt_stride, int64_t n_keys, int64_t hd);
+void qp_attn_values_avx2(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
+                         const float *v, int64_t v_stride, int64_t hd);
 
 /* tile.c: vec_dot_tile (kernels.h) of the types a forward pass spends
  * its time in; each pair's result is the vec_dot above, bit for bit */
@@ -111,5 +115,8 @@ void qp_q5_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, 
                                const void *y, size_t by, int64_t nc);
 void qp_q6_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
                                const void *y, size_t by, int64_t nc);
+/* f16's tile over rows widened to f32 (kernels/ops.h, qp_ops_vec) */
+void qp_f16_vec_dot_tile_wide_avx2(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
+                                   const float *y, size_t by, int64_t nc);
 
 #endif

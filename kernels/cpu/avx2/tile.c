@@ -19,10 +19,14 @@
 #define TC 4
 
 /* Weight rows are read once per token during a decode step, from memory:
- * each row's stream is prefetched about 256 bytes ahead, which the
- * hardware prefetcher alone does not keep up with over four interleaved
- * rows (a q8_0 decode step took 1.5x as long without it). */
-#define PF_BYTES 256
+ * each row's stream is prefetched 4 KB ahead, which the hardware
+ * prefetcher alone does not keep up with over four interleaved rows. Rows
+ * are contiguous, so past a row's end that reaches the rows the next tiles
+ * read. Measured on llama-docs-27m's decode (bench/eval, one thread): 256
+ * bytes ahead gave f16 165, q8_0 360 and q4_0 700 tok/s of CPU time, 4 KB
+ * 200 to 220, 350 to 460 and 785 to 800 (8 KB no better); a prefill's
+ * tiles, which read each row for many tokens, did not change. */
+#define PF_BYTES 4096
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -154,24 +158,48 @@ TILE_DRIVER(qp_q8_0_vec_dot_tile_avx2, Q8_0_BODY, 4, 3)
  * ones, then an 8-group left over into acc0, and adds the rest in double.
  * A tile with two accumulators per pair would not fit the 16 registers,
  * so it walks the row twice, even groups into acc0 and then odd groups
- * into acc1: each accumulator sees the same additions in the same order. */
-static inline __m256 load_f16(const uint8_t *p)
+ * into acc1: each accumulator sees the same additions in the same order.
+ *
+ * `wide` (a constant in each expansion) reads rows already widened to f32
+ * instead: the same values (f16 -> f32 is exact), so the same bits, but no
+ * conversion at each load. A matrix product widens a few weight rows once
+ * for a block of tokens (ops.c); converting at every load instead costs
+ * more than the FMAs it feeds. */
+INLINE __m256 load_f16(const uint8_t *p, int64_t i, const int wide)
 {
-	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+	if (wide)
+		return _mm256_loadu_ps((const float *)p + i);
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
 }
 
 INLINE void f16_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
-                      const int nr, const int nc)
+                      const int nr, const int nc, const int wide)
 {
+	if (wide) {
+		/* the tokens' groups stay in registers and each weight group is
+		 * loaded once: 12 accumulators + 3 + 1 of the 16 registers */
+		__m256 vy[TC];
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			vy[c] = load_f16(y + (size_t)c * by, i, 1);
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++) {
+			const __m256 vx = load_f16(x + (size_t)r * bx, i, 1);
+			_Pragma("GCC unroll 4")
+			for (int c = 0; c < nc; c++)
+				acc[r][c] = _mm256_fmadd_ps(vx, vy[c], acc[r][c]);
+		}
+		return;
+	}
 	__m256 vx[TR];
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++) {
 		_mm_prefetch((const char *)(x + (size_t)r * bx + 2 * (size_t)i) + PF_BYTES, _MM_HINT_T0);
-		vx[r] = load_f16(x + (size_t)r * bx + 2 * (size_t)i);
+		vx[r] = load_f16(x + (size_t)r * bx, i, 0);
 	}
 	_Pragma("GCC unroll 4")
 	for (int c = 0; c < nc; c++) {
-		const __m256 vy = load_f16(y + (size_t)c * by + 2 * (size_t)i);
+		const __m256 vy = load_f16(y + (size_t)c * by, i, 0);
 		_Pragma("GCC unroll 4")
 		for (int r = 0; r < nr; r++)
 			acc[r][c] = _mm256_fmadd_ps(vx[r], vy, acc[r][c]);
@@ -181,7 +209,7 @@ INLINE void f16_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx
 /* Adds the 8-element groups at i0, i0 + 16, ... below end, then the one
  * at extra if extra >= 0, into fresh accumulators, stored to out. */
 INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC], const uint8_t *x, size_t bx,
-                     const uint8_t *y, size_t by, const int nr, const int nc)
+                     const uint8_t *y, size_t by, const int nr, const int nc, const int wide)
 {
 	__m256 acc[TR][TC];
 	_Pragma("GCC unroll 4")
@@ -190,9 +218,9 @@ INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC],
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = _mm256_setzero_ps();
 	for (int64_t i = i0; i < end; i += 16)
-		f16_group(i, acc, x, bx, y, by, nr, nc);
+		f16_group(i, acc, x, bx, y, by, nr, nc, wide);
 	if (extra >= 0)
-		f16_group(extra, acc, x, bx, y, by, nr, nc);
+		f16_group(extra, acc, x, bx, y, by, nr, nc, wide);
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
@@ -200,28 +228,100 @@ INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC],
 			out[r][c] = acc[r][c];
 }
 
+INLINE float f16_elem(const uint8_t *p, int64_t i, const int wide)
+{
+	return wide ? ((const float *)p)[i] : qp_fp16_to_fp32(((const uint16_t *)p)[i]);
+}
+
 INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
-                     size_t by, const int nr, const int nc)
+                     size_t by, const int nr, const int nc, const int wide)
 {
 	__m256 acc0[TR][TC], acc1[TR][TC];
 	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
-	f16_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc);
-	f16_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc);
+	f16_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc, wide);
+	f16_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc, wide);
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++) {
 			double sum = qp_avx2_hsum_ps(_mm256_add_ps(acc0[r][c], acc1[r][c]));
-			const uint16_t *xr = (const uint16_t *)(x + (size_t)r * bx);
-			const uint16_t *yc = (const uint16_t *)(y + (size_t)c * by);
+			const uint8_t *xr = x + (size_t)r * bx, *yc = y + (size_t)c * by;
 			for (int64_t i = done; i < n; i++)
-				sum += (double)(qp_fp16_to_fp32(xr[i]) * qp_fp16_to_fp32(yc[i]));
+				sum += (double)(f16_elem(xr, i, wide) * f16_elem(yc, i, wide));
 			s[c * lds + r] = (float)sum;
 		}
 }
 
-#define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C)
+#define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C, 0)
 TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
+
+/* The wide tile's passes keep their accumulators in one function's
+ * locals and hand them on through memory: passed between inlined helpers
+ * as an array, GCC kept a third of them on the stack, a load and a store
+ * around every FMA. */
+INLINE void f16w_group(int64_t i, __m256 acc[TR][TC], const float *x, size_t bx, const float *y, size_t by,
+                       const int nr, const int nc)
+{
+	__m256 vy[TC];
+	_Pragma("GCC unroll 4")
+	for (int c = 0; c < nc; c++)
+		vy[c] = _mm256_loadu_ps((const float *)((const uint8_t *)y + (size_t)c * by) + i);
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++) {
+		const __m256 vx = _mm256_loadu_ps((const float *)((const uint8_t *)x + (size_t)r * bx) + i);
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_fmadd_ps(vx, vy[c], acc[r][c]);
+	}
+}
+
+INLINE void f16w_pass(int64_t i0, int64_t end, int64_t extra, float *out, const float *x, size_t bx,
+                      const float *y, size_t by, const int nr, const int nc)
+{
+	__m256 acc[TR][TC];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = _mm256_setzero_ps();
+	for (int64_t i = i0; i < end; i += 16)
+		f16w_group(i, acc, x, bx, y, by, nr, nc);
+	if (extra >= 0)
+		f16w_group(extra, acc, x, bx, y, by, nr, nc);
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			_mm256_storeu_ps(out + (r * TC + c) * 8, acc[r][c]);
+}
+
+INLINE void f16w_tile(int64_t n, float *s, int64_t lds, const float *x, size_t bx, const float *y, size_t by,
+                      const int nr, const int nc)
+{
+	float acc0[TR * TC * 8], acc1[TR * TC * 8];
+	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
+	f16w_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc);
+	f16w_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc);
+	for (int r = 0; r < nr; r++)
+		for (int c = 0; c < nc; c++) {
+			const int o = (r * TC + c) * 8;
+			double sum = qp_avx2_hsum_ps(_mm256_add_ps(_mm256_loadu_ps(acc0 + o), _mm256_loadu_ps(acc1 + o)));
+			const float *xr = (const float *)((const uint8_t *)x + (size_t)r * bx);
+			const float *yc = (const float *)((const uint8_t *)y + (size_t)c * by);
+			for (int64_t i = done; i < n; i++)
+				sum += (double)(xr[i] * yc[i]);
+			s[c * lds + r] = (float)sum;
+		}
+}
+
+#define F16_WIDE_BODY(R, C) f16w_tile(n, st, lds, (const float *)xt, bx, (const float *)yt, by, R, C)
+static TILE_DRIVER(f16_wide_tile, F16_WIDE_BODY, 4, 3)
+
+void qp_f16_vec_dot_tile_wide_avx2(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
+                                   const float *y, size_t by, int64_t nc)
+{
+	f16_wide_tile(n, s, lds, x, bx, nr, y, by, nc);
+}
 
 /* f32 x f32. vec_dot keeps four accumulators for the four 8-element groups
  * of each 32, adds the 8-groups after the last 32 into the first, sums

@@ -88,3 +88,213 @@ void qp_softmax_avx2(float *x, int64_t n)
 	for (; i < n; i++)
 		x[i] *= (float)(1.0 / sum);
 }
+
+/* Attention's products (kernels/ops.h, qp_ops_vec): every element is a
+ * chain of FMAs in the reference's order, one chain per accumulator lane,
+ * so tiles of any shape give its bits; the shapes only decide how many
+ * chains run side by side (an FMA's latency needs eight in flight) and how
+ * often each loaded vector is reused. */
+#define INLINE static inline __attribute__((always_inline))
+
+/* scores of nq <= 4 queries against nk <= 8 vectors of 8 keys: float
+ * chains over blocks of ATTN_SBLOCK dimensions added into doubles, as the
+ * reference does */
+#define ATTN_SBLOCK 16
+INLINE void scores_tile(float *s, int64_t lds, const float *q, int64_t q_stride, const float *kt, int64_t kt_stride,
+                        int64_t hd, const int nq, const int nk)
+{
+	double tot[4][64];
+	for (int i = 0; i < nq; i++)
+		for (int e = 0; e < nk * 8; e++)
+			tot[i][e] = 0.0;
+	for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
+		const int64_t de = d0 + ATTN_SBLOCK < hd ? d0 + ATTN_SBLOCK : hd;
+		__m256 acc[4][8];
+		_Pragma("GCC unroll 4")
+		for (int i = 0; i < nq; i++)
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nk; b++)
+				acc[i][b] = _mm256_setzero_ps();
+		for (int64_t d = d0; d < de; d++) {
+			__m256 k[8];
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nk; b++)
+				k[b] = _mm256_loadu_ps(kt + d * kt_stride + 8 * b);
+			_Pragma("GCC unroll 4")
+			for (int i = 0; i < nq; i++) {
+				const __m256 qd = _mm256_broadcast_ss(q + i * q_stride + d);
+				_Pragma("GCC unroll 8")
+				for (int b = 0; b < nk; b++)
+					acc[i][b] = _mm256_fmadd_ps(qd, k[b], acc[i][b]);
+			}
+		}
+		_Pragma("GCC unroll 4")
+		for (int i = 0; i < nq; i++)
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nk; b++) {
+				double *t = &tot[i][8 * b];
+				_mm256_storeu_pd(t, _mm256_add_pd(_mm256_loadu_pd(t), _mm256_cvtps_pd(_mm256_castps256_ps128(acc[i][b]))));
+				_mm256_storeu_pd(t + 4, _mm256_add_pd(_mm256_loadu_pd(t + 4),
+				                                      _mm256_cvtps_pd(_mm256_extractf128_ps(acc[i][b], 1))));
+			}
+	}
+	for (int i = 0; i < nq; i++)
+		for (int e = 0; e < nk * 8; e++)
+			s[i * lds + e] = (float)tot[i][e];
+}
+
+void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
+                         int64_t kt_stride, int64_t n_keys, int64_t hd)
+{
+	const int64_t n8 = n_keys / 8 * 8;
+	for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+		const int qi = nq - i0 < 4 ? (int)(nq - i0) : 4;
+		const float *qt = q + i0 * q_stride;
+		float *st = s + i0 * lds;
+		int64_t j = 0;
+		if (qi == 1) {
+			/* one query (a decode step): eight chains along the keys */
+			for (; j + 64 <= n8; j += 64)
+				scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 1, 8);
+			if (j + 32 <= n8) {
+				scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 1, 4);
+				j += 32;
+			}
+			if (j + 16 <= n8) {
+				scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 1, 2);
+				j += 16;
+			}
+			for (; j < n8; j += 8)
+				scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 1, 1);
+		} else {
+			for (; j + 16 <= n8; j += 16) {
+				switch (qi) {
+				case 4: scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 4, 2); break;
+				case 3: scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 3, 2); break;
+				default: scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 2, 2); break;
+				}
+			}
+			for (; j < n8; j += 8) {
+				switch (qi) {
+				case 4: scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 4, 1); break;
+				case 3: scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 3, 1); break;
+				default: scores_tile(st + j, lds, qt, q_stride, kt + j, kt_stride, hd, 2, 1); break;
+				}
+			}
+		}
+		for (int i = 0; i < qi; i++)
+			for (j = n8; j < n_keys; j++) {
+				double tot = 0.0;
+				for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
+					float blk = 0.0f;
+					for (int64_t d = d0; d < d0 + ATTN_SBLOCK && d < hd; d++)
+						blk = fmaf(qt[i * q_stride + d], kt[d * kt_stride + j], blk);
+					tot += (double)blk;
+				}
+				st[i * lds + j] = (float)tot;
+			}
+	}
+}
+
+/* Adds to tot (nq <= 2 rows of nd * 8 doubles, 64 apart) the blocks of
+ * positions j0 .. j1 - 1 (j0 a multiple of ATTN_VBLOCK) for nd <= 8
+ * vectors of dimensions: each block a float FMA chain from zero, then
+ * added to the double total, as the reference does. */
+#define ATTN_VBLOCK 16
+INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float *v, int64_t v_stride, int64_t j0,
+                          int64_t j1, const int nq, const int nd)
+{
+	for (int64_t b0 = j0; b0 < j1; b0 += ATTN_VBLOCK) {
+		const int64_t be = b0 + ATTN_VBLOCK < j1 ? b0 + ATTN_VBLOCK : j1;
+		__m256 acc[2][8];
+		_Pragma("GCC unroll 2")
+		for (int i = 0; i < nq; i++)
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nd; b++)
+				acc[i][b] = _mm256_setzero_ps();
+		for (int64_t j = b0; j < be; j++) {
+			if (nq == 1) {
+				const __m256 pj = _mm256_broadcast_ss(p + j);
+				_Pragma("GCC unroll 8")
+				for (int b = 0; b < nd; b++)
+					acc[0][b] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + j * v_stride + 8 * b), acc[0][b]);
+				continue;
+			}
+			__m256 vj[8];
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nd; b++)
+				vj[b] = _mm256_loadu_ps(v + j * v_stride + 8 * b);
+			_Pragma("GCC unroll 2")
+			for (int i = 0; i < nq; i++) {
+				const __m256 pj = _mm256_broadcast_ss(p + i * ldp + j);
+				_Pragma("GCC unroll 8")
+				for (int b = 0; b < nd; b++)
+					acc[i][b] = _mm256_fmadd_ps(pj, vj[b], acc[i][b]);
+			}
+		}
+		_Pragma("GCC unroll 2")
+		for (int i = 0; i < nq; i++)
+			_Pragma("GCC unroll 8")
+			for (int b = 0; b < nd; b++) {
+				double *t = tot + i * 64 + 8 * b;
+				_mm256_storeu_pd(t, _mm256_add_pd(_mm256_loadu_pd(t), _mm256_cvtps_pd(_mm256_castps256_ps128(acc[i][b]))));
+				_mm256_storeu_pd(t + 4, _mm256_add_pd(_mm256_loadu_pd(t + 4),
+				                                      _mm256_cvtps_pd(_mm256_extractf128_ps(acc[i][b], 1))));
+			}
+	}
+}
+
+/* out of one or two queries (lengths len, len + 1) for nd vectors of
+ * dimensions at v: the blocks both queries have whole run together, each
+ * query's last part on its own */
+INLINE void values_tile(float *out, int64_t out_stride, const float *p, int64_t ldp, const float *v, int64_t v_stride,
+                        int64_t len, const int two, const int nd)
+{
+	double tot[2 * 64] = {0};
+	if (two) {
+		const int64_t whole = len / ATTN_VBLOCK * ATTN_VBLOCK;
+		values_blocks(tot, p, ldp, v, v_stride, 0, whole, 2, nd);
+		values_blocks(tot, p, ldp, v, v_stride, whole, len, 1, nd);
+		values_blocks(tot + 64, p + ldp, ldp, v, v_stride, whole, len + 1, 1, nd);
+	} else {
+		values_blocks(tot, p, ldp, v, v_stride, 0, len, 1, nd);
+	}
+	for (int i = 0; i <= two; i++)
+		for (int e = 0; e < nd * 8; e++)
+			out[i * out_stride + e] = (float)tot[i * 64 + e];
+}
+
+void qp_attn_values_avx2(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
+                         const float *v, int64_t v_stride, int64_t hd)
+{
+	const int64_t hd8 = hd / 8 * 8;
+	for (int64_t i0 = 0; i0 < nq; i0 += 2) {
+		const int two = nq - i0 >= 2;
+		const int64_t len = len0 + i0; /* the shorter query's positions */
+		float *ot = out + i0 * out_stride;
+		const float *pt = p + i0 * ldp;
+		int64_t d = 0;
+		if (two) {
+			for (; d + 32 <= hd8; d += 32)
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 1, 4);
+			for (; d < hd8; d += 8)
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 1, 1);
+		} else {
+			for (; d + 64 <= hd8; d += 64)
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 0, 8);
+			for (; d < hd8; d += 8)
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 0, 1);
+		}
+		for (int i = 0; i <= two; i++)
+			for (d = hd8; d < hd; d++) {
+				double tot = 0.0;
+				for (int64_t b0 = 0; b0 < len + i; b0 += ATTN_VBLOCK) {
+					float blk = 0.0f;
+					for (int64_t j = b0; j < b0 + ATTN_VBLOCK && j < len + i; j++)
+						blk = fmaf(pt[i * ldp + j], v[j * v_stride + d], blk);
+					tot += (double)blk;
+				}
+				ot[i * out_stride + d] = (float)tot;
+			}
+	}
+}
