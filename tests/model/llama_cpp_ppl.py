@@ -5,9 +5,11 @@ empty KV cache, the second half scored), on llama.cpp's own logits."""
 import numpy as np
 
 
-def llama_cpp_ppl(path, text, n_ctx=512, chunks=0, threads=2):
+def llama_cpp_ppl(path, text, n_ctx=512, chunks=0, threads=2, ubatch=0):
+    """ubatch: tokens per llama_decode (0: the whole chunk, as
+    llama-perplexity runs it; 1: token by token, llama.cpp's decode path)"""
     from llama_cpp import Llama
-    llm = Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
+    llm = Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=ubatch or n_ctx, logits_all=True,
                 n_threads=threads, verbose=False, seed=0)
     toks = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
     n_chunks = len(toks) // n_ctx
