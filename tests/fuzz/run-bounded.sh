@@ -3,6 +3,7 @@
 # a leak, a timeout or an out-of-memory input.
 #
 # usage: tests/fuzz/run-bounded.sh BUILD_DIR SECONDS
+#        tests/fuzz/run-bounded.sh --targets   (the ninja targets it runs)
 #
 # BUILD_DIR is configured with CC=clang -Dfuzz=true (and -Dsanitize=true).
 # Each target starts from its checked-in corpus (tests/fuzz/corpus/<p>/),
@@ -10,15 +11,22 @@
 # kept in BUILD_DIR/fuzz-artifacts/<p>/; add them to the corpus as
 # regress-<what> so the replay tests keep them fixed.
 set -u
+parsers="gguf safetensors spm hfconfig qlayout recipe archive tokjson"
+if [ $# -eq 1 ] && [ "$1" = --targets ]; then
+	for p in $parsers; do
+		echo "tests/fuzz/fuzz_$p"
+	done
+	exit 0
+fi
 if [ $# -ne 2 ]; then
-	echo "usage: $0 BUILD_DIR SECONDS" >&2
+	echo "usage: $0 BUILD_DIR SECONDS | --targets" >&2
 	exit 2
 fi
 build=$1
 secs=$2
 here=$(cd "$(dirname "$0")" && pwd)
 status=0
-for p in gguf safetensors spm hfconfig qlayout recipe archive tokjson; do
+for p in $parsers; do
 	bin=$build/tests/fuzz/fuzz_$p
 	if [ ! -x "$bin" ]; then
 		echo "$bin: missing (configure with CC=clang -Dfuzz=true)" >&2
