@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/heap.h"
 #include "common/os.h"
 #include "formats/gguf.h"
 #include "formats/hfconfig.h"
@@ -439,56 +440,12 @@ struct bigram {
 	size_t len;       /* bytes of the pair when it was found */
 };
 
-struct heap {
-	struct bigram *a;
-	size_t n, cap;
-};
-
-static bool before(const struct bigram *x, const struct bigram *y)
+static bool bigram_before(const struct bigram *x, const struct bigram *y)
 {
 	return x->score > y->score || (x->score == y->score && x->left < y->left);
 }
 
-static int heap_push(struct heap *h, struct bigram b)
-{
-	if (h->n == h->cap) {
-		size_t nc = h->cap ? h->cap * 2 : 256;
-		if (nc > SIZE_MAX / sizeof(*h->a))
-			return -1;
-		struct bigram *na = realloc(h->a, nc * sizeof(*na));
-		if (!na)
-			return -1;
-		h->a = na;
-		h->cap = nc;
-	}
-	size_t i = h->n++;
-	while (i > 0 && before(&b, &h->a[(i - 1) / 2])) {
-		h->a[i] = h->a[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
-	h->a[i] = b;
-	return 0;
-}
-
-static struct bigram heap_pop(struct heap *h)
-{
-	struct bigram top = h->a[0], last = h->a[--h->n];
-	size_t i = 0;
-	for (;;) {
-		size_t c = 2 * i + 1;
-		if (c >= h->n)
-			break;
-		if (c + 1 < h->n && before(&h->a[c + 1], &h->a[c]))
-			c++;
-		if (!before(&h->a[c], &last))
-			break;
-		h->a[i] = h->a[c];
-		i = c;
-	}
-	if (h->n)
-		h->a[i] = last;
-	return top;
-}
+QP_HEAP_DEFINE(bigram_heap, struct bigram, bigram_before)
 
 static bool mergeable(int type)
 {
@@ -506,7 +463,7 @@ struct enc {
 	const struct qp_tokenizer *t;
 	const char *text;
 	struct sym *sym;
-	struct heap heap;
+	struct bigram_heap heap;
 	struct revm *rev;
 	size_t n_rev, cap_rev;
 	int32_t *ids;
@@ -532,7 +489,7 @@ static int add_pair(struct enc *e, int64_t l, int64_t r)
 		}
 		e->rev[e->n_rev++] = (struct revm){id, (uint32_t)e->sym[l].len};
 	}
-	return heap_push(&e->heap, (struct bigram){l, r, e->t->score[id], n});
+	return bigram_heap_push(&e->heap, (struct bigram){l, r, e->t->score[id], n});
 }
 
 static int emit(struct enc *e, int32_t id)
@@ -616,7 +573,7 @@ int qp_tokenizer_encode(const struct qp_tokenizer *t, const char *text, size_t l
 		if (add_pair(&e, i - 1, i))
 			goto nomem;
 	while (e.heap.n) {
-		struct bigram b = heap_pop(&e.heap);
+		struct bigram b = bigram_heap_pop(&e.heap);
 		struct sym *l = &e.sym[b.left], *r = &e.sym[b.right];
 		if (l->len == 0 || r->len == 0 || l->len + r->len != b.len)
 			continue;

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/heap.h"
 #include "model/unicode_tables.h"
 
 #define MAX_IDS (1 << 24)
@@ -1814,11 +1815,17 @@ struct cand {
 	int64_t pos;
 };
 
+static bool cand_before(const struct cand *x, const struct cand *y)
+{
+	return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
+}
+
+QP_HEAP_DEFINE(cand_heap, struct cand, cand_before)
+
 struct enc {
 	struct sym *sym;
 	size_t n_sym, cap_sym;
-	struct cand *heap;
-	size_t n_heap, cap_heap;
+	struct cand_heap heap;
 	int32_t *ids;
 	size_t n_ids, cap_ids;
 };
@@ -1859,46 +1866,12 @@ static int add_sym(struct enc *e, int32_t id, size_t len)
 	return 0;
 }
 
-static bool cand_before(const struct cand *x, const struct cand *y)
-{
-	return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
-}
-
 static int push_cand(struct enc *e, const struct qp_tokjson *t, int64_t l, int64_t r)
 {
 	const struct merge *m = merge_get(t, e->sym[l].id, e->sym[r].id);
 	if (!m)
 		return 0;
-	if (grow((void **)&e->heap, &e->cap_heap, e->n_heap + 1, sizeof(struct cand)))
-		return -1;
-	struct cand c = {m->rank, m->id, l};
-	size_t i = e->n_heap++;
-	while (i > 0 && cand_before(&c, &e->heap[(i - 1) / 2])) {
-		e->heap[i] = e->heap[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
-	e->heap[i] = c;
-	return 0;
-}
-
-static struct cand pop_cand(struct enc *e)
-{
-	struct cand top = e->heap[0], last = e->heap[--e->n_heap];
-	size_t i = 0;
-	for (;;) {
-		size_t c = 2 * i + 1;
-		if (c >= e->n_heap)
-			break;
-		if (c + 1 < e->n_heap && cand_before(&e->heap[c + 1], &e->heap[c]))
-			c++;
-		if (!cand_before(&e->heap[c], &last))
-			break;
-		e->heap[i] = e->heap[c];
-		i = c;
-	}
-	if (e->n_heap)
-		e->heap[i] = last;
-	return top;
+	return cand_heap_push(&e->heap, (struct cand){m->rank, m->id, l});
 }
 
 /* BPE::merge_word + Word::merge_all on one pre-token w[n]. */
@@ -1912,7 +1885,7 @@ static int bpe_word(const struct qp_tokjson *t, const char *w, size_t n, struct 
 			return emit(e, id);
 	}
 	e->n_sym = 0;
-	e->n_heap = 0;
+	e->heap.n = 0;
 	bool unk = false;
 	size_t unk_len = 0;
 	for (size_t i = 0; i < n;) {
@@ -1952,8 +1925,8 @@ static int bpe_word(const struct qp_tokjson *t, const char *w, size_t n, struct 
 	for (size_t i = 0; i + 1 < e->n_sym; i++)
 		if (push_cand(e, t, (int64_t)i, (int64_t)i + 1))
 			return -1;
-	while (e->n_heap) {
-		struct cand c = pop_cand(e);
+	while (e->heap.n) {
+		struct cand c = cand_heap_pop(&e->heap);
 		struct sym *s = &e->sym[c.pos];
 		if (s->len == 0 || s->next < 0)
 			continue;
@@ -2052,7 +2025,7 @@ out:
 	free(clean.p);
 	free(norm.p);
 	free(e.sym);
-	free(e.heap);
+	free(e.heap.a);
 	free(e.ids);
 	return rc;
 }
