@@ -107,8 +107,15 @@ INLINE void q4_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_
  * shapes (k = 512, 1536) */
 TILE_DRIVER(qp_q4_0_vec_dot_tile_avx2, Q4_0_BODY, 4, 3)
 
-/* q8_0 x q8_0: |x| and the signs are taken once per weight block; the
- * rest is qp_avx2_dot_i8's arithmetic. */
+/* q8_0 x q8_0: qp_avx2_dot_i8's products with the roles swapped, |y|
+ * (once per token block) against x signed by y: each product is x*y as
+ * before, so every int16 pair and int32 lane is the same. The swap lets
+ * the weight rows run outermost with one register each, and the scale
+ * products dx * dy (vec_dot's multiplier) are made four at a time into a
+ * table that broadcasts read: with |x|, x and dx held for every row, GCC
+ * kept twice as many of the twelve accumulators on the stack, a load and
+ * a store around each FMA (a microbenchmark of 1536 rows x 64 tokens:
+ * 31.4 -> 34.8 GMAC/s at k = 512, 32.5 -> 36.4 at k = 1536). */
 INLINE void q8_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
                       size_t by, const int nr, const int nc)
 {
@@ -120,26 +127,34 @@ INLINE void q8_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_
 			acc[r][c] = _mm256_setzero_ps();
 	const __m256i ones = _mm256_set1_epi16(1);
 	for (int64_t i = 0; i < nb; i++) {
-		__m256i qx[TR], ax[TR];
-		__m256 dx[TR];
+		__m256i ay[TC];
+		const __m256i *qy[TC];
+		uint16_t dyh[4] = {0, 0, 0, 0};
+		_Alignas(16) float d[TR][4];
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++) {
+			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(y + (size_t)c * by) + i;
+			qy[c] = (const __m256i *)b->qs;
+			const __m256i v = _mm256_loadu_si256(qy[c]);
+			ay[c] = _mm256_sign_epi8(v, v);
+			dyh[c] = b->d;
+		}
+		const __m128 dyv = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)dyh));
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++) {
+			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(x + (size_t)r * bx) + i;
+			_mm_store_ps(d[r], _mm_mul_ps(_mm_set1_ps(_cvtsh_ss(b->d)), dyv));
+		}
 		_Pragma("GCC unroll 4")
 		for (int r = 0; r < nr; r++) {
 			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(x + (size_t)r * bx) + i;
 			_mm_prefetch((const char *)b + PF_BYTES, _MM_HINT_T0);
-			qx[r] = _mm256_loadu_si256((const __m256i *)b->qs);
-			ax[r] = _mm256_sign_epi8(qx[r], qx[r]);
-			dx[r] = _mm256_set1_ps(_cvtsh_ss(b->d));
-		}
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++) {
-			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(y + (size_t)c * by) + i;
-			const __m256i qy = _mm256_loadu_si256((const __m256i *)b->qs);
-			const __m256 dy = _mm256_set1_ps(_cvtsh_ss(b->d));
+			const __m256i qx = _mm256_loadu_si256((const __m256i *)b->qs);
 			_Pragma("GCC unroll 4")
-			for (int r = 0; r < nr; r++) {
-				const __m256i p16 = _mm256_maddubs_epi16(ax[r], _mm256_sign_epi8(qy, qx[r]));
-				const __m256i dot = _mm256_madd_epi16(p16, ones);
-				acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(dot), acc[r][c]);
+			for (int c = 0; c < nc; c++) {
+				const __m256i sx = _mm256_sign_epi8(qx, _mm256_loadu_si256(qy[c]));
+				const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(ay[c], sx), ones);
+				acc[r][c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r][c]), _mm256_cvtepi32_ps(dot), acc[r][c]);
 			}
 		}
 	}
