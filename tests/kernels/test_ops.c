@@ -5,6 +5,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/blocks.h"
+#include "kernels/cpu/ref/ref.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "../formats/tf.h"
@@ -161,8 +163,10 @@ static void ops__nll_is_minus_log_softmax_in_double(void)
 		CHECK_NEAR(qp_ops_nll(l, 1000, t), log(s) - (l[t] - mx), 1e-7);
 }
 
-/* ntok 5 goes through vec_dot_tile, 21 through f16's widened rows where
- * the level has them */
+/* ntok 5 goes through vec_dot_tile, 21 through the panels of widened
+ * rows (f16, q4_0) where the level has them; each pair must be the
+ * type's vec_dot of the weight row and the quantized token, bit for bit,
+ * at any thread count */
 static void matmul_check(int64_t ntok)
 {
 	const int64_t rows = 37, k = 256;
@@ -186,9 +190,22 @@ static void matmul_check(int64_t ntok)
 			y[th - 1] = malloc(ntok * (rows + 3) * sizeof(float));
 			CHECK_OK(qp_ops_matmul(y[th - 1], rows + 3, (enum qp_type)ti, w, rows, k, x, ntok, th, &err));
 		}
+		const struct qp_kernel_ops *vops = qp_kernels_get(ops->vec_dot_type);
+		size_t xs;
+		CHECK(vops && qp_type_row_size(ops->vec_dot_type, k, &xs) == 0);
+		void *xq = malloc(xs);
 		double se = 0, sr = 0;
-		for (int64_t t = 0; t < ntok; t++)
+		for (int64_t t = 0; t < ntok; t++) {
+			vops->quantize_row(x + t * k, xq, k);
 			for (int64_t r = 0; r < rows; r++) {
+				float want;
+				ops->vec_dot(k, &want, (const char *)w + r * rs, xq);
+				if (memcmp(&want, &y[0][t * (rows + 3) + r], sizeof(float)) != 0) {
+					tf_fail(__FILE__, __LINE__, "type %s, %lld tokens: token %lld row %lld is %.9g, vec_dot %.9g",
+					        qp_type_traits(ti)->name, (long long)ntok, (long long)t, (long long)r,
+					        y[0][t * (rows + 3) + r], want);
+					return;
+				}
 				double d = 0;
 				for (int64_t i = 0; i < k; i++)
 					d += (double)wd[r * k + i] * x[t * k + i];
@@ -198,6 +215,8 @@ static void matmul_check(int64_t ntok)
 				CHECK(y[1][t * (rows + 3) + r] == y[0][t * (rows + 3) + r]);
 				CHECK(y[2][t * (rows + 3) + r] == y[0][t * (rows + 3) + r]);
 			}
+		}
+		free(xq);
 		/* activations quantized to q8: about 1e-4 NMSE; f16 far less */
 		if (!(se / sr < 1e-3)) {
 			tf_fail(__FILE__, __LINE__, "type %s: nmse %g", qp_type_traits(ti)->name, se / sr);
@@ -318,6 +337,35 @@ static void ops__attn_products_are_bit_exact_with_the_reference_at_every_level(v
 	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
+/* q4_0 rows as q8_0 blocks, at every level that has the conversion,
+ * byte for byte the scalar reference's: every nibble, d kept. */
+static void ops__q4_0_as_q8_0_matches_reference(void)
+{
+	enum { NB = 37 };
+	static struct qp_block_q4_0 x[NB];
+	static struct qp_block_q8_0 want[NB], got[NB];
+	for (int i = 0; i < NB; i++) {
+		x[i].d = (uint16_t)(0x3c00 + 7 * i);
+		for (int j = 0; j < QP_QK4_0 / 2; j++)
+			x[i].qs[j] = (uint8_t)(i * 31 + j * 17 + (j == 0 ? 0x0f : 0) + (j == 1 ? 0xf0 : 0));
+	}
+	x[0].qs[2] = 0x00;
+	x[0].qs[3] = 0xff;
+	qp_q4_0_as_q8_0_ref(x, want, NB * QP_QK4_0);
+	CHECK(want[0].qs[2] == -8 && want[0].qs[3] == 7 && want[0].qs[16 + 3] == 7);
+	int tested = 0;
+	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
+		if (!vo || !vo->q4_0_as_q8_0)
+			continue;
+		memset(got, 0x55, sizeof(got));
+		vo->q4_0_as_q8_0(x, got, NB * QP_QK4_0);
+		CHECK(memcmp(got, want, sizeof(want)) == 0);
+		tested++;
+	}
+	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));
+}
+
 /* The f16 tile over widened rows gives the level's f16 vec_dot of the f16
  * rows bit for bit, for every tile shape up to 9 x 7 and lengths with
  * every kind of tail (the wide matrix product depends on it). */
@@ -421,6 +469,7 @@ int main(int argc, char **argv)
 		TF_TEST(ops__vector_ops_match_the_reference_at_every_level),
 		TF_TEST(ops__attn_products_are_bit_exact_with_the_reference_at_every_level),
 		TF_TEST(ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot),
+		TF_TEST(ops__q4_0_as_q8_0_matches_reference),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }

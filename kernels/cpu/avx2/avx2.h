@@ -31,6 +31,8 @@ void qp_q8_1_dequantize_row_avx2(const void *x, float *y, int64_t n);
 void qp_q4_0_quantize_row_avx2(const float *x, void *y, int64_t n);
 void qp_q4_0_dequantize_row_avx2(const void *x, float *y, int64_t n);
 void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
+/* qp_ops_vec.q4_0_as_q8_0 (kernels/ops.h) */
+void qp_q4_0_as_q8_0_avx2(const void *x, void *y, int64_t n);
 
 void qp_q4_1_quantize_row_avx2(const float *x, void *y, int64_t n);
 void qp_q4_1_dequantize_row_avx2(const void *x, float *y, int64_t n);

@@ -91,3 +91,14 @@ void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 	}
 	*s = qp_avx2_hsum_ps(acc);
 }
+
+void qp_q4_0_as_q8_0_avx2(const void *vx, void *vy, int64_t n)
+{
+	const struct qp_block_q4_0 *x = vx;
+	struct qp_block_q8_0 *y = vy;
+	const int64_t nb = n / QP_QK4_0;
+	for (int64_t i = 0; i < nb; i++) {
+		y[i].d = x[i].d;
+		_mm256_storeu_si256((__m256i *)y[i].qs, _mm256_sub_epi8(qp_avx2_nibbles(x[i].qs), _mm256_set1_epi8(8)));
+	}
+}
