@@ -61,6 +61,12 @@ void qp_q4_0_quantize_row_avx2(const float *x, void *vy, int64_t n)
 		qp_avx2_redo_nonfinite(x, vy, nb, sizeof(struct qp_block_q4_0), qp_q4_0_quantize_row_ref);
 }
 
+/* a block's 32 values q - 8 as signed bytes, in element order */
+static inline __m256i values(const struct qp_block_q4_0 *b)
+{
+	return _mm256_sub_epi8(qp_avx2_nibbles(b->qs), _mm256_set1_epi8(8));
+}
+
 void qp_q4_0_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 {
 	const struct qp_block_q4_0 *x = vx;
@@ -68,7 +74,7 @@ void qp_q4_0_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 
 	for (int64_t i = 0; i < nb; i++) {
 		const __m256 d = _mm256_set1_ps(qp_fp16_to_fp32(x[i].d));
-		const __m256i q = _mm256_sub_epi8(qp_avx2_nibbles(x[i].qs), _mm256_set1_epi8(8));
+		const __m256i q = values(&x[i]);
 		__m256 f[4];
 		qp_avx2_i8_to_ps(q, f);
 		for (int k = 0; k < 4; k++)
@@ -84,7 +90,7 @@ void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 
 	__m256 acc = _mm256_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
-		const __m256i qx = _mm256_sub_epi8(qp_avx2_nibbles(x[i].qs), _mm256_set1_epi8(8));
+		const __m256i qx = values(&x[i]);
 		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
 		const __m256 d = _mm256_set1_ps(qp_fp16_to_fp32(x[i].d) * qp_fp16_to_fp32(y[i].d));
 		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(qp_avx2_dot_i8(qx, qy)), acc);
@@ -99,6 +105,6 @@ void qp_q4_0_as_q8_0_avx2(const void *vx, void *vy, int64_t n)
 	const int64_t nb = n / QP_QK4_0;
 	for (int64_t i = 0; i < nb; i++) {
 		y[i].d = x[i].d;
-		_mm256_storeu_si256((__m256i *)y[i].qs, _mm256_sub_epi8(qp_avx2_nibbles(x[i].qs), _mm256_set1_epi8(8)));
+		_mm256_storeu_si256((__m256i *)y[i].qs, values(&x[i]));
 	}
 }
