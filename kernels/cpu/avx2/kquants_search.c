@@ -419,28 +419,6 @@ static inline __m256 level_u(__m256 v, __m256i nmax)
 	return _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(v), _mm256_setzero_si256(), nmax));
 }
 
-/* levels[i] = clamp(nearest_int(iscale * xm[i]), 0, nmax) as floats for
- * |v| < 2^22: vroundps rounds to nearest even as the adder of
- * qp_kq_nearest_int does, and the clamp is min and max, at the ends clo and
- * chi only, the others being unable to bind (the multiplies and the clamps
- * share two ports). A level of -0 (from -1/2 < v < 0 with no lower clamp)
- * gives sums and errors the bits +0 does: its products are zeros added
- * to sums that start at +0, or squared, or offset by a minimum that a
- * difference with a nonzero x absorbs. */
-static inline __attribute__((always_inline)) void levels_fast(const int n, const bool clo, const bool chi,
-                                                              __m256 iscale, const __m256 *xm, __m256 nmax,
-                                                              __m256 *levels)
-{
-	for (int i = 0; i < n; i++) {
-		__m256 r = _mm256_round_ps(_mm256_mul_ps(iscale, xm[i]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-		if (chi)
-			r = _mm256_min_ps(r, nmax);
-		if (clo)
-			r = _mm256_max_ps(r, _mm256_setzero_ps());
-		levels[i] = r;
-	}
-}
-
 /* weights[i] * |diff| or weights[i] * diff^2 */
 static inline __m256 err_term(__m256 w, __m256 diff, bool use_mad)
 {
@@ -449,169 +427,306 @@ static inline __m256 err_term(__m256 w, __m256 diff, bool use_mad)
 	return _mm256_mul_ps(w, _mm256_mul_ps(diff, diff));
 }
 
-/* Whether every v = iscale * (x[i] - min) of every lane is below 2^22 in
- * magnitude, so levels_fast gives level_u's levels; and, when so, whether
- * the clamp at 0 (*clo) or at nmax (*chi) can bind. Rounding is monotonic
- * and iscale > 0 in a lane that passes, so v lies between iscale * (lo -
- * min) and iscale * (hi - min) for lo <= x[i] <= hi; a NaN anywhere fails
- * the comparison (x itself was checked for NaN once). */
-static inline bool levels_small(__m256 iscale, __m256 lo, __m256 hi, __m256 min, __m256 nmax, int *clo, int *chi)
-{
-	const __m256 lim = _mm256_set1_ps(4194304.0f);
-	const __m256 sign = _mm256_set1_ps(-0.0f);
-	const __m256 va = _mm256_mul_ps(iscale, _mm256_sub_ps(lo, min));
-	const __m256 vb = _mm256_mul_ps(iscale, _mm256_sub_ps(hi, min));
-	const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, va), lim, _CMP_LT_OQ),
-	                                _mm256_cmp_ps(_mm256_andnot_ps(sign, vb), lim, _CMP_LT_OQ));
-	if (_mm256_movemask_ps(ok) != 0xff)
-		return false;
-	const __m256 ra = _mm256_round_ps(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	const __m256 rb = _mm256_round_ps(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	*clo = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_min_ps(ra, rb), _mm256_setzero_ps(), _CMP_LT_OQ));
-	*chi = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_max_ps(ra, rb), nmax, _CMP_GT_OQ));
-	return true;
-}
+/* make_qkx2/qkx3_quants for two sets of eight groups.
+ *
+ * A trial is two chains of dependent adds, one element after the other:
+ * the sums of its levels, then the error of the scale and minimum fitted
+ * to them; and the next trial starts from the minimum the comparison of
+ * that error leaves. One set's trials are a single chain, so the sets run
+ * half a trial apart: each pass over the elements makes one set's levels
+ * and sums beside the other set's error, two independent chains that
+ * keep the adders busy where running the sets side by side, both summing
+ * and then both measuring, left them waiting on each other's ends.
+ *
+ * The lanes keep the best trial's iscale and the minimum its x - min was
+ * taken from, not its levels: levels are a function of those two, made
+ * once at the end. */
+struct qkx_set {
+	const __m256 *x, *w;
+	__m256 min, max, lo, sum_w, sum_x, flat;
+	__m256 scale, best_error, best_is, best_base; /* the best trial so far */
+	__m256 iscale;                                /* this trial's */
+	__m256 sum_l, sum_l2, sum_xl;                 /* its sums */
+	__m256 positive, this_scale, this_min;        /* its fit */
+	int mode;                                     /* how its levels are made: see qkx_start */
+	__m256 l[MAX_N];                              /* its levels */
+};
 
-/* make_qkx2/qkx3_quants for S sets of eight groups, the sets' statements
- * interleaved: a trial is a chain of dependent adds and the next trial
- * waits on its outcome, so one set alone leaves the adders idle. */
-static inline __attribute__((always_inline)) void
-qkx_sets(const int S, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L, __m256 *scale_out,
-         __m256 *the_min, float rmin, float rdelta, int nstep, bool use_mad, bool qkx3)
+/* the scalar search up to its first trial: min, max and the weighted sums,
+ * and the error of the levels of iscale = nmax / (max - min) */
+static inline __attribute__((always_inline)) void qkx_init(const int n, const int nmax, const bool use_mad,
+                                                           const bool qkx3, const __m256 *x, const __m256 *w,
+                                                           struct qkx_set *S, bool *finite)
 {
 	const __m256 zero = _mm256_setzero_ps();
+	__m256 nan = _mm256_cmp_ps(x[0], x[0], _CMP_UNORD_Q);
+	__m256 min = x[0], max = x[0], sum_w = w[0], sum_x = _mm256_mul_ps(w[0], x[0]);
+	for (int i = 1; i < n; i++) {
+		min = sel(_mm256_cmp_ps(x[i], min, _CMP_LT_OQ), x[i], min);
+		max = sel(_mm256_cmp_ps(x[i], max, _CMP_GT_OQ), x[i], max);
+		sum_w = _mm256_add_ps(sum_w, w[i]);
+		sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
+		nan = _mm256_or_ps(nan, _mm256_cmp_ps(x[i], x[i], _CMP_UNORD_Q));
+	}
+	*finite &= !_mm256_movemask_ps(nan);
+	S->x = x;
+	S->w = w;
+	S->lo = min;
+	min = sel(_mm256_cmp_ps(min, zero, _CMP_GT_OQ), zero, min);
+	/* make_qkx2_quants returns early on max == min, make_qkx3_quants on
+	 * max <= min: levels 0, scale 0, the minimum as clamped */
+	S->flat = qkx3 ? _mm256_cmp_ps(max, min, _CMP_LE_OQ) : _mm256_cmp_ps(max, min, _CMP_EQ_OQ);
+	const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)nmax), _mm256_sub_ps(max, min));
+	S->scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
-	const __m256 fnmax = _mm256_set1_ps((float)nmax);
-	__m256 min[2], max[2], lo[2], sum_w[2], sum_x[2], flat[2], scale[2], best_error[2];
-	/* a trial's levels are a function of its iscale and of the minimum
-	 * x - min was taken from, so the lanes keep those two of the best
-	 * trial and compute its levels once at the end */
-	__m256 xm[2][MAX_N], best_is[2], best_base[2];
-	bool finite = true;
-	_Pragma("GCC unroll 2")
-	for (int s = 0; s < S; s++) {
-		const __m256 *xs = x + s * n, *ws = w + s * n;
-		__m256 nan = _mm256_cmp_ps(xs[0], xs[0], _CMP_UNORD_Q);
-		min[s] = max[s] = xs[0];
-		sum_w[s] = ws[0];
-		sum_x[s] = _mm256_mul_ps(sum_w[s], xs[0]);
-		for (int i = 1; i < n; i++) {
-			min[s] = sel(_mm256_cmp_ps(xs[i], min[s], _CMP_LT_OQ), xs[i], min[s]);
-			max[s] = sel(_mm256_cmp_ps(xs[i], max[s], _CMP_GT_OQ), xs[i], max[s]);
-			sum_w[s] = _mm256_add_ps(sum_w[s], ws[i]);
-			sum_x[s] = _mm256_add_ps(sum_x[s], _mm256_mul_ps(ws[i], xs[i]));
-			nan = _mm256_or_ps(nan, _mm256_cmp_ps(xs[i], xs[i], _CMP_UNORD_Q));
-		}
-		finite &= !_mm256_movemask_ps(nan);
-		lo[s] = min[s];
-		min[s] = sel(_mm256_cmp_ps(min[s], zero, _CMP_GT_OQ), zero, min[s]);
-		/* make_qkx2_quants returns early on max == min,
-		 * make_qkx3_quants on max <= min: levels 0, scale 0, the
-		 * minimum as clamped */
-		flat[s] = qkx3 ? _mm256_cmp_ps(max[s], min[s], _CMP_LE_OQ) : _mm256_cmp_ps(max[s], min[s], _CMP_EQ_OQ);
+	__m256 best = zero;
+	for (int i = 0; i < n; i++) {
+		const __m256 l = level_u(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)), vnmax);
+		const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(S->scale, l), min), x[i]);
+		best = _mm256_add_ps(best, err_term(w[i], diff, use_mad));
+	}
+	S->best_error = best;
+	S->best_is = iscale;
+	S->best_base = min;
+	S->min = min;
+	S->max = max;
+	S->sum_w = sum_w;
+	S->sum_x = sum_x;
+}
 
-		const __m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max[s], min[s]));
-		scale[s] = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
-		best_error[s] = zero;
-		best_is[s] = iscale;
-		best_base[s] = min[s];
-		for (int i = 0; i < n; i++) {
-			xm[s][i] = _mm256_sub_ps(xs[i], min[s]);
-			const __m256 l = level_u(_mm256_mul_ps(iscale, xm[s][i]), vnmax);
-			const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[s], l), min[s]), xs[i]);
-			best_error[s] = _mm256_add_ps(best_error[s], err_term(ws[i], diff, use_mad));
-		}
+/* How trial is makes its levels (S->mode):
+ *  - QKX_INT: level_u, through the integers, right for every value;
+ *  - otherwise vroundps of v = iscale * (x - min), which rounds to nearest
+ *    even as the adder of qp_kq_nearest_int does wherever |v| < 2^22; the
+ *    clamps as integer min and max of the floats' bits (a non-negative
+ *    float orders as its bits do, a negative one below them all), which
+ *    leave the adders' ports to the sums; and only the clamps that can
+ *    bind: rounding is monotonic, so every v of a lane lies between those
+ *    of its smallest and largest x (lo, max), and so does its level.
+ * Flat lanes (v = NaN) are discarded, whatever their levels. */
+enum { QKX_INT = -1, QKX_CLAMP_LO = 1, QKX_CLAMP_HI = 2 };
+
+static inline __attribute__((always_inline)) void qkx_start(const int nmax, const float rmin, const float rdelta,
+                                                            int is, bool finite, struct qkx_set *S)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	const float num = rmin + rdelta * is + nmax;
+	S->iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(S->max, S->min));
+	const __m256 va = _mm256_mul_ps(S->iscale, _mm256_sub_ps(S->lo, S->min));
+	const __m256 vb = _mm256_mul_ps(S->iscale, _mm256_sub_ps(S->max, S->min));
+	const __m256 lim = _mm256_set1_ps(4194304.0f);
+	const __m256 small = _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, va), lim, _CMP_LT_OQ),
+	                                   _mm256_cmp_ps(_mm256_andnot_ps(sign, vb), lim, _CMP_LT_OQ));
+	if (!finite || _mm256_movemask_ps(_mm256_or_ps(small, S->flat)) != 0xff) {
+		S->mode = QKX_INT;
+		return;
 	}
-	for (int is = 0; nstep >= 1 && is <= nstep; is++) {
-		const float num = rmin + rdelta * is + nmax;
-		__m256 laux[2][MAX_N];
-		__m256 sum_l[2], sum_l2[2], sum_xl[2], D[2], positive[2], iscale[2];
-		int any = 0;
-		_Pragma("GCC unroll 2")
-		for (int s = 0; s < S; s++) {
-			iscale[s] = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max[s], min[s]));
-			int clo, chi;
-			if (finite && levels_small(iscale[s], lo[s], max[s], min[s], fnmax, &clo, &chi)) {
-				if (!clo && !chi)
-					levels_fast(n, false, false, iscale[s], xm[s], fnmax, laux[s]);
-				else if (!clo)
-					levels_fast(n, false, true, iscale[s], xm[s], fnmax, laux[s]);
-				else
-					levels_fast(n, true, true, iscale[s], xm[s], fnmax, laux[s]);
+	const __m256 ra = _mm256_round_ps(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	const __m256 rb = _mm256_round_ps(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	const __m256 lo_binds = _mm256_cmp_ps(_mm256_min_ps(ra, rb), _mm256_setzero_ps(), _CMP_LT_OQ);
+	const __m256 hi_binds = _mm256_cmp_ps(_mm256_max_ps(ra, rb), _mm256_set1_ps((float)nmax), _CMP_GT_OQ);
+	S->mode = (_mm256_movemask_ps(_mm256_andnot_ps(S->flat, lo_binds)) ? QKX_CLAMP_LO : 0) |
+	          (_mm256_movemask_ps(_mm256_andnot_ps(S->flat, hi_binds)) ? QKX_CLAMP_HI : 0);
+}
+
+/* the scale and minimum fitted to the levels just summed */
+static inline __attribute__((always_inline)) void qkx_fit(struct qkx_set *S)
+{
+	const __m256 zero = _mm256_setzero_ps();
+	const __m256 D = _mm256_sub_ps(_mm256_mul_ps(S->sum_w, S->sum_l2), _mm256_mul_ps(S->sum_l, S->sum_l));
+	S->positive = _mm256_andnot_ps(S->flat, _mm256_cmp_ps(D, zero, _CMP_GT_OQ));
+	const __m256 scale =
+		_mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(S->sum_w, S->sum_xl), _mm256_mul_ps(S->sum_x, S->sum_l)), D);
+	const __m256 min =
+		_mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(S->sum_l2, S->sum_x), _mm256_mul_ps(S->sum_l, S->sum_xl)), D);
+	const __m256 pos_min = _mm256_cmp_ps(min, zero, _CMP_GT_OQ);
+	S->this_scale = sel(pos_min, _mm256_div_ps(S->sum_xl, S->sum_l2), scale);
+	S->this_min = sel(pos_min, zero, min);
+}
+
+/* the trial's error against the best: later trials start from the
+ * minimum of the one taken, as the scalar search's do */
+static inline __attribute__((always_inline)) void qkx_take(struct qkx_set *S, __m256 cur_error)
+{
+	const __m256 take = _mm256_and_ps(S->positive, _mm256_cmp_ps(cur_error, S->best_error, _CMP_LT_OQ));
+	S->best_is = sel(take, S->iscale, S->best_is);
+	S->best_base = sel(take, S->min, S->best_base);
+	S->best_error = sel(take, cur_error, S->best_error);
+	S->scale = sel(take, S->this_scale, S->scale);
+	S->min = sel(take, S->this_min, S->min);
+}
+
+/* One pass over the elements: when LEV, the levels and sums of A's trial
+ * (its levels made as MODE says); when ERR, the error of B's fitted
+ * trial, returned */
+static inline __attribute__((always_inline)) __m256 qkx_pass(const int n, const int nmax, const bool use_mad,
+                                                             const bool LEV, const int MODE, const bool ERR,
+                                                             struct qkx_set *A, const struct qkx_set *B)
+{
+	const __m256 zero = _mm256_setzero_ps();
+	const __m256 minus_one = _mm256_set1_ps(-1.0f);
+	const __m256i bits_nmax = _mm256_castps_si256(_mm256_set1_ps((float)nmax));
+	const __m256i vnmax = _mm256_set1_epi32(nmax);
+	__m256 sum_l = zero, sum_l2 = zero, sum_xl = zero, err = zero;
+	const __m256 min = LEV ? A->min : zero, iscale = LEV ? A->iscale : zero;
+	const __m256 scale = ERR ? B->this_scale : zero, bmin = ERR ? B->this_min : zero;
+	for (int i = 0; i < n; i++) {
+		if (LEV) {
+			const __m256 x = A->x[i];
+			__m256 l;
+			if (MODE == QKX_INT) {
+				l = level_u(_mm256_mul_ps(iscale, _mm256_sub_ps(x, min)), vnmax);
 			} else {
-				for (int i = 0; i < n; i++)
-					laux[s][i] = level_u(_mm256_mul_ps(iscale[s], xm[s][i]), vnmax);
+				/* x - min, rounded once, on the multipliers' ports */
+				const __m256 xm = _mm256_fmadd_ps(min, minus_one, x);
+				__m256i b = _mm256_castps_si256(_mm256_round_ps(
+					_mm256_mul_ps(iscale, xm), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+				if (MODE & QKX_CLAMP_HI)
+					b = _mm256_min_epi32(b, bits_nmax);
+				if (MODE & QKX_CLAMP_LO)
+					b = _mm256_max_epi32(b, _mm256_setzero_si256());
+				l = _mm256_castsi256_ps(b);
 			}
-			sum_l[s] = sum_l2[s] = sum_xl[s] = zero;
+			A->l[i] = l;
+			const __m256 wl = _mm256_mul_ps(A->w[i], l);
+			sum_l = _mm256_add_ps(sum_l, wl);
+			sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, l));
+			sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, x));
 		}
-		for (int i = 0; i < n; i++)
-			_Pragma("GCC unroll 2")
-			for (int s = 0; s < S; s++) {
-				const __m256 wl = _mm256_mul_ps(w[s * n + i], laux[s][i]);
-				sum_l[s] = _mm256_add_ps(sum_l[s], wl);
-				sum_l2[s] = _mm256_add_ps(sum_l2[s], _mm256_mul_ps(wl, laux[s][i]));
-				sum_xl[s] = _mm256_add_ps(sum_xl[s], _mm256_mul_ps(wl, x[s * n + i]));
-			}
-		_Pragma("GCC unroll 2")
-		for (int s = 0; s < S; s++) {
-			D[s] = _mm256_sub_ps(_mm256_mul_ps(sum_w[s], sum_l2[s]), _mm256_mul_ps(sum_l[s], sum_l[s]));
-			positive[s] = _mm256_andnot_ps(flat[s], _mm256_cmp_ps(D[s], zero, _CMP_GT_OQ));
-			any |= _mm256_movemask_ps(positive[s]);
-		}
-		if (!any)
-			continue;
-		__m256 this_scale[2], this_min[2], cur_error[2];
-		_Pragma("GCC unroll 2")
-		for (int s = 0; s < S; s++) {
-			this_scale[s] = _mm256_div_ps(
-				_mm256_sub_ps(_mm256_mul_ps(sum_w[s], sum_xl[s]), _mm256_mul_ps(sum_x[s], sum_l[s])), D[s]);
-			this_min[s] = _mm256_div_ps(
-				_mm256_sub_ps(_mm256_mul_ps(sum_l2[s], sum_x[s]), _mm256_mul_ps(sum_l[s], sum_xl[s])), D[s]);
-			const __m256 pos_min = _mm256_cmp_ps(this_min[s], zero, _CMP_GT_OQ);
-			this_scale[s] = sel(pos_min, _mm256_div_ps(sum_xl[s], sum_l2[s]), this_scale[s]);
-			this_min[s] = sel(pos_min, zero, this_min[s]);
-			cur_error[s] = zero;
-		}
-		for (int i = 0; i < n; i++)
-			_Pragma("GCC unroll 2")
-			for (int s = 0; s < S; s++) {
-				const __m256 diff = _mm256_sub_ps(
-					_mm256_add_ps(_mm256_mul_ps(this_scale[s], laux[s][i]), this_min[s]), x[s * n + i]);
-				cur_error[s] = _mm256_add_ps(cur_error[s], err_term(w[s * n + i], diff, use_mad));
-			}
-		_Pragma("GCC unroll 2")
-		for (int s = 0; s < S; s++) {
-			const __m256 take = _mm256_and_ps(positive[s], _mm256_cmp_ps(cur_error[s], best_error[s], _CMP_LT_OQ));
-			if (!_mm256_movemask_ps(take))
-				continue;
-			best_is[s] = sel(take, iscale[s], best_is[s]);
-			best_base[s] = sel(take, min[s], best_base[s]);
-			best_error[s] = sel(take, cur_error[s], best_error[s]);
-			scale[s] = sel(take, this_scale[s], scale[s]);
-			min[s] = sel(take, this_min[s], min[s]);
-			/* later trials start from the new minimum, as the scalar
-			 * search's do */
-			for (int i = 0; i < n; i++)
-				xm[s][i] = _mm256_sub_ps(x[s * n + i], min[s]);
+		if (ERR) {
+			const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, B->l[i]), bmin), B->x[i]);
+			err = _mm256_add_ps(err, err_term(B->w[i], diff, use_mad));
 		}
 	}
-	_Pragma("GCC unroll 2")
-	for (int s = 0; s < S; s++) {
-		the_min[s] = _mm256_xor_ps(min[s], _mm256_set1_ps(-0.0f)); /* -min, signed zero kept */
+	if (LEV) {
+		A->sum_l = sum_l;
+		A->sum_l2 = sum_l2;
+		A->sum_xl = sum_xl;
+	}
+	return err;
+}
+
+/* qkx_pass at A's mode, then B's outcome */
+static inline __attribute__((always_inline)) void qkx_step(const int n, const int nmax, const bool use_mad,
+                                                           const bool LEV, const bool ERR, struct qkx_set *A,
+                                                           struct qkx_set *B)
+{
+	__m256 err;
+	switch (LEV ? A->mode : 0) {
+	case 0:
+		err = qkx_pass(n, nmax, use_mad, LEV, 0, ERR, A, B);
+		break;
+	case QKX_CLAMP_HI:
+		err = qkx_pass(n, nmax, use_mad, LEV, QKX_CLAMP_HI, ERR, A, B);
+		break;
+	case QKX_CLAMP_LO:
+	case QKX_CLAMP_LO | QKX_CLAMP_HI:
+		err = qkx_pass(n, nmax, use_mad, LEV, QKX_CLAMP_LO | QKX_CLAMP_HI, ERR, A, B);
+		break;
+	default:
+		err = qkx_pass(n, nmax, use_mad, LEV, QKX_INT, ERR, A, B);
+		break;
+	}
+	if (ERR)
+		qkx_take(B, err);
+}
+
+/* sets 0 and 1 of x, w, L, scale_out and the_min; set 1 half a trial
+ * behind set 0 */
+static inline __attribute__((always_inline)) void
+qkx_sets(const int n, const int nmax, const float rmin, const float rdelta, const int nstep, const bool use_mad,
+         const bool qkx3, const __m256 *x, const __m256 *w, __m256i *L, __m256 *scale_out, __m256 *the_min)
+{
+	struct qkx_set S[2];
+	bool finite = true;
+	qkx_init(n, nmax, use_mad, qkx3, x, w, &S[0], &finite);
+	qkx_init(n, nmax, use_mad, qkx3, x + n, w + n, &S[1], &finite);
+	if (nstep >= 1) {
+		struct qkx_set *A = &S[0], *B = &S[1];
+		qkx_start(nmax, rmin, rdelta, 0, finite, A);
+		qkx_step(n, nmax, use_mad, true, false, A, B);
+		for (int is = 0; is <= nstep; is++) {
+			qkx_fit(A);
+			qkx_start(nmax, rmin, rdelta, is, finite, B);
+			qkx_step(n, nmax, use_mad, true, true, B, A);
+			qkx_fit(B);
+			if (is < nstep) {
+				qkx_start(nmax, rmin, rdelta, is + 1, finite, A);
+				qkx_step(n, nmax, use_mad, true, true, A, B);
+			} else {
+				qkx_step(n, nmax, use_mad, false, true, A, B);
+			}
+		}
+	}
+	const __m256i vnmax = _mm256_set1_epi32(nmax);
+	for (int s = 0; s < 2; s++) {
+		the_min[s] = _mm256_xor_ps(S[s].min, _mm256_set1_ps(-0.0f)); /* -min, signed zero kept */
 		for (int i = 0; i < n; i++) {
-			const __m256 l = level_u(_mm256_mul_ps(best_is[s], _mm256_sub_ps(x[s * n + i], best_base[s])), vnmax);
-			L[s * n + i] = _mm256_andnot_si256(_mm256_castps_si256(flat[s]), _mm256_cvttps_epi32(l));
+			const __m256 l =
+				level_u(_mm256_mul_ps(S[s].best_is, _mm256_sub_ps(x[s * n + i], S[s].best_base)), vnmax);
+			L[s * n + i] = _mm256_andnot_si256(_mm256_castps_si256(S[s].flat), _mm256_cvttps_epi32(l));
 		}
-		scale_out[s] = sel(flat[s], zero, scale[s]);
+		scale_out[s] = sel(S[s].flat, _mm256_setzero_ps(), S[s].scale);
 	}
+}
+
+/* The callers' parameters, each search a function of its own so that its
+ * constants fold; anything else runs with them as variables */
+#define QKX_SEARCHES(X)                                     \
+	X(q4_k, 32, 15, -1.0f, 0.1f, 20, false, false)      \
+	X(q5_k, 32, 31, -0.5f, 0.1f, 15, false, false)      \
+	X(q4_k_imat, 32, 15, -0.9f, 0.05f, 36, false, true) \
+	X(q5_k_imat, 32, 31, -0.9f, 0.05f, 36, false, true) \
+	X(q2_k, 16, 3, -0.5f, 0.1f, 15, true, false)        \
+	X(q2_k_imat, 16, 3, -0.9f, 0.05f, 36, false, true)
+
+#define QKX_DEFINE(name, n, nmax, rmin, rdelta, nstep, use_mad, qkx3)                                        \
+	static __attribute__((noinline)) void qkx_##name(const __m256 *x, const __m256 *w, __m256i *L,           \
+	                                                 __m256 *scale, __m256 *the_min)                         \
+	{                                                                                                        \
+		qkx_sets(n, nmax, rmin, rdelta, nstep, use_mad, qkx3, x, w, L, scale, the_min);                  \
+	}
+QKX_SEARCHES(QKX_DEFINE)
+
+static __attribute__((noinline)) void qkx_any(int n, int nmax, float rmin, float rdelta, int nstep, bool use_mad,
+                                              bool qkx3, const __m256 *x, const __m256 *w, __m256i *L,
+                                              __m256 *scale, __m256 *the_min)
+{
+	if (use_mad)
+		qkx_sets(n, nmax, rmin, rdelta, nstep, true, false, x, w, L, scale, the_min);
+	else if (qkx3)
+		qkx_sets(n, nmax, rmin, rdelta, nstep, false, true, x, w, L, scale, the_min);
+	else
+		qkx_sets(n, nmax, rmin, rdelta, nstep, false, false, x, w, L, scale, the_min);
 }
 
 void qp_avx2_make_qkx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
                                 __m256 *scale, __m256 *the_min, float rmin, float rdelta, int nstep, bool use_mad,
                                 bool qkx3)
 {
-	if (sets == 2)
-		qkx_sets(2, n, nmax, x, w, L, scale, the_min, rmin, rdelta, nstep, use_mad, qkx3);
-	else
-		qkx_sets(1, n, nmax, x, w, L, scale, the_min, rmin, rdelta, nstep, use_mad, qkx3);
+	if (sets == 1) {
+		/* one set searched beside a copy of itself, the copy's
+		 * outcome dropped: a row's odd last block, rarely worth a
+		 * search of its own */
+		__m256 xx[2 * MAX_N] = {0}, ww[2 * MAX_N] = {0}, sc[2], mn[2];
+		__m256i LL[2 * MAX_N];
+		for (int i = 0; i < n; i++) {
+			xx[i] = xx[n + i] = x[i];
+			ww[i] = ww[n + i] = w[i];
+		}
+		qp_avx2_make_qkx_quants_x8(2, n, nmax, xx, ww, LL, sc, mn, rmin, rdelta, nstep, use_mad, qkx3);
+		for (int i = 0; i < n; i++)
+			L[i] = LL[i];
+		scale[0] = sc[0];
+		the_min[0] = mn[0];
+		return;
+	}
+#define QKX_CALL(name, n_, nmax_, rmin_, rdelta_, nstep_, use_mad_, qkx3_)                                   \
+	if (n == n_ && nmax == nmax_ && rmin == rmin_ && rdelta == rdelta_ && nstep == nstep_ &&               \
+	    use_mad == use_mad_ && qkx3 == qkx3_) {                                                          \
+		qkx_##name(x, w, L, scale, the_min);                                                             \
+		return;                                                                                          \
+	}
+	QKX_SEARCHES(QKX_CALL)
+	qkx_any(n, nmax, rmin, rdelta, nstep, use_mad, qkx3, x, w, L, scale, the_min);
 }

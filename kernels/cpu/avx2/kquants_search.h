@@ -29,8 +29,10 @@ void qp_avx2_make_q3_quants_x8(int sets, int n, int nmax, const __m256 *x, __m25
 /* qp_kq_make_qkx2_quants(..., use_mad), or qp_kq_make_qkx3_quants when
  * qkx3 (which never has use_mad), for sets (1 or 2) independent sets of
  * eight groups: x[s * n + i], w and L likewise, and set s's scales and
- * -min (the_min) in scale[s] and the_min[s]. Two sets run interleaved,
- * which hides the latency of one set's chain of adds behind the other's. */
+ * -min (the_min) in scale[s] and the_min[s]. Two sets run half a trial
+ * apart, one set's sums beside the other's error, which hides the latency
+ * of one set's chains of adds behind the other's; one set alone runs
+ * beside a copy of itself. */
 void qp_avx2_make_qkx_quants_x8(int sets, int n, int nmax, const __m256 *x, const __m256 *w, __m256i *L,
                                 __m256 *scale, __m256 *the_min, float rmin, float rdelta, int nstep, bool use_mad,
                                 bool qkx3);
