@@ -412,10 +412,12 @@ void qp_avx2_make_q3_quants_x8(int sets, int n, int nmax, const __m256 *x, __m25
 		q3_sets(1, n, nmax, x, L, scale);
 }
 
-/* clamp(nearest_int(v), 0, nmax) as a float, through the integers: right
- * for every v, garbage included */
-static inline __m256 level_u(__m256 v, __m256i nmax)
+/* the scalar search's level of x, clamp(nearest_int(iscale * (x - min)),
+ * 0, nmax), as a float, through the integers: right for every value,
+ * garbage included */
+static inline __m256 level_u(__m256 iscale, __m256 x, __m256 min, __m256i nmax)
 {
+	const __m256 v = _mm256_mul_ps(iscale, _mm256_sub_ps(x, min));
 	return _mm256_cvtepi32_ps(clamp(qp_avx2_nearest_int(v), _mm256_setzero_si256(), nmax));
 }
 
@@ -481,7 +483,7 @@ static inline __attribute__((always_inline)) void qkx_init(const int n, const in
 	const __m256i vnmax = _mm256_set1_epi32(nmax);
 	__m256 best = zero;
 	for (int i = 0; i < n; i++) {
-		const __m256 l = level_u(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)), vnmax);
+		const __m256 l = level_u(iscale, x[i], min, vnmax);
 		const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(S->scale, l), min), x[i]);
 		best = _mm256_add_ps(best, err_term(w[i], diff, use_mad));
 	}
@@ -511,9 +513,10 @@ static inline __attribute__((always_inline)) void qkx_start(const int nmax, cons
 {
 	const __m256 sign = _mm256_set1_ps(-0.0f);
 	const float num = rmin + rdelta * is + nmax;
-	S->iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(S->max, S->min));
+	const __m256 range = _mm256_sub_ps(S->max, S->min);
+	S->iscale = _mm256_div_ps(_mm256_set1_ps(num), range);
 	const __m256 va = _mm256_mul_ps(S->iscale, _mm256_sub_ps(S->lo, S->min));
-	const __m256 vb = _mm256_mul_ps(S->iscale, _mm256_sub_ps(S->max, S->min));
+	const __m256 vb = _mm256_mul_ps(S->iscale, range);
 	const __m256 lim = _mm256_set1_ps(4194304.0f);
 	const __m256 small = _mm256_and_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, va), lim, _CMP_LT_OQ),
 	                                   _mm256_cmp_ps(_mm256_andnot_ps(sign, vb), lim, _CMP_LT_OQ));
@@ -575,7 +578,7 @@ static inline __attribute__((always_inline)) __m256 qkx_pass(const int n, const 
 			const __m256 x = A->x[i];
 			__m256 l;
 			if (MODE == QKX_INT) {
-				l = level_u(_mm256_mul_ps(iscale, _mm256_sub_ps(x, min)), vnmax);
+				l = level_u(iscale, x, min, vnmax);
 			} else {
 				/* x - min, rounded once, on the multipliers' ports */
 				const __m256 xm = _mm256_fmadd_ps(min, minus_one, x);
@@ -619,7 +622,7 @@ static inline __attribute__((always_inline)) void qkx_step(const int n, const in
 	case QKX_CLAMP_HI:
 		err = qkx_pass(n, nmax, use_mad, LEV, QKX_CLAMP_HI, ERR, A, B);
 		break;
-	case QKX_CLAMP_LO:
+	case QKX_CLAMP_LO: /* rare alone: it shares the instance with both */
 	case QKX_CLAMP_LO | QKX_CLAMP_HI:
 		err = qkx_pass(n, nmax, use_mad, LEV, QKX_CLAMP_LO | QKX_CLAMP_HI, ERR, A, B);
 		break;
@@ -662,8 +665,7 @@ qkx_sets(const int n, const int nmax, const float rmin, const float rdelta, cons
 	for (int s = 0; s < 2; s++) {
 		the_min[s] = _mm256_xor_ps(S[s].min, _mm256_set1_ps(-0.0f)); /* -min, signed zero kept */
 		for (int i = 0; i < n; i++) {
-			const __m256 l =
-				level_u(_mm256_mul_ps(S[s].best_is, _mm256_sub_ps(x[s * n + i], S[s].best_base)), vnmax);
+			const __m256 l = level_u(S[s].best_is, x[s * n + i], S[s].best_base, vnmax);
 			L[s * n + i] = _mm256_andnot_si256(_mm256_castps_si256(S[s].flat), _mm256_cvttps_epi32(l));
 		}
 		scale_out[s] = sel(S[s].flat, _mm256_setzero_ps(), S[s].scale);
@@ -728,5 +730,6 @@ void qp_avx2_make_qkx_quants_x8(int sets, int n, int nmax, const __m256 *x, cons
 		return;                                                                                          \
 	}
 	QKX_SEARCHES(QKX_CALL)
+#undef QKX_CALL
 	qkx_any(n, nmax, rmin, rdelta, nstep, use_mad, qkx3, x, w, L, scale, the_min);
 }
