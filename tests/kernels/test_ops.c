@@ -366,15 +366,32 @@ static void ops__q4_0_as_q8_0_matches_reference(void)
 	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
+/* One f16 wide tile of nr x nc against the level's f16 vec_dot */
+static void check_f16_wide_tile(const struct qp_ops_vec *vo, const struct qp_kernel_ops *ops, int64_t n, int nr,
+                                int nc, const uint16_t *xh, const float *xf, const uint16_t *yh, const float *yf,
+                                float *s, int64_t lds)
+{
+	vo->f16_tile_wide(n, s, lds, xf, (size_t)n * sizeof(float), nr, yf, (size_t)n * sizeof(float), nc);
+	for (int c = 0; c < nc; c++)
+		for (int r = 0; r < nr; r++) {
+			float want;
+			ops->vec_dot(n, &want, xh + r * n, yh + c * n);
+			CHECK(memcmp(&want, &s[c * lds + r], sizeof(float)) == 0);
+		}
+}
+
 /* The f16 tile over widened rows gives the level's f16 vec_dot of the f16
  * rows bit for bit, for every tile shape up to 9 x 7 and lengths with
- * every kind of tail (the wide matrix product depends on it). */
+ * every kind of tail (the wide matrix product depends on it); and for
+ * rows longer than the tile's chunks of k, against more tokens than it
+ * holds accumulators for at once. */
 static void ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot(void)
 {
-	enum { MAX_R = 9, MAX_C = 7, LDS = 11, MAXN = 300 };
-	static uint16_t xh[MAX_R * MAXN], yh[MAX_C * MAXN];
-	static float xf[MAX_R * MAXN], yf[MAX_C * MAXN], f[MAXN], s[MAX_C * LDS];
-	static const int64_t lengths[] = {1, 7, 8, 15, 16, 24, 33, 64, 200, 300};
+	enum { MAX_R = 9, MAX_C = 7, LDS = 11, MAXN = 300, LONG_N = 1545, LONG_C = 100, LONG_R = 5 };
+	static uint16_t xh[MAX_R * LONG_N], yh[LONG_C * LONG_N];
+	static float xf[MAX_R * LONG_N], yf[LONG_C * LONG_N], f[LONG_N], s[LONG_C * LDS];
+	static const int64_t lengths[] = {1, 7, 8, 15, 16, 24, 33, 64, 200, 300, 512, 520, 1032, 1545};
+	static const int long_cols[] = {1, 2, 3, 47, 48, 49, 100};
 	int tested = 0;
 	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
 		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
@@ -390,21 +407,20 @@ static void ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot(void)
 				ops->quantize_row(f, xh + r * n, n);
 				ops->dequantize_row(xh + r * n, xf + r * n, n);
 			}
-			for (int c = 0; c < MAX_C; c++) {
+			for (int c = 0; c < LONG_C; c++) {
 				fill(f, n, 2.0f);
 				ops->quantize_row(f, yh + c * n, n);
 				ops->dequantize_row(yh + c * n, yf + c * n, n);
 			}
-			for (int nr = 1; nr <= MAX_R; nr++)
-				for (int nc = 1; nc <= MAX_C; nc++) {
-					vo->f16_tile_wide(n, s, LDS, xf, (size_t)n * sizeof(float), nr, yf, (size_t)n * sizeof(float), nc);
-					for (int c = 0; c < nc; c++)
-						for (int r = 0; r < nr; r++) {
-							float want;
-							ops->vec_dot(n, &want, xh + r * n, yh + c * n);
-							CHECK(memcmp(&want, &s[c * LDS + r], sizeof(float)) == 0);
-						}
-				}
+			if (n <= MAXN) {
+				for (int nr = 1; nr <= MAX_R; nr++)
+					for (int nc = 1; nc <= MAX_C; nc++)
+						check_f16_wide_tile(vo, ops, n, nr, nc, xh, xf, yh, yf, s, LDS);
+				continue;
+			}
+			for (int nr = 1; nr <= LONG_R; nr++)
+				for (size_t ci = 0; ci < sizeof(long_cols) / sizeof(long_cols[0]); ci++)
+					check_f16_wide_tile(vo, ops, n, nr, long_cols[ci], xh, xf, yh, yf, s, LDS);
 		}
 	}
 	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));

@@ -290,7 +290,10 @@ INLINE void f16w_group(int64_t i, __m256 acc[TR][TC], const float *x, size_t bx,
 	}
 }
 
-INLINE void f16w_pass(int64_t i0, int64_t end, int64_t extra, float *out, const float *x, size_t bx,
+/* Adds the 8-element groups at i0, i0 + 16, ... below end, then the one
+ * at extra if extra >= 0, to the accumulators held in st (or to zero, at
+ * the first chunk). */
+INLINE void f16w_pass(int first, int64_t i0, int64_t end, int64_t extra, float *st, const float *x, size_t bx,
                       const float *y, size_t by, const int nr, const int nc)
 {
 	__m256 acc[TR][TC];
@@ -298,7 +301,7 @@ INLINE void f16w_pass(int64_t i0, int64_t end, int64_t extra, float *out, const 
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++)
-			acc[r][c] = _mm256_setzero_ps();
+			acc[r][c] = first ? _mm256_setzero_ps() : _mm256_load_ps(st + (r * TC + c) * 8);
 	for (int64_t i = i0; i < end; i += 16)
 		f16w_group(i, acc, x, bx, y, by, nr, nc);
 	if (extra >= 0)
@@ -307,20 +310,43 @@ INLINE void f16w_pass(int64_t i0, int64_t end, int64_t extra, float *out, const 
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++)
-			_mm256_storeu_ps(out + (r * TC + c) * 8, acc[r][c]);
+			_mm256_store_ps(st + (r * TC + c) * 8, acc[r][c]);
 }
 
-INLINE void f16w_tile(int64_t n, float *s, int64_t lds, const float *x, size_t bx, const float *y, size_t by,
-                      const int nr, const int nc)
+/* The wide tile walks k in chunks of F16W_KC: the even groups of a chunk
+ * into acc0, then its odd groups into acc1, for every tile of the
+ * tokens before the next chunk. Each accumulator still adds its groups in
+ * vec_dot's order (chunk after chunk), so the bits are the same; but a
+ * chunk of four rows stays in L1 while the tokens' chunks pass, and a
+ * token's chunk stays there for both passes. Walked whole, rows of k =
+ * 1536 (the FFN's down projection) did not fit L1 beside three tokens,
+ * and every pass read them again from L2: qp_ops_matmul of 512 rows
+ * against 512 tokens ran at 21.5 GMAC/s for k = 1536 (31 in chunks)
+ * against 36 for k = 512. */
+#define F16W_KC 512
+/* tokens whose accumulators are held at once: 16 tiles of three */
+#define F16W_NC 48
+
+/* The accumulators of one tile: [0] the even groups', [1] the odd ones' */
+typedef float f16w_state[2][TR * TC * 8];
+
+/* One chunk [c0, c1) of an nr x nc tile; after the last (c1 == n16), the
+ * results, added up as vec_dot adds its two accumulators and the elements
+ * past the last 8-group. */
+INLINE void f16w_chunk(int64_t n, int64_t c0, int64_t c1, int64_t extra, f16w_state st, float *s, int64_t lds,
+                       const float *x, size_t bx, const float *y, size_t by, const int nr, const int nc)
 {
-	float acc0[TR * TC * 8], acc1[TR * TC * 8];
 	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
-	f16w_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc);
-	f16w_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc);
+	f16w_pass(c0 == 0, c0, c1, extra, st[0], x, bx, y, by, nr, nc);
+	f16w_pass(c0 == 0, c0 + 8, c1, -1, st[1], x, bx, y, by, nr, nc);
+	if (c1 < n16)
+		return;
+	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++) {
 			const int o = (r * TC + c) * 8;
-			double sum = qp_avx2_hsum_ps(_mm256_add_ps(_mm256_loadu_ps(acc0 + o), _mm256_loadu_ps(acc1 + o)));
+			double sum = qp_avx2_hsum_ps(_mm256_add_ps(_mm256_load_ps(st[0] + o), _mm256_load_ps(st[1] + o)));
 			const float *xr = (const float *)((const uint8_t *)x + (size_t)r * bx);
 			const float *yc = (const float *)((const uint8_t *)y + (size_t)c * by);
 			for (int64_t i = done; i < n; i++)
@@ -329,13 +355,52 @@ INLINE void f16w_tile(int64_t n, float *s, int64_t lds, const float *x, size_t b
 		}
 }
 
-#define F16_WIDE_BODY(R, C) f16w_tile(n, st, lds, (const float *)xt, bx, (const float *)yt, by, R, C)
-static TILE_DRIVER(f16_wide_tile, F16_WIDE_BODY, 4, 3)
+#define F16W_CHUNK(R, C) f16w_chunk(n, c0, c1, extra, st[one ? 0 : t], s + 3 * t * lds, lds, x, bx, yt, by, R, C)
+#define F16W_CASE(R, C) \
+	case R * 8 + C: F16W_CHUNK(R, C); break;
+
+/* nr <= TR rows against nc tokens, at most F16W_NC of them where k takes
+ * more than one chunk */
+static void f16w_block(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int nr, const float *y,
+                       size_t by, int64_t nc)
+{
+	_Alignas(32) f16w_state st[F16W_NC / 3];
+	const int64_t ntile = (nc + 2) / 3;
+	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
+	/* in one chunk, each tile is done before the next: they share one
+	 * state, which stays in L1 (sixteen of them took half of it) */
+	const int one = n16 <= F16W_KC;
+	for (int64_t c0 = 0; c0 < n16 || c0 == 0; c0 += F16W_KC) {
+		const int64_t c1 = n16 - c0 < F16W_KC ? n16 : c0 + F16W_KC;
+		/* vec_dot's 8-group past the last 16, after the chunks */
+		const int64_t extra = c1 == n16 && done > n16 ? n16 : -1;
+		for (int64_t t = 0; t < ntile; t++) {
+			const int cc = nc - 3 * t < 3 ? (int)(nc - 3 * t) : 3;
+			const float *yt = (const float *)((const uint8_t *)y + (size_t)(3 * t) * by);
+			switch (nr * 8 + cc) {
+			F16W_CASE(4, 3) F16W_CASE(4, 2) F16W_CASE(4, 1)
+			F16W_CASE(3, 3) F16W_CASE(3, 2) F16W_CASE(3, 1)
+			F16W_CASE(2, 3) F16W_CASE(2, 2) F16W_CASE(2, 1)
+			F16W_CASE(1, 3) F16W_CASE(1, 2)
+			default: F16W_CHUNK(1, 1); break;
+			}
+		}
+	}
+}
 
 void qp_f16_vec_dot_tile_wide_avx2(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
                                    const float *y, size_t by, int64_t nc)
 {
-	f16_wide_tile(n, s, lds, x, bx, nr, y, by, nc);
+	for (int64_t r = 0; r < nr; r += TR) {
+		const int rr = nr - r < TR ? (int)(nr - r) : TR;
+		/* in one chunk the tiles share one state: all tokens at once */
+		const int64_t cb = n / 16 * 16 <= F16W_KC ? nc : F16W_NC;
+		for (int64_t c = 0; c < nc; c += cb) {
+			const int64_t cc = nc - c < cb ? nc - c : cb;
+			f16w_block(n, s + c * lds + r, lds, (const float *)((const uint8_t *)x + (size_t)r * bx), bx, rr,
+			           (const float *)((const uint8_t *)y + (size_t)c * by), by, cc);
+		}
+	}
 }
 
 /* f32 x f32. vec_dot keeps four accumulators for the four 8-element groups
