@@ -61,14 +61,15 @@ struct qp_ops_vec {
 	                    int64_t kt_stride, int64_t n_keys, int64_t hd);
 	void (*attn_values)(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
 	                    const float *v, int64_t v_stride, int64_t hd);
-	/* The q4_0 row x[n] as q8_0 blocks y: each block's d kept, its values
-	 * q - 8 (qp_q4_0_as_q8_0_ref). At a level that has it, that level's
-	 * q8_0 vec_dot and vec_dot_tile give the q4_0 row's vec_dot bits on
-	 * them (the same products, lanes and scale multiply), so
-	 * qp_ops_matmul converts a few weight rows once per block of tokens
-	 * and runs the q8_0 tile. NULL where the level has none: the scalar
-	 * references multiply the scales in another order. */
-	void (*q4_0_as_q8_0)(const void *x, void *y, int64_t n);
+	/* q4_0's vec_dot_tile over a panel: up to eight weight rows (row r
+	 * at x + r * bx) repacked once by q4_0_panel into q4_0_panel_bytes(n)
+	 * bytes, against nc q8_0 token rows; s[c * lds + r] is, bit for bit,
+	 * what the level's q4_0 vec_dot gives the pair. qp_ops_matmul packs
+	 * a panel once for a block of tokens. NULL where the level has none. */
+	size_t (*q4_0_panel_bytes)(int64_t n);
+	void (*q4_0_panel)(const void *x, size_t bx, int64_t nr, void *panel, int64_t n);
+	void (*q4_0_panel_tile)(int64_t n, float *s, int64_t lds, const void *panel, int64_t nr, const void *y,
+	                        size_t by, int64_t nc);
 };
 const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level);
 

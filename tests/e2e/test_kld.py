@@ -29,7 +29,10 @@ import qptest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "model"))
 from llama_ref import LlamaRef  # noqa: E402
 
-N_CTX, CHUNKS = 128, 3
+# ten chunks (630 scored tokens): with three, which blocks' activation
+# rounding flips (below) moved rms_dp by 0.2 to 0.4% from one dot-product
+# arithmetic to another; with ten both stay within 0.15%
+N_CTX, CHUNKS = 128, 10
 
 RECIPE = """\
 stages:
@@ -169,9 +172,10 @@ class Kld(unittest.TestCase):
         # Rounding activations to q8_0 is discontinuous: the ~1e-7
         # differences between float32 C and float64 numpy flip a rounding
         # in a few blocks, which moves a few tokens' logits by ~0.1. The
-        # mean statistics absorb that to about 1e-3 (measured: kld 0.10998
-        # vs 0.11009 on 3 chunks); the median and 99th percentile of 189
-        # values and the top-1 count move more.
+        # mean statistics absorb that to about 1e-3 (measured on 10
+        # chunks: kld 0.110554 vs 0.110540, rms_dp 12.196 vs 12.189); the
+        # median and 99th percentile of 630 values and the top-1 count
+        # move more.
         for k, tol in (("kld", 3e-3), ("rms_dp", 3e-3), ("kld_median", 3e-2), ("kld_p99", 6e-2)):
             self.assertLess(abs(q4[k] / want[k] - 1), tol, (k, q4[k], want[k]))
         self.assertLess(abs(q4["top1_pct"] - want["top1_pct"]), 1.5, (q4["top1_pct"], want["top1_pct"]))

@@ -337,31 +337,59 @@ static void ops__attn_products_are_bit_exact_with_the_reference_at_every_level(v
 	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
-/* q4_0 rows as q8_0 blocks, at every level that has the conversion,
- * byte for byte the scalar reference's: every nibble, d kept. */
-static void ops__q4_0_as_q8_0_matches_reference(void)
+/* The q4_0 panel tile gives the level's q4_0 vec_dot bit for bit, for
+ * panels of 1 to 8 rows against 1 to 9 tokens (every tail of its tiles of
+ * four), on rows of 1 to 48 blocks, with blocks at the ends of the int16
+ * range the tile sums in: every q 0 or 15 against every y -127 or 127 */
+static void ops__q4_0_panel_tile_is_bit_exact_with_q4_0_vec_dot(void)
 {
-	enum { NB = 37 };
-	static struct qp_block_q4_0 x[NB];
-	static struct qp_block_q8_0 want[NB], got[NB];
-	for (int i = 0; i < NB; i++) {
-		x[i].d = (uint16_t)(0x3c00 + 7 * i);
-		for (int j = 0; j < QP_QK4_0 / 2; j++)
-			x[i].qs[j] = (uint8_t)(i * 31 + j * 17 + (j == 0 ? 0x0f : 0) + (j == 1 ? 0xf0 : 0));
-	}
-	x[0].qs[2] = 0x00;
-	x[0].qs[3] = 0xff;
-	qp_q4_0_as_q8_0_ref(x, want, NB * QP_QK4_0);
-	CHECK(want[0].qs[2] == -8 && want[0].qs[3] == 7 && want[0].qs[16 + 3] == 7);
+	enum { MAX_R = 8, MAX_C = 9, LDS = 11, MAXN = 48 * QP_QK4_0 };
+	static struct qp_block_q4_0 x[MAX_R * MAXN / QP_QK4_0];
+	static struct qp_block_q8_0 y[MAX_C * MAXN / QP_QK8_0];
+	static float f[MAXN], s[MAX_C * LDS];
+	static const int64_t lengths[] = {32, 64, 96, 512, 1536};
 	int tested = 0;
 	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
 		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
-		if (!vo || !vo->q4_0_as_q8_0)
+		const struct qp_kernel_ops *ops = qp_kernels_get_level(QP_TYPE_Q4_0, level);
+		const struct qp_kernel_ops *q8 = qp_kernels_get_level(QP_TYPE_Q8_0, level);
+		if (!vo || !vo->q4_0_panel_tile)
 			continue;
-		memset(got, 0x55, sizeof(got));
-		vo->q4_0_as_q8_0(x, got, NB * QP_QK4_0);
-		CHECK(memcmp(got, want, sizeof(want)) == 0);
+		CHECK(ops && ops->vec_dot && q8 && q8->quantize_row && vo->q4_0_panel && vo->q4_0_panel_bytes);
 		tested++;
+		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
+			const int64_t n = lengths[li], nb = n / QP_QK4_0;
+			for (int r = 0; r < MAX_R; r++) {
+				fill(f, n, 3.0f);
+				ops->quantize_row(f, x + r * nb, n);
+			}
+			for (int c = 0; c < MAX_C; c++) {
+				fill(f, n, 2.0f);
+				q8->quantize_row(f, y + c * nb, n);
+			}
+			if (n == 1536) {
+				/* the extremes: first block of each row and token */
+				for (int r = 0; r < MAX_R; r++)
+					memset(x[r * nb].qs, r % 2 ? 0xff : 0x00, sizeof(x[r * nb].qs));
+				for (int c = 0; c < MAX_C; c++)
+					memset(y[c * nb].qs, c % 2 ? 127 : -127, sizeof(y[c * nb].qs));
+			}
+			void *panel = aligned_alloc(64, (vo->q4_0_panel_bytes(n) + 63) / 64 * 64);
+			CHECK(panel != NULL);
+			for (int nr = 1; nr <= MAX_R; nr++) {
+				vo->q4_0_panel(x, sizeof(x[0]) * (size_t)nb, nr, panel, n);
+				for (int nc = 1; nc <= MAX_C; nc++) {
+					vo->q4_0_panel_tile(n, s, LDS, panel, nr, y, sizeof(y[0]) * (size_t)nb, nc);
+					for (int c = 0; c < nc; c++)
+						for (int r = 0; r < nr; r++) {
+							float want;
+							ops->vec_dot(n, &want, x + r * nb, y + c * nb);
+							CHECK(memcmp(&want, &s[c * LDS + r], sizeof(float)) == 0);
+						}
+				}
+			}
+			free(panel);
+		}
 	}
 	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
@@ -485,7 +513,7 @@ int main(int argc, char **argv)
 		TF_TEST(ops__vector_ops_match_the_reference_at_every_level),
 		TF_TEST(ops__attn_products_are_bit_exact_with_the_reference_at_every_level),
 		TF_TEST(ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot),
-		TF_TEST(ops__q4_0_as_q8_0_matches_reference),
+		TF_TEST(ops__q4_0_panel_tile_is_bit_exact_with_q4_0_vec_dot),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -30,9 +30,12 @@ void qp_q8_1_dequantize_row_avx2(const void *x, float *y, int64_t n);
 
 void qp_q4_0_quantize_row_avx2(const float *x, void *y, int64_t n);
 void qp_q4_0_dequantize_row_avx2(const void *x, float *y, int64_t n);
+/* tile_q4_0.c; the panel functions are qp_ops_vec's (kernels/ops.h) */
 void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *x, const void *y);
-/* qp_ops_vec.q4_0_as_q8_0 (kernels/ops.h) */
-void qp_q4_0_as_q8_0_avx2(const void *x, void *y, int64_t n);
+size_t qp_q4_0_panel_bytes_avx2(int64_t n);
+void qp_q4_0_panel_avx2(const void *x, size_t bx, int64_t nr, void *panel, int64_t n);
+void qp_q4_0_panel_tile_avx2(int64_t n, float *s, int64_t lds, const void *panel, int64_t nr, const void *y,
+                             size_t by, int64_t nc);
 
 void qp_q4_1_quantize_row_avx2(const float *x, void *y, int64_t n);
 void qp_q4_1_dequantize_row_avx2(const void *x, float *y, int64_t n);
@@ -104,6 +107,7 @@ void qp_f16_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, s
                               const void *y, size_t by, int64_t nc);
 void qp_q8_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
                                const void *y, size_t by, int64_t nc);
+/* tile_q4_0.c */
 void qp_q4_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
                                const void *y, size_t by, int64_t nc);
 /* tile_kq.c: q2_K ... q6_K against q8_K */

@@ -81,30 +81,3 @@ void qp_q4_0_dequantize_row_avx2(const void *vx, float *y, int64_t n)
 			_mm256_storeu_ps(y + i * QP_QK4_0 + 8 * k, _mm256_mul_ps(f[k], d));
 	}
 }
-
-void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
-{
-	const struct qp_block_q4_0 *x = vx;
-	const struct qp_block_q8_0 *y = vy;
-	const int64_t nb = n / QP_QK8_0;
-
-	__m256 acc = _mm256_setzero_ps();
-	for (int64_t i = 0; i < nb; i++) {
-		const __m256i qx = values(&x[i]);
-		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-		const __m256 d = _mm256_set1_ps(qp_fp16_to_fp32(x[i].d) * qp_fp16_to_fp32(y[i].d));
-		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(qp_avx2_dot_i8(qx, qy)), acc);
-	}
-	*s = qp_avx2_hsum_ps(acc);
-}
-
-void qp_q4_0_as_q8_0_avx2(const void *vx, void *vy, int64_t n)
-{
-	const struct qp_block_q4_0 *x = vx;
-	struct qp_block_q8_0 *y = vy;
-	const int64_t nb = n / QP_QK4_0;
-	for (int64_t i = 0; i < nb; i++) {
-		y[i].d = x[i].d;
-		_mm256_storeu_si256((__m256i *)y[i].qs, values(&x[i]));
-	}
-}

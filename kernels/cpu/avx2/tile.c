@@ -57,56 +57,6 @@
 		}                                                                                          \
 	}
 
-/* q4_0 x q8_0. vec_dot takes (q - 8) . y with the sign trick; here the
- * unsigned nibbles q go straight into maddubs and 8 . y, computed once per
- * token block, is subtracted: the same int32 lanes exactly, since every
- * partial sum is an integer far inside int16 / int32 range (|q| <= 15,
- * |y| <= 127: a maddubs pair is at most 3810). */
-INLINE void q4_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
-                      size_t by, const int nr, const int nc)
-{
-	__m256 acc[TR][TC];
-	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++)
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++)
-			acc[r][c] = _mm256_setzero_ps();
-	const __m256i eight = _mm256_set1_epi8(8);
-	for (int64_t i = 0; i < nb; i++) {
-		__m256i qx[TR];
-		__m256 dx[TR];
-		_Pragma("GCC unroll 4")
-		for (int r = 0; r < nr; r++) {
-			const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)r * bx) + i;
-			_mm_prefetch((const char *)b + PF_BYTES, _MM_HINT_T0);
-			qx[r] = qp_avx2_nibbles(b->qs);
-			dx[r] = _mm256_set1_ps(_cvtsh_ss(b->d));
-		}
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++) {
-			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(y + (size_t)c * by) + i;
-			const __m256i qy = _mm256_loadu_si256((const __m256i *)b->qs);
-			const __m256 dy = _mm256_set1_ps(_cvtsh_ss(b->d));
-			const __m256i off = qp_avx2_dot_u8_i8(eight, qy);
-			_Pragma("GCC unroll 4")
-			for (int r = 0; r < nr; r++) {
-				const __m256i dot = _mm256_sub_epi32(qp_avx2_dot_u8_i8(qx[r], qy), off);
-				acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(dot), acc[r][c]);
-			}
-		}
-	}
-	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++)
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++)
-			s[c * lds + r] = qp_avx2_hsum_ps(acc[r][c]);
-}
-
-#define Q4_0_BODY(R, C) q4_0_tile(n / QP_QK8_0, st, lds, xt, bx, yt, by, R, C)
-/* 4 x 3 and 3 x 3 (f16) measured best of 2x4 ... 4x4 on llama-docs-27m's
- * shapes (k = 512, 1536) */
-TILE_DRIVER(qp_q4_0_vec_dot_tile_avx2, Q4_0_BODY, 4, 3)
-
 /* q8_0 x q8_0: qp_avx2_dot_i8's products with the roles swapped, |y|
  * (once per token block) against x signed by y: each product is x*y as
  * before, so every int16 pair and int32 lane is the same. The swap lets

@@ -80,18 +80,3 @@ void qp_q4_0_vec_dot_ref(int64_t n, float *s, const void *vx, const void *vy)
 	}
 	*s = sum;
 }
-
-void qp_q4_0_as_q8_0_ref(const void *vx, void *vy, int64_t n)
-{
-	const struct qp_block_q4_0 *x = vx;
-	struct qp_block_q8_0 *y = vy;
-	assert(n % QP_QK4_0 == 0);
-	const int64_t nb = n / QP_QK4_0;
-	for (int64_t i = 0; i < nb; i++) {
-		y[i].d = x[i].d;
-		for (int j = 0; j < QP_QK4_0 / 2; j++) {
-			y[i].qs[j] = (int8_t)((x[i].qs[j] & 0x0f) - 8);
-			y[i].qs[j + QP_QK4_0 / 2] = (int8_t)((x[i].qs[j] >> 4) - 8);
-		}
-	}
-}

@@ -40,8 +40,6 @@ void qp_q4_0_quantize_row_ref(const float *x, void *y, int64_t n);
 void qp_q4_0_dequantize_row_ref(const void *x, float *y, int64_t n);
 /* y in q8_0 */
 void qp_q4_0_vec_dot_ref(int64_t n, float *s, const void *x, const void *y);
-/* a q4_0 row as q8_0 blocks: d kept, values q - 8 (kernels/ops.h q4_0_as_q8_0) */
-void qp_q4_0_as_q8_0_ref(const void *x, void *y, int64_t n);
 
 void qp_q4_1_quantize_row_ref(const float *x, void *y, int64_t n);
 void qp_q4_1_dequantize_row_ref(const void *x, float *y, int64_t n);

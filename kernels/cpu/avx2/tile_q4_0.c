@@ -1,0 +1,239 @@
+/* q4_0 x q8_0 products at the AVX2 level. Each block's dot is an exact
+ * integer, idot = sum of (q - 8) * y over its 32 elements, and a pair's
+ * result is the chain acc = fma((float)idot, dx * dy, acc) over the blocks
+ * in order from acc = 0 (dx * dy rounded to float first). That is
+ * llama.cpp's arithmetic for q4_0 on x86 (its repacked gemm and gemv in
+ * ggml-cpu's repack.cpp), and it fixes every result whatever the lanes:
+ * an integer sum has one value however it is added, and the chain has one
+ * order. So a kernel may put eight weight rows in the eight lanes of a
+ * vector, which a float accumulator per pair (the layout of q8_0's dot)
+ * would not allow:
+ * - the vec_dot adds a block's lanes and runs the chain in a scalar;
+ * - the tile (up to seven tokens: decode) reduces eight rows' lanes at
+ *   once, so a vector holds the eight rows' idots;
+ * - the panel tile (prefill) reads rows repacked once per block of tokens
+ *   (qp_q4_0_panel_avx2): each 4-byte group of a token is broadcast
+ *   against the same group of eight rows, and one multiply-add of 16-bit
+ *   pairs serves eight rows. */
+#include "kernels/blocks.h"
+#include "kernels/cpu/avx2/avx2.h"
+#include "kernels/cpu/avx2/simd.h"
+
+/* the chain's step, in a scalar */
+static inline float chain(float acc, int32_t idot, float dx, float dy)
+{
+	const __m128 p = _mm_cvtsi32_ss(_mm_setzero_ps(), idot);
+	return _mm_cvtss_f32(_mm_fmadd_ss(p, _mm_set_ss(dx * dy), _mm_set_ss(acc)));
+}
+
+/* 8 * (sum of a q8_0 block's values) */
+static inline int32_t sum8_y(__m256i qy)
+{
+	return qp_avx2_hsum_epi32(
+		_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), qy), _mm256_set1_epi16(1)));
+}
+
+/* q * y per 32-bit lane (4 elements each), q the unsigned nibbles: each
+ * 16-bit pair is at most 2 * 15 * 128, far inside int16 */
+static inline __m256i dot_q_y(const struct qp_block_q4_0 *b, __m256i qy)
+{
+	return _mm256_madd_epi16(_mm256_maddubs_epi16(qp_avx2_nibbles(b->qs), qy), _mm256_set1_epi16(1));
+}
+
+void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
+{
+	const struct qp_block_q4_0 *x = vx;
+	const struct qp_block_q8_0 *y = vy;
+	const int64_t nb = n / QP_QK8_0;
+	float acc = 0.0f;
+	for (int64_t i = 0; i < nb; i++) {
+		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+		const int32_t idot = qp_avx2_hsum_epi32(dot_q_y(&x[i], qy)) - sum8_y(qy);
+		acc = chain(acc, idot, qp_fp16_to_fp32(x[i].d), qp_fp16_to_fp32(y[i].d));
+	}
+	*s = acc;
+}
+
+/* the sums of eight vectors' lanes, vector r's in lane r */
+static inline __m256i reduce8(const __m256i d[8])
+{
+	const __m256i h01 = _mm256_hadd_epi32(d[0], d[1]), h23 = _mm256_hadd_epi32(d[2], d[3]);
+	const __m256i h45 = _mm256_hadd_epi32(d[4], d[5]), h67 = _mm256_hadd_epi32(d[6], d[7]);
+	/* per 128-bit half: rows 0..3 (h03) and 4..7 (h47), the low half
+	 * from lanes 0..3 of each row, the high half from lanes 4..7 */
+	const __m256i h03 = _mm256_hadd_epi32(h01, h23), h47 = _mm256_hadd_epi32(h45, h67);
+	return _mm256_add_epi32(_mm256_permute2x128_si256(h03, h47, 0x20), _mm256_permute2x128_si256(h03, h47, 0x31));
+}
+
+/* eight rows against nc tokens, one token at a time */
+static void rows8(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
+                  int64_t nc)
+{
+	for (int64_t c = 0; c < nc; c++) {
+		const struct qp_block_q8_0 *yb = (const struct qp_block_q8_0 *)(y + (size_t)c * by);
+		__m256 acc = _mm256_setzero_ps();
+		for (int64_t i = 0; i < nb; i++) {
+			const __m256i qy = _mm256_loadu_si256((const __m256i *)yb[i].qs);
+			__m256i d[8];
+			__m128i dh = _mm_setzero_si128();
+			_Pragma("GCC unroll 8")
+			for (int r = 0; r < 8; r++) {
+				const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)r * bx) + i;
+				_mm_prefetch((const char *)b + 4096, _MM_HINT_T0);
+				d[r] = dot_q_y(b, qy);
+				/* inserted, not stored and reloaded: eight 2-byte stores
+				 * read back as one 16-byte load stall store forwarding */
+				dh = _mm_insert_epi16(dh, b->d, r);
+			}
+			const __m256i idot = _mm256_sub_epi32(reduce8(d), _mm256_set1_epi32(sum8_y(qy)));
+			const __m256 dx = _mm256_cvtph_ps(dh);
+			const __m256 sc = _mm256_mul_ps(dx, _mm256_set1_ps(_cvtsh_ss(yb[i].d)));
+			acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), sc, acc);
+		}
+		_Alignas(32) float out[8];
+		_mm256_store_ps(out, acc);
+		for (int r = 0; r < 8; r++)
+			s[c * lds + r] = out[r];
+	}
+}
+
+void qp_q4_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                               const void *y, size_t by, int64_t nc)
+{
+	const uint8_t *xb = x, *yb = y;
+	int64_t r = 0;
+	for (; r + 8 <= nr; r += 8)
+		rows8(n / QP_QK8_0, s + r, lds, xb + (size_t)r * bx, bx, yb, by, nc);
+	for (; r < nr; r++)
+		for (int64_t c = 0; c < nc; c++)
+			qp_q4_0_vec_dot_avx2(n, &s[c * lds + r], xb + (size_t)r * bx, yb + (size_t)c * by);
+}
+
+/* A panel block: eight rows' block i, w[j] holding the four values q - 8
+ * of elements 4j .. 4j + 3 of row r at bytes 4r .. 4r + 3; c[r] = 128 *
+ * (sum of row r's q - 8) and d[r] its scale. Rows past the last are zero. */
+struct q4p {
+	int8_t w[8][32];
+	int32_t c[8];
+	float d[8];
+};
+
+size_t qp_q4_0_panel_bytes_avx2(int64_t n)
+{
+	return (size_t)(n / QP_QK4_0) * sizeof(struct q4p);
+}
+
+/* an 8 x 8 transpose of 32-bit lanes */
+static inline void transpose8(__m256i v[8])
+{
+	__m256i a[8], b[8];
+	for (int k = 0; k < 4; k++) {
+		a[2 * k] = _mm256_unpacklo_epi32(v[2 * k], v[2 * k + 1]);
+		a[2 * k + 1] = _mm256_unpackhi_epi32(v[2 * k], v[2 * k + 1]);
+	}
+	for (int k = 0; k < 2; k++) {
+		b[4 * k] = _mm256_unpacklo_epi64(a[4 * k], a[4 * k + 2]);
+		b[4 * k + 1] = _mm256_unpackhi_epi64(a[4 * k], a[4 * k + 2]);
+		b[4 * k + 2] = _mm256_unpacklo_epi64(a[4 * k + 1], a[4 * k + 3]);
+		b[4 * k + 3] = _mm256_unpackhi_epi64(a[4 * k + 1], a[4 * k + 3]);
+	}
+	for (int k = 0; k < 4; k++) {
+		v[k] = _mm256_permute2x128_si256(b[k], b[k + 4], 0x20);
+		v[k + 4] = _mm256_permute2x128_si256(b[k], b[k + 4], 0x31);
+	}
+}
+
+void qp_q4_0_panel_avx2(const void *x, size_t bx, int64_t nr, void *panel, int64_t n)
+{
+	struct q4p *p = panel;
+	const uint8_t *xb = x;
+	const int64_t nb = n / QP_QK4_0;
+	for (int64_t i = 0; i < nb; i++) {
+		__m256i v[8];
+		for (int r = 0; r < 8; r++) {
+			if (r >= nr) {
+				v[r] = _mm256_setzero_si256();
+				p[i].c[r] = 0;
+				p[i].d[r] = 0.0f;
+				continue;
+			}
+			const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(xb + (size_t)r * bx) + i;
+			v[r] = _mm256_sub_epi8(qp_avx2_nibbles(b->qs), _mm256_set1_epi8(8));
+			const __m256i sum = _mm256_sad_epu8(qp_avx2_nibbles(b->qs), _mm256_setzero_si256());
+			p[i].c[r] = 128 * (qp_avx2_hsum_epi32(sum) - 8 * QP_QK4_0);
+			p[i].d[r] = qp_fp16_to_fp32(b->d);
+		}
+		/* row r's 4-byte group j is lane j of v[r]: transposed, lane r
+		 * of v[j] */
+		transpose8(v);
+		for (int j = 0; j < 8; j++)
+			_mm256_storeu_si256((__m256i *)p[i].w[j], v[j]);
+	}
+}
+
+/* One panel of eight rows against T tokens at once. Tokens' bytes go in
+ * as y + 128 (the sign bit flipped), unsigned, against the signed q - 8:
+ * a 16-bit pair is at most 2 * 255 * 8 and eight of them stay inside
+ * int16; c removes the 128 * (q - 8) terms. */
+static inline __attribute__((always_inline)) void panel_tokens(const int T, int64_t nb, float *s, int64_t lds,
+                                                                const struct q4p *p, const uint8_t *y, size_t by)
+{
+	const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+	__m256 acc[4];
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < T; t++)
+		acc[t] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++) {
+		const struct qp_block_q8_0 *yb[4];
+		__m256i a16[4];
+		_Pragma("GCC unroll 4")
+		for (int t = 0; t < T; t++) {
+			yb[t] = (const struct qp_block_q8_0 *)(y + (size_t)t * by) + i;
+			a16[t] = _mm256_setzero_si256();
+		}
+		_Pragma("GCC unroll 8")
+		for (int j = 0; j < 8; j++) {
+			const __m256i w = _mm256_loadu_si256((const __m256i *)p[i].w[j]);
+			_Pragma("GCC unroll 4")
+			for (int t = 0; t < T; t++) {
+				int32_t g;
+				__builtin_memcpy(&g, yb[t]->qs + 4 * j, 4);
+				const __m256i u = _mm256_xor_si256(_mm256_set1_epi32(g), flip);
+				a16[t] = _mm256_add_epi16(a16[t], _mm256_maddubs_epi16(u, w));
+			}
+		}
+		const __m256i c = _mm256_loadu_si256((const __m256i *)p[i].c);
+		const __m256 dx = _mm256_loadu_ps(p[i].d);
+		_Pragma("GCC unroll 4")
+		for (int t = 0; t < T; t++) {
+			const __m256i idot = _mm256_sub_epi32(_mm256_madd_epi16(a16[t], ones), c);
+			const __m256 sc = _mm256_mul_ps(dx, _mm256_set1_ps(_cvtsh_ss(yb[t]->d)));
+			acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), sc, acc[t]);
+		}
+	}
+	_Pragma("GCC unroll 4")
+	for (int t = 0; t < T; t++)
+		_mm256_storeu_ps(s + t * lds, acc[t]);
+}
+
+void qp_q4_0_panel_tile_avx2(int64_t n, float *s, int64_t lds, const void *panel, int64_t nr, const void *y,
+                             size_t by, int64_t nc)
+{
+	const struct q4p *p = panel;
+	const uint8_t *yb = y;
+	const int64_t nb = n / QP_QK8_0;
+	_Alignas(32) float out[4 * 8];
+	for (int64_t c = 0; c < nc; c += 4) {
+		const int64_t cc = nc - c < 4 ? nc - c : 4;
+		const uint8_t *yt = yb + (size_t)c * by;
+		switch (cc) {
+		case 4: panel_tokens(4, nb, out, 8, p, yt, by); break;
+		case 3: panel_tokens(3, nb, out, 8, p, yt, by); break;
+		case 2: panel_tokens(2, nb, out, 8, p, yt, by); break;
+		default: panel_tokens(1, nb, out, 8, p, yt, by); break;
+		}
+		for (int64_t t = 0; t < cc; t++)
+			for (int64_t r = 0; r < nr; r++)
+				s[(c + t) * lds + r] = out[t * 8 + r];
+	}
+}
