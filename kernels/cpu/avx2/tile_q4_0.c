@@ -75,16 +75,27 @@ static void rows8(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx
 		for (int64_t i = 0; i < nb; i++) {
 			const __m256i qy = _mm256_loadu_si256((const __m256i *)yb[i].qs);
 			__m256i d[8];
+			/* the scales inserted one by one, not stored and reloaded:
+			 * eight 2-byte stores read back as one 16-byte load stall
+			 * store forwarding (it halved this tile's speed); spelled
+			 * out, as the insert's lane must be a constant */
 			__m128i dh = _mm_setzero_si128();
-			_Pragma("GCC unroll 8")
-			for (int r = 0; r < 8; r++) {
-				const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)r * bx) + i;
-				_mm_prefetch((const char *)b + 4096, _MM_HINT_T0);
-				d[r] = dot_q_y(b, qy);
-				/* inserted, not stored and reloaded: eight 2-byte stores
-				 * read back as one 16-byte load stall store forwarding */
-				dh = _mm_insert_epi16(dh, b->d, r);
-			}
+#define ROW8(r)                                                                                   \
+	do {                                                                                          \
+		const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)(r) * bx) + i; \
+		_mm_prefetch((const char *)b + 4096, _MM_HINT_T0);                                        \
+		d[r] = dot_q_y(b, qy);                                                                    \
+		dh = _mm_insert_epi16(dh, b->d, r);                                                       \
+	} while (0)
+			ROW8(0);
+			ROW8(1);
+			ROW8(2);
+			ROW8(3);
+			ROW8(4);
+			ROW8(5);
+			ROW8(6);
+			ROW8(7);
+#undef ROW8
 			const __m256i idot = _mm256_sub_epi32(reduce8(d), _mm256_set1_epi32(sum8_y(qy)));
 			const __m256 dx = _mm256_cvtph_ps(dh);
 			const __m256 sc = _mm256_mul_ps(dx, _mm256_set1_ps(_cvtsh_ss(yb[i].d)));
