@@ -718,7 +718,8 @@ out:
 
 const struct qp_stage_kind qp_kind_evaluate = {
 	.name = "evaluate",
-	.version = 4,
+	/* 5: q4_0 products as exact block dots (7cc017a): q4_0 metrics moved */
+	.version = 5,
 	.summary = "size, bits per weight, weight error against the source, perplexity, KL divergence, speed, "
 	           "multiple-choice accuracy, memory",
 	.params = params,
