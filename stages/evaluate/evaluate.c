@@ -718,7 +718,9 @@ out:
 
 const struct qp_stage_kind qp_kind_evaluate = {
 	.name = "evaluate",
-	/* 5: q4_0 products as exact block dots (7cc017a): q4_0 metrics moved */
+	/* 5: q4_0 products as exact block dots (7cc017a), and SwiGLU a token
+	 * at a time (182464a): q4_0 metrics, and those of models whose n_ff is
+	 * not a multiple of 8, moved */
 	.version = 5,
 	.summary = "size, bits per weight, weight error against the source, perplexity, KL divergence, speed, "
 	           "multiple-choice accuracy, memory",
