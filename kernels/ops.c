@@ -419,9 +419,6 @@ static void quantize_rows(void *arg, int64_t t0, int64_t t1)
 /* below this many tokens a panel is not reused enough to pay for itself */
 #define WIDE_MIN_TOK 8
 
-typedef void (*tile_fn)(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr, const void *y,
-                        size_t by, int64_t nc);
-
 struct mmw {
 	float *y;
 	int64_t ldy;

@@ -589,10 +589,7 @@ static void tok_step(struct qp_llama *m, enum tok_step step, const float *w, int
                      double rope_scale)
 {
 	struct tok_job j = {m, step, w, pos, rope_scale};
-	if (n < TOK_PAR_MIN || m->threads < 2)
-		tok_rows(&j, 0, n);
-	else
-		qp_ops_parallel(m->threads, n, tok_rows, &j);
+	qp_ops_parallel(n < TOK_PAR_MIN ? 1 : m->threads, n, tok_rows, &j);
 }
 
 /* Decoder layer li over the n tokens of m->x (positions pos ..), in place. */

@@ -33,13 +33,6 @@ static inline int32_t sum8_y(__m256i qy)
 		_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), qy), _mm256_set1_epi16(1)));
 }
 
-/* q * y per 32-bit lane (4 elements each), q the unsigned nibbles: each
- * 16-bit pair is at most 2 * 15 * 128, far inside int16 */
-static inline __m256i dot_q_y(const struct qp_block_q4_0 *b, __m256i qy)
-{
-	return _mm256_madd_epi16(_mm256_maddubs_epi16(qp_avx2_nibbles(b->qs), qy), _mm256_set1_epi16(1));
-}
-
 void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct qp_block_q4_0 *x = vx;
@@ -48,7 +41,7 @@ void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 	float acc = 0.0f;
 	for (int64_t i = 0; i < nb; i++) {
 		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-		const int32_t idot = qp_avx2_hsum_epi32(dot_q_y(&x[i], qy)) - sum8_y(qy);
+		const int32_t idot = qp_avx2_hsum_epi32(qp_avx2_dot_u8_i8(qp_avx2_nibbles(x[i].qs), qy)) - sum8_y(qy);
 		acc = chain(acc, idot, qp_fp16_to_fp32(x[i].d), qp_fp16_to_fp32(y[i].d));
 	}
 	*s = acc;
@@ -80,11 +73,11 @@ static void rows8(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx
 			 * store forwarding (it halved this tile's speed); spelled
 			 * out, as the insert's lane must be a constant */
 			__m128i dh = _mm_setzero_si128();
-#define ROW8(r)                                                                                   \
-	do {                                                                                          \
+#define ROW8(r)                                                                                           \
+	do {                                                                                              \
 		const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)(r) * bx) + i; \
 		_mm_prefetch((const char *)b + 4096, _MM_HINT_T0);                                        \
-		d[r] = dot_q_y(b, qy);                                                                    \
+		d[r] = qp_avx2_dot_u8_i8(qp_avx2_nibbles(b->qs), qy);                                     \
 		dh = _mm_insert_epi16(dh, b->d, r);                                                       \
 	} while (0)
 			ROW8(0);
@@ -134,26 +127,6 @@ size_t qp_q4_0_panel_bytes_avx2(int64_t n)
 	return (size_t)(n / QP_QK4_0) * sizeof(struct q4p);
 }
 
-/* an 8 x 8 transpose of 32-bit lanes */
-static inline void transpose8(__m256i v[8])
-{
-	__m256i a[8], b[8];
-	for (int k = 0; k < 4; k++) {
-		a[2 * k] = _mm256_unpacklo_epi32(v[2 * k], v[2 * k + 1]);
-		a[2 * k + 1] = _mm256_unpackhi_epi32(v[2 * k], v[2 * k + 1]);
-	}
-	for (int k = 0; k < 2; k++) {
-		b[4 * k] = _mm256_unpacklo_epi64(a[4 * k], a[4 * k + 2]);
-		b[4 * k + 1] = _mm256_unpackhi_epi64(a[4 * k], a[4 * k + 2]);
-		b[4 * k + 2] = _mm256_unpacklo_epi64(a[4 * k + 1], a[4 * k + 3]);
-		b[4 * k + 3] = _mm256_unpackhi_epi64(a[4 * k + 1], a[4 * k + 3]);
-	}
-	for (int k = 0; k < 4; k++) {
-		v[k] = _mm256_permute2x128_si256(b[k], b[k + 4], 0x20);
-		v[k + 4] = _mm256_permute2x128_si256(b[k], b[k + 4], 0x31);
-	}
-}
-
 void qp_q4_0_panel_avx2(const void *x, size_t bx, int64_t nr, void *panel, int64_t n)
 {
 	struct q4p *p = panel;
@@ -169,16 +142,20 @@ void qp_q4_0_panel_avx2(const void *x, size_t bx, int64_t nr, void *panel, int64
 				continue;
 			}
 			const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(xb + (size_t)r * bx) + i;
-			v[r] = _mm256_sub_epi8(qp_avx2_nibbles(b->qs), _mm256_set1_epi8(8));
-			const __m256i sum = _mm256_sad_epu8(qp_avx2_nibbles(b->qs), _mm256_setzero_si256());
+			const __m256i q = qp_avx2_nibbles(b->qs);
+			v[r] = _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+			const __m256i sum = _mm256_sad_epu8(q, _mm256_setzero_si256());
 			p[i].c[r] = 128 * (qp_avx2_hsum_epi32(sum) - 8 * QP_QK4_0);
 			p[i].d[r] = qp_fp16_to_fp32(b->d);
 		}
 		/* row r's 4-byte group j is lane j of v[r]: transposed, lane r
 		 * of v[j] */
-		transpose8(v);
+		__m256 f[8];
+		for (int r = 0; r < 8; r++)
+			f[r] = _mm256_castsi256_ps(v[r]);
+		qp_avx2_transpose8(f);
 		for (int j = 0; j < 8; j++)
-			_mm256_storeu_si256((__m256i *)p[i].w[j], v[j]);
+			_mm256_storeu_ps((float *)p[i].w[j], f[j]);
 	}
 }
 
