@@ -105,7 +105,7 @@ static void attn_values_ref(float *out, int64_t out_stride, const float *p, int6
 static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
 	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL, attn_scores_ref, attn_values_ref, NULL, NULL, NULL},
 #if QP_HAVE_AVX2
-	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_wide_avx2, qp_attn_scores_avx2,
+	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_block_avx2, qp_attn_scores_avx2,
 	                   qp_attn_values_avx2, qp_q4_0_panel_bytes_avx2, qp_q4_0_panel_avx2, qp_q4_0_panel_tile_avx2},
 #endif
 };
@@ -389,32 +389,27 @@ struct qx {
 	uint8_t *xq;
 	size_t x_row;
 	int64_t k;
-	float *xw;  /* NULL, or the quantized rows widened back to f32 */
 };
 
 static void quantize_rows(void *arg, int64_t t0, int64_t t1)
 {
 	const struct qx *q = arg;
-	for (int64_t t = t0; t < t1; t++) {
+	for (int64_t t = t0; t < t1; t++)
 		q->ops->quantize_row(q->x + t * q->k, q->xq + (size_t)t * q->x_row, q->k);
-		if (q->xw)
-			q->ops->dequantize_row(q->xq + (size_t)t * q->x_row, q->xw + t * q->k, q->k);
-	}
 }
 
-/* Products over a panel of weight rows prepared once for a block of
- * tokens, where a tile would unpack every weight again at every tile of
- * a few tokens:
- * - f16: rows widened to f32 for qp_ops_vec's f16_tile_wide, against the
- *   activations widened the same way (the tile converted every weight
- *   and every activation at each load);
+/* Products over a panel of weight rows against a block of tokens, where
+ * a tile of a few tokens would walk the whole of k for each:
+ * - f16: four rows in place for qp_ops_vec's f16_block_tile, which walks
+ *   k in chunks that stay in L1, against the f16 activations (before,
+ *   rows widened to f32 once per block cost 9% of an f16 prefill);
  * - q4_0: eight rows repacked for qp_ops_vec's q4_0_panel_tile, which
  *   puts the eight rows in a vector's lanes, against the q8_0
  *   activations.
  * Both give every pair the weight type's vec_dot bits (ops.h). Tokens go
  * in blocks that stay in L2 (WIDE_BLOCK_BYTES of activations), and for
- * each block, a panel of rows at a time is prepared in L1 and run
- * against every token of it. */
+ * each block, a panel of rows at a time (packed, where the tile wants it)
+ * is run against every token of it. */
 #define WIDE_BLOCK_BYTES (192 * 1024)
 /* below this many tokens a panel is not reused enough to pay for itself */
 #define WIDE_MIN_TOK 8
@@ -429,20 +424,22 @@ struct mmw {
 	int64_t k, n_tok;
 	int64_t p_rows;         /* weight rows per panel */
 	int64_t t_mult;         /* the tile's tokens at a time: blocks of tokens are multiples */
-	size_t p_bytes;         /* bytes of a panel */
-	/* rows [0, nr) of w (w_row apart) into a panel */
+	size_t p_bytes;         /* bytes of a packed panel */
+	/* rows [0, nr) of w (w_row apart) into a panel; NULL: the tile
+	 * takes the rows in place */
 	void (*pack)(const uint8_t *w, size_t w_row, int64_t nr, void *panel, int64_t k);
-	/* the panel's nr rows against nc activation rows */
-	void (*tile)(int64_t k, float *s, int64_t lds, const void *panel, int64_t nr, const uint8_t *x,
-	             size_t x_row, int64_t nc);
+	/* the panel's nr rows (or the rows in place, w_row apart) against
+	 * nc activation rows */
+	void (*tile)(int64_t k, float *s, int64_t lds, const void *panel, size_t w_row, int64_t nr,
+	             const uint8_t *x, size_t x_row, int64_t nc);
 	int failed;
 };
 
 static void mm_rows_wide(void *arg, int64_t r0, int64_t r1)
 {
 	struct mmw *m = arg;
-	void *panel = aligned_alloc(64, (m->p_bytes + 63) / 64 * 64);
-	if (!panel) {
+	void *panel = m->pack ? aligned_alloc(64, (m->p_bytes + 63) / 64 * 64) : NULL;
+	if (m->pack && !panel) {
 		__atomic_store_n(&m->failed, 1, __ATOMIC_RELAXED);
 		return;
 	}
@@ -453,28 +450,23 @@ static void mm_rows_wide(void *arg, int64_t r0, int64_t r1)
 		const int64_t nt = m->n_tok - t0 < tb ? m->n_tok - t0 : tb;
 		for (int64_t rb = r0; rb < r1; rb += m->p_rows) {
 			const int64_t nr = r1 - rb < m->p_rows ? r1 - rb : m->p_rows;
-			m->pack(m->w + (size_t)rb * m->w_row, m->w_row, nr, panel, m->k);
-			m->tile(m->k, m->y + t0 * m->ldy + rb, m->ldy, panel, nr, m->x + (size_t)t0 * m->x_row, m->x_row,
-			        nt);
+			const uint8_t *w = m->w + (size_t)rb * m->w_row;
+			if (m->pack)
+				m->pack(w, m->w_row, nr, panel, m->k);
+			m->tile(m->k, m->y + t0 * m->ldy + rb, m->ldy, m->pack ? panel : w, m->w_row, nr,
+			        m->x + (size_t)t0 * m->x_row, m->x_row, nt);
 		}
 	}
 	free(panel);
 }
 
-/* f16: four rows widened to f32, k floats apart */
+/* f16: the tile reads four weight rows in place */
 #define F16_PANEL_ROWS 4
 
-static void pack_f16(const uint8_t *w, size_t w_row, int64_t nr, void *panel, int64_t k)
-{
-	const struct qp_kernel_ops *f16 = qp_kernels_get(QP_TYPE_F16);
-	for (int64_t r = 0; r < nr; r++)
-		f16->dequantize_row(w + (size_t)r * w_row, (float *)panel + r * k, k);
-}
-
-static void tile_f16(int64_t k, float *s, int64_t lds, const void *panel, int64_t nr, const uint8_t *x,
+static void tile_f16(int64_t k, float *s, int64_t lds, const void *w, size_t w_row, int64_t nr, const uint8_t *x,
                      size_t x_row, int64_t nc)
 {
-	vec_ops()->f16_tile_wide(k, s, lds, panel, (size_t)k * sizeof(float), nr, (const float *)x, x_row, nc);
+	vec_ops()->f16_block_tile(k, s, lds, w, w_row, nr, x, x_row, nc);
 }
 
 static void pack_q4_0(const uint8_t *w, size_t w_row, int64_t nr, void *panel, int64_t k)
@@ -482,9 +474,10 @@ static void pack_q4_0(const uint8_t *w, size_t w_row, int64_t nr, void *panel, i
 	vec_ops()->q4_0_panel(w, w_row, nr, panel, k);
 }
 
-static void tile_q4_0(int64_t k, float *s, int64_t lds, const void *panel, int64_t nr, const uint8_t *x,
-                      size_t x_row, int64_t nc)
+static void tile_q4_0(int64_t k, float *s, int64_t lds, const void *panel, size_t w_row, int64_t nr,
+                      const uint8_t *x, size_t x_row, int64_t nc)
 {
+	(void)w_row; /* the panel has its own layout */
 	vec_ops()->q4_0_panel_tile(k, s, lds, panel, nr, x, x_row, nc);
 }
 
@@ -503,26 +496,20 @@ int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t
 		                  (long long)k, tt->name);
 	if (n_tok > 0 && x_row > SIZE_MAX / (size_t)n_tok)
 		return qp_err_nomem(err);
-	const bool wide_f16 = wt == QP_TYPE_F16 && vec_ops()->f16_tile_wide && ops->vec_dot_tile &&
-	                      n_tok >= WIDE_MIN_TOK && (size_t)k <= SIZE_MAX / sizeof(float) / (size_t)n_tok;
+	const bool wide_f16 = wt == QP_TYPE_F16 && vec_ops()->f16_block_tile && n_tok >= WIDE_MIN_TOK;
 	const bool wide_q4 = wt == QP_TYPE_Q4_0 && vec_ops()->q4_0_panel_tile && n_tok >= WIDE_MIN_TOK;
 	uint8_t *xq = malloc(x_row * (size_t)(n_tok > 0 ? n_tok : 1));
-	float *xw = wide_f16 ? malloc((size_t)k * (size_t)n_tok * sizeof(float)) : NULL;
-	if (!xq || (wide_f16 && !xw)) {
-		free(xq);
+	if (!xq)
 		return qp_err_nomem(err);
-	}
-	struct qx q = {vops, x, xq, x_row, k, xw};
+	struct qx q = {vops, x, xq, x_row, k};
 	qp_ops_parallel(threads, n_tok, quantize_rows, &q);
 	if (wide_f16 || wide_q4) {
-		const size_t k_bytes = (size_t)k * sizeof(float);
-		struct mmw m = wide_f16 ? (struct mmw){y, ldy, w, w_row, (const uint8_t *)xw, k_bytes, k, n_tok,
-		                                       F16_PANEL_ROWS, 3, F16_PANEL_ROWS * k_bytes, pack_f16, tile_f16, 0}
+		struct mmw m = wide_f16 ? (struct mmw){y, ldy, w, w_row, xq, x_row, k, n_tok, F16_PANEL_ROWS, 3, 0, NULL,
+		                                       tile_f16, 0}
 		                        : (struct mmw){y, ldy, w, w_row, xq, x_row, k, n_tok, 8, 4,
 		                                       vec_ops()->q4_0_panel_bytes(k), pack_q4_0, tile_q4_0, 0};
 		qp_ops_parallel(threads, n_rows, mm_rows_wide, &m);
 		free(xq);
-		free(xw);
 		return m.failed ? qp_err_nomem(err) : 0;
 	}
 	struct mm m = {y, ldy, w, w_row, xq, x_row, k, n_tok, ops};

@@ -39,15 +39,14 @@ void qp_ops_silu_mul(float *g, const float *u, int64_t n);
 struct qp_ops_vec {
 	void (*silu_mul)(float *g, const float *u, int64_t n);
 	void (*softmax)(float *x, int64_t n);
-	/* f16's vec_dot_tile (kernels.h) over rows already widened to f32:
-	 * x and y hold f16 values as floats (the conversion is exact), and
-	 * s[c * lds + r] is, bit for bit, what the level's f16 vec_dot gives
-	 * the f16 rows. qp_ops_matmul widens a few weight rows once for a
-	 * block of tokens instead of converting at every load of every tile.
-	 * NULL where the level has none (the scalar reference never has a
-	 * tile). */
-	void (*f16_tile_wide)(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
-	                      const float *y, size_t by, int64_t nc);
+	/* f16's vec_dot_tile (kernels.h) for many tokens: s[c * lds + r] is,
+	 * bit for bit, what the level's f16 vec_dot gives the pair, but k is
+	 * walked in chunks that stay in L1 while every token's chunk passes.
+	 * qp_ops_matmul runs it on weight rows in place, against blocks of
+	 * tokens that stay in L2. NULL where the level has none (the scalar
+	 * reference never has a tile). */
+	void (*f16_block_tile)(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+	                       const void *y, size_t by, int64_t nc);
 	/* qp_ops_attn's two products, each element a chain of fused
 	 * multiply-adds in a fixed order, so every level gives the
 	 * reference's bits however it groups queries, keys or dimensions:

@@ -163,8 +163,8 @@ static void ops__nll_is_minus_log_softmax_in_double(void)
 		CHECK_NEAR(qp_ops_nll(l, 1000, t), log(s) - (l[t] - mx), 1e-7);
 }
 
-/* ntok 5 goes through vec_dot_tile, 21 through the panels of widened
- * rows (f16, q4_0) where the level has them; each pair must be the
+/* ntok 5 goes through vec_dot_tile, 21 through the blocked products
+ * (f16, q4_0) where the level has them; each pair must be the
  * type's vec_dot of the weight row and the quantized token, bit for bit,
  * at any thread count */
 static void matmul_check(int64_t ntok)
@@ -394,61 +394,62 @@ static void ops__q4_0_panel_tile_is_bit_exact_with_q4_0_vec_dot(void)
 	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
-/* One f16 wide tile of nr x nc against the level's f16 vec_dot */
-static void check_f16_wide_tile(const struct qp_ops_vec *vo, const struct qp_kernel_ops *ops, int64_t n, int nr,
-                                int nc, const uint16_t *xh, const float *xf, const uint16_t *yh, const float *yf,
-                                float *s, int64_t lds)
+/* One f16 block tile of nr x nc, rows lx (tokens ly) elements apart,
+ * against the level's f16 vec_dot */
+static void check_f16_block_tile(const struct qp_ops_vec *vo, const struct qp_kernel_ops *ops, int64_t n, int64_t lx,
+                                 int64_t ly, int nr, int nc, const uint16_t *xh, const uint16_t *yh, float *s,
+                                 int64_t lds)
 {
-	vo->f16_tile_wide(n, s, lds, xf, (size_t)n * sizeof(float), nr, yf, (size_t)n * sizeof(float), nc);
+	vo->f16_block_tile(n, s, lds, xh, (size_t)lx * sizeof(uint16_t), nr, yh, (size_t)ly * sizeof(uint16_t), nc);
 	for (int c = 0; c < nc; c++)
 		for (int r = 0; r < nr; r++) {
 			float want;
-			ops->vec_dot(n, &want, xh + r * n, yh + c * n);
+			ops->vec_dot(n, &want, xh + r * lx, yh + c * ly);
 			CHECK(memcmp(&want, &s[c * lds + r], sizeof(float)) == 0);
 		}
 }
 
-/* The f16 tile over widened rows gives the level's f16 vec_dot of the f16
- * rows bit for bit, for every tile shape up to 9 x 7 and lengths with
- * every kind of tail (the wide matrix product depends on it); and for
- * rows longer than the tile's chunks of k, against more tokens than it
- * holds accumulators for at once. */
-static void ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot(void)
+/* The f16 block tile gives the level's f16 vec_dot bit for bit, for every
+ * tile shape up to 9 x 7 and lengths with every kind of tail (the matrix
+ * product depends on it); and for rows of one to three of the tile's
+ * chunks of k, against more tokens than it holds accumulators for at
+ * once. Rows lie LONG_N elements apart and tokens LY, whatever their
+ * length. */
+static void ops__f16_block_tile_is_bit_exact_with_f16_vec_dot(void)
 {
-	enum { MAX_R = 9, MAX_C = 7, LDS = 11, MAXN = 300, LONG_N = 1545, LONG_C = 100, LONG_R = 5 };
-	static uint16_t xh[MAX_R * LONG_N], yh[LONG_C * LONG_N];
-	static float xf[MAX_R * LONG_N], yf[LONG_C * LONG_N], f[LONG_N], s[LONG_C * LDS];
-	static const int64_t lengths[] = {1, 7, 8, 15, 16, 24, 33, 64, 200, 300, 512, 520, 1032, 1545};
+	enum { MAX_R = 9, MAX_C = 7, LDS = 11, MAXN = 300, LONG_N = 2100, LY = LONG_N + 8, LONG_C = 100, LONG_R = 5 };
+	static uint16_t xh[MAX_R * LONG_N], yh[LONG_C * LY];
+	static float f[LONG_N], s[LONG_C * LDS];
+	static const int64_t lengths[] = {1, 7, 8, 15, 16, 24, 33, 64, 200, 300, 512, 520, 1032, 1545, 2100};
 	static const int long_cols[] = {1, 2, 3, 47, 48, 49, 100};
 	int tested = 0;
 	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
 		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
 		const struct qp_kernel_ops *ops = qp_kernels_get_level(QP_TYPE_F16, level);
-		if (!vo || !vo->f16_tile_wide)
+		if (!vo || !vo->f16_block_tile)
 			continue;
-		CHECK(ops && ops->vec_dot && ops->quantize_row && ops->dequantize_row);
+		CHECK(ops && ops->vec_dot && ops->quantize_row);
 		tested++;
 		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
 			const int64_t n = lengths[li];
 			for (int r = 0; r < MAX_R; r++) {
 				fill(f, n, 4.0f);
-				ops->quantize_row(f, xh + r * n, n);
-				ops->dequantize_row(xh + r * n, xf + r * n, n);
+				ops->quantize_row(f, xh + r * LONG_N, n);
 			}
 			for (int c = 0; c < LONG_C; c++) {
 				fill(f, n, 2.0f);
-				ops->quantize_row(f, yh + c * n, n);
-				ops->dequantize_row(yh + c * n, yf + c * n, n);
+				ops->quantize_row(f, yh + c * LY, n);
 			}
 			if (n <= MAXN) {
 				for (int nr = 1; nr <= MAX_R; nr++)
 					for (int nc = 1; nc <= MAX_C; nc++)
-						check_f16_wide_tile(vo, ops, n, nr, nc, xh, xf, yh, yf, s, LDS);
+						check_f16_block_tile(vo, ops, n, LONG_N, LY, nr, nc, xh, yh, s, LDS);
 				continue;
 			}
 			for (int nr = 1; nr <= LONG_R; nr++)
 				for (size_t ci = 0; ci < sizeof(long_cols) / sizeof(long_cols[0]); ci++)
-					check_f16_wide_tile(vo, ops, n, nr, long_cols[ci], xh, xf, yh, yf, s, LDS);
+					check_f16_block_tile(vo, ops, n, LONG_N, LY, nr, long_cols[ci], xh, yh, s,
+					                     LDS);
 		}
 	}
 	CHECK(tested >= qp_kernel_level_supported(QP_LEVEL_AVX2));
@@ -512,7 +513,7 @@ int main(int argc, char **argv)
 		TF_TEST(ops__parallel_runs_every_index_once_across_calls_and_nesting),
 		TF_TEST(ops__vector_ops_match_the_reference_at_every_level),
 		TF_TEST(ops__attn_products_are_bit_exact_with_the_reference_at_every_level),
-		TF_TEST(ops__f16_wide_tile_is_bit_exact_with_f16_vec_dot),
+		TF_TEST(ops__f16_block_tile_is_bit_exact_with_f16_vec_dot),
 		TF_TEST(ops__q4_0_panel_tile_is_bit_exact_with_q4_0_vec_dot),
 	};
 	return tf_main(argc, argv, tests, sizeof(tests) / sizeof(tests[0]));

@@ -121,8 +121,8 @@ void qp_q5_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, 
                                const void *y, size_t by, int64_t nc);
 void qp_q6_k_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
                                const void *y, size_t by, int64_t nc);
-/* f16's tile over rows widened to f32 (kernels/ops.h, qp_ops_vec) */
-void qp_f16_vec_dot_tile_wide_avx2(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
-                                   const float *y, size_t by, int64_t nc);
+/* f16's tile for many tokens, k in chunks (kernels/ops.h, qp_ops_vec) */
+void qp_f16_vec_dot_tile_block_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                                    const void *y, size_t by, int64_t nc);
 
 #endif

@@ -124,47 +124,25 @@ TILE_DRIVER(qp_q8_0_vec_dot_tile_avx2, Q8_0_BODY, 4, 3)
  * A tile with two accumulators per pair would not fit the 16 registers,
  * so it walks the row twice, even groups into acc0 and then odd groups
  * into acc1: each accumulator sees the same additions in the same order.
- *
- * `wide` (a constant in each expansion) reads rows already widened to f32
- * instead: the same values (f16 -> f32 is exact), so the same bits, but no
- * conversion at each load. A matrix product widens a few weight rows once
- * for a block of tokens (ops.c); converting at every load instead costs
- * more than the FMAs it feeds. */
-INLINE __m256 load_f16(const uint8_t *p, int64_t i, const int wide)
+ * A few tokens (decode) take this tile; a matrix product of many takes the
+ * blocked one below. */
+INLINE __m256 load_f16(const uint8_t *p, int64_t i)
 {
-	if (wide)
-		return _mm256_loadu_ps((const float *)p + i);
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
 }
 
 INLINE void f16_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
-                      const int nr, const int nc, const int wide)
+                      const int nr, const int nc)
 {
-	if (wide) {
-		/* the tokens' groups stay in registers and each weight group is
-		 * loaded once: 12 accumulators + 3 + 1 of the 16 registers */
-		__m256 vy[TC];
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++)
-			vy[c] = load_f16(y + (size_t)c * by, i, 1);
-		_Pragma("GCC unroll 4")
-		for (int r = 0; r < nr; r++) {
-			const __m256 vx = load_f16(x + (size_t)r * bx, i, 1);
-			_Pragma("GCC unroll 4")
-			for (int c = 0; c < nc; c++)
-				acc[r][c] = _mm256_fmadd_ps(vx, vy[c], acc[r][c]);
-		}
-		return;
-	}
 	__m256 vx[TR];
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++) {
 		_mm_prefetch((const char *)(x + (size_t)r * bx + 2 * (size_t)i) + PF_BYTES, _MM_HINT_T0);
-		vx[r] = load_f16(x + (size_t)r * bx, i, 0);
+		vx[r] = load_f16(x + (size_t)r * bx, i);
 	}
 	_Pragma("GCC unroll 4")
 	for (int c = 0; c < nc; c++) {
-		const __m256 vy = load_f16(y + (size_t)c * by, i, 0);
+		const __m256 vy = load_f16(y + (size_t)c * by, i);
 		_Pragma("GCC unroll 4")
 		for (int r = 0; r < nr; r++)
 			acc[r][c] = _mm256_fmadd_ps(vx[r], vy, acc[r][c]);
@@ -174,7 +152,7 @@ INLINE void f16_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx
 /* Adds the 8-element groups at i0, i0 + 16, ... below end, then the one
  * at extra if extra >= 0, into fresh accumulators, stored to out. */
 INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC], const uint8_t *x, size_t bx,
-                     const uint8_t *y, size_t by, const int nr, const int nc, const int wide)
+                     const uint8_t *y, size_t by, const int nr, const int nc)
 {
 	__m256 acc[TR][TC];
 	_Pragma("GCC unroll 4")
@@ -183,9 +161,9 @@ INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC],
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = _mm256_setzero_ps();
 	for (int64_t i = i0; i < end; i += 16)
-		f16_group(i, acc, x, bx, y, by, nr, nc, wide);
+		f16_group(i, acc, x, bx, y, by, nr, nc);
 	if (extra >= 0)
-		f16_group(extra, acc, x, bx, y, by, nr, nc, wide);
+		f16_group(extra, acc, x, bx, y, by, nr, nc);
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
@@ -193,47 +171,47 @@ INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC],
 			out[r][c] = acc[r][c];
 }
 
-INLINE float f16_elem(const uint8_t *p, int64_t i, const int wide)
-{
-	return wide ? ((const float *)p)[i] : qp_fp16_to_fp32(((const uint16_t *)p)[i]);
-}
-
 INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
-                     size_t by, const int nr, const int nc, const int wide)
+                     size_t by, const int nr, const int nc)
 {
 	__m256 acc0[TR][TC], acc1[TR][TC];
 	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
-	f16_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc, wide);
-	f16_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc, wide);
+	f16_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc);
+	f16_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc);
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++) {
 			double sum = qp_avx2_hsum_ps(_mm256_add_ps(acc0[r][c], acc1[r][c]));
-			const uint8_t *xr = x + (size_t)r * bx, *yc = y + (size_t)c * by;
+			const uint16_t *xr = (const uint16_t *)(x + (size_t)r * bx);
+			const uint16_t *yc = (const uint16_t *)(y + (size_t)c * by);
 			for (int64_t i = done; i < n; i++)
-				sum += (double)(f16_elem(xr, i, wide) * f16_elem(yc, i, wide));
+				sum += (double)(qp_fp16_to_fp32(xr[i]) * qp_fp16_to_fp32(yc[i]));
 			s[c * lds + r] = (float)sum;
 		}
 }
 
-#define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C, 0)
+#define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C)
 TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
 
-/* The wide tile's passes keep their accumulators in one function's
- * locals and hand them on through memory: passed between inlined helpers
- * as an array, GCC kept a third of them on the stack, a load and a store
- * around every FMA. */
-INLINE void f16w_group(int64_t i, __m256 acc[TR][TC], const float *x, size_t bx, const float *y, size_t by,
+/* The blocked tile: four rows against three tokens, converted at each
+ * load as the small tile's are (vcvtph2ps runs beside the FMAs: a loop of
+ * 12 FMAs and 7 conversions reaches the FMA peak here), with the tokens'
+ * groups in registers and the weight groups converted one at a time: 12
+ * accumulators + 3 + 1 of the 16 registers. Its passes keep their
+ * accumulators in one function's locals and hand them on through memory:
+ * passed between inlined helpers as an array, GCC kept a third of them on
+ * the stack, a load and a store around every FMA. */
+INLINE void f16b_group(int64_t i, __m256 acc[TR][TC], const uint16_t *x, size_t bx, const uint16_t *y, size_t by,
                        const int nr, const int nc)
 {
 	__m256 vy[TC];
 	_Pragma("GCC unroll 4")
 	for (int c = 0; c < nc; c++)
-		vy[c] = _mm256_loadu_ps((const float *)((const uint8_t *)y + (size_t)c * by) + i);
+		vy[c] = load_f16((const uint8_t *)y + (size_t)c * by, i);
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++) {
-		const __m256 vx = _mm256_loadu_ps((const float *)((const uint8_t *)x + (size_t)r * bx) + i);
+		const __m256 vx = load_f16((const uint8_t *)x + (size_t)r * bx, i);
 		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = _mm256_fmadd_ps(vx, vy[c], acc[r][c]);
@@ -243,8 +221,8 @@ INLINE void f16w_group(int64_t i, __m256 acc[TR][TC], const float *x, size_t bx,
 /* Adds the 8-element groups at i0, i0 + 16, ... below end, then the one
  * at extra if extra >= 0, to the accumulators held in st (or to zero, at
  * the first chunk). */
-INLINE void f16w_pass(int first, int64_t i0, int64_t end, int64_t extra, float *st, const float *x, size_t bx,
-                      const float *y, size_t by, const int nr, const int nc)
+INLINE void f16b_pass(int first, int64_t i0, int64_t end, int64_t extra, float *st, const uint16_t *x, size_t bx,
+                      const uint16_t *y, size_t by, const int nr, const int nc)
 {
 	__m256 acc[TR][TC];
 	_Pragma("GCC unroll 4")
@@ -253,9 +231,9 @@ INLINE void f16w_pass(int first, int64_t i0, int64_t end, int64_t extra, float *
 		for (int c = 0; c < nc; c++)
 			acc[r][c] = first ? _mm256_setzero_ps() : _mm256_load_ps(st + (r * TC + c) * 8);
 	for (int64_t i = i0; i < end; i += 16)
-		f16w_group(i, acc, x, bx, y, by, nr, nc);
+		f16b_group(i, acc, x, bx, y, by, nr, nc);
 	if (extra >= 0)
-		f16w_group(extra, acc, x, bx, y, by, nr, nc);
+		f16b_group(extra, acc, x, bx, y, by, nr, nc);
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
@@ -263,32 +241,32 @@ INLINE void f16w_pass(int first, int64_t i0, int64_t end, int64_t extra, float *
 			_mm256_store_ps(st + (r * TC + c) * 8, acc[r][c]);
 }
 
-/* The wide tile walks k in chunks of F16W_KC: the even groups of a chunk
- * into acc0, then its odd groups into acc1, for every tile of the
+/* The blocked tile walks k in chunks of F16B_KC: the even groups of a
+ * chunk into acc0, then its odd groups into acc1, for every tile of the
  * tokens before the next chunk. Each accumulator still adds its groups in
  * vec_dot's order (chunk after chunk), so the bits are the same; but a
  * chunk of four rows stays in L1 while the tokens' chunks pass, and a
  * token's chunk stays there for both passes. Walked whole, rows of k =
  * 1536 (the FFN's down projection) did not fit L1 beside three tokens,
- * and every pass read them again from L2: qp_ops_matmul of 512 rows
- * against 512 tokens ran at 21.5 GMAC/s for k = 1536 (31 in chunks)
- * against 36 for k = 512. */
-#define F16W_KC 512
+ * and every pass read them again from L2. qp_ops_matmul of 512 rows
+ * against 512 tokens, k = 4096: 39 GMAC/s in chunks of 512, 41 in chunks
+ * of 1024 (38-40 for k = 512). */
+#define F16B_KC 1024
 /* tokens whose accumulators are held at once: 16 tiles of three */
-#define F16W_NC 48
+#define F16B_NC 48
 
 /* The accumulators of one tile: [0] the even groups', [1] the odd ones' */
-typedef float f16w_state[2][TR * TC * 8];
+typedef float f16b_state[2][TR * TC * 8];
 
 /* One chunk [c0, c1) of an nr x nc tile; after the last (c1 == n16), the
  * results, added up as vec_dot adds its two accumulators and the elements
  * past the last 8-group. */
-INLINE void f16w_chunk(int64_t n, int64_t c0, int64_t c1, int64_t extra, f16w_state st, float *s, int64_t lds,
-                       const float *x, size_t bx, const float *y, size_t by, const int nr, const int nc)
+INLINE void f16b_chunk(int64_t n, int64_t c0, int64_t c1, int64_t extra, f16b_state st, float *s, int64_t lds,
+                       const uint16_t *x, size_t bx, const uint16_t *y, size_t by, const int nr, const int nc)
 {
 	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
-	f16w_pass(c0 == 0, c0, c1, extra, st[0], x, bx, y, by, nr, nc);
-	f16w_pass(c0 == 0, c0 + 8, c1, -1, st[1], x, bx, y, by, nr, nc);
+	f16b_pass(c0 == 0, c0, c1, extra, st[0], x, bx, y, by, nr, nc);
+	f16b_pass(c0 == 0, c0 + 8, c1, -1, st[1], x, bx, y, by, nr, nc);
 	if (c1 < n16)
 		return;
 	_Pragma("GCC unroll 4")
@@ -297,58 +275,74 @@ INLINE void f16w_chunk(int64_t n, int64_t c0, int64_t c1, int64_t extra, f16w_st
 		for (int c = 0; c < nc; c++) {
 			const int o = (r * TC + c) * 8;
 			double sum = qp_avx2_hsum_ps(_mm256_add_ps(_mm256_load_ps(st[0] + o), _mm256_load_ps(st[1] + o)));
-			const float *xr = (const float *)((const uint8_t *)x + (size_t)r * bx);
-			const float *yc = (const float *)((const uint8_t *)y + (size_t)c * by);
+			const uint16_t *xr = (const uint16_t *)((const uint8_t *)x + (size_t)r * bx);
+			const uint16_t *yc = (const uint16_t *)((const uint8_t *)y + (size_t)c * by);
 			for (int64_t i = done; i < n; i++)
-				sum += (double)(xr[i] * yc[i]);
+				sum += (double)(qp_fp16_to_fp32(xr[i]) * qp_fp16_to_fp32(yc[i]));
 			s[c * lds + r] = (float)sum;
 		}
 }
 
-#define F16W_CHUNK(R, C) f16w_chunk(n, c0, c1, extra, st[one ? 0 : t], s + 3 * t * lds, lds, x, bx, yt, by, R, C)
-#define F16W_CASE(R, C) \
-	case R * 8 + C: F16W_CHUNK(R, C); break;
+/* each shape a function of its own: with every shape inlined into one
+ * switch, GCC kept an accumulator of the 4 x 3 loop on the stack, a load
+ * and a store around its FMA, and the product ran at 20 GMAC/s */
+#define F16B_SHAPE(R, C)                                                                                     \
+	static __attribute__((noinline)) void f16b_chunk_##R##C(int64_t n, int64_t c0, int64_t c1, int64_t extra, \
+	                                                       f16b_state st, float *s, int64_t lds,              \
+	                                                       const uint16_t *x, size_t bx, const uint16_t *y,   \
+	                                                       size_t by)                                         \
+	{                                                                                                    \
+		f16b_chunk(n, c0, c1, extra, st, s, lds, x, bx, y, by, R, C);                                \
+	}
+F16B_SHAPE(4, 3) F16B_SHAPE(4, 2) F16B_SHAPE(4, 1)
+F16B_SHAPE(3, 3) F16B_SHAPE(3, 2) F16B_SHAPE(3, 1)
+F16B_SHAPE(2, 3) F16B_SHAPE(2, 2) F16B_SHAPE(2, 1)
+F16B_SHAPE(1, 3) F16B_SHAPE(1, 2) F16B_SHAPE(1, 1)
 
-/* nr <= TR rows against nc tokens, at most F16W_NC of them where k takes
+#define F16B_CHUNK(R, C) f16b_chunk_##R##C(n, c0, c1, extra, st[one ? 0 : t], s + 3 * t * lds, lds, x, bx, yt, by)
+#define F16B_CASE(R, C) \
+	case R * 8 + C: F16B_CHUNK(R, C); break;
+
+/* nr <= TR rows against nc tokens, at most F16B_NC of them where k takes
  * more than one chunk */
-static void f16w_block(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int nr, const float *y,
+static void f16b_block(int64_t n, float *s, int64_t lds, const uint16_t *x, size_t bx, int nr, const uint16_t *y,
                        size_t by, int64_t nc)
 {
-	_Alignas(32) f16w_state st[F16W_NC / 3];
+	_Alignas(32) f16b_state st[F16B_NC / 3];
 	const int64_t ntile = (nc + 2) / 3;
 	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
 	/* in one chunk, each tile is done before the next: they share one
 	 * state, which stays in L1 (sixteen of them took half of it) */
-	const int one = n16 <= F16W_KC;
-	for (int64_t c0 = 0; c0 < n16 || c0 == 0; c0 += F16W_KC) {
-		const int64_t c1 = n16 - c0 < F16W_KC ? n16 : c0 + F16W_KC;
+	const int one = n16 <= F16B_KC;
+	for (int64_t c0 = 0; c0 < n16 || c0 == 0; c0 += F16B_KC) {
+		const int64_t c1 = n16 - c0 < F16B_KC ? n16 : c0 + F16B_KC;
 		/* vec_dot's 8-group past the last 16, after the chunks */
 		const int64_t extra = c1 == n16 && done > n16 ? n16 : -1;
 		for (int64_t t = 0; t < ntile; t++) {
 			const int cc = nc - 3 * t < 3 ? (int)(nc - 3 * t) : 3;
-			const float *yt = (const float *)((const uint8_t *)y + (size_t)(3 * t) * by);
+			const uint16_t *yt = (const uint16_t *)((const uint8_t *)y + (size_t)(3 * t) * by);
 			switch (nr * 8 + cc) {
-			F16W_CASE(4, 3) F16W_CASE(4, 2) F16W_CASE(4, 1)
-			F16W_CASE(3, 3) F16W_CASE(3, 2) F16W_CASE(3, 1)
-			F16W_CASE(2, 3) F16W_CASE(2, 2) F16W_CASE(2, 1)
-			F16W_CASE(1, 3) F16W_CASE(1, 2)
-			default: F16W_CHUNK(1, 1); break;
+			F16B_CASE(4, 3) F16B_CASE(4, 2) F16B_CASE(4, 1)
+			F16B_CASE(3, 3) F16B_CASE(3, 2) F16B_CASE(3, 1)
+			F16B_CASE(2, 3) F16B_CASE(2, 2) F16B_CASE(2, 1)
+			F16B_CASE(1, 3) F16B_CASE(1, 2)
+			default: F16B_CHUNK(1, 1); break;
 			}
 		}
 	}
 }
 
-void qp_f16_vec_dot_tile_wide_avx2(int64_t n, float *s, int64_t lds, const float *x, size_t bx, int64_t nr,
-                                   const float *y, size_t by, int64_t nc)
+void qp_f16_vec_dot_tile_block_avx2(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr,
+                                   const void *y, size_t by, int64_t nc)
 {
 	for (int64_t r = 0; r < nr; r += TR) {
 		const int rr = nr - r < TR ? (int)(nr - r) : TR;
 		/* in one chunk the tiles share one state: all tokens at once */
-		const int64_t cb = n / 16 * 16 <= F16W_KC ? nc : F16W_NC;
+		const int64_t cb = n / 16 * 16 <= F16B_KC ? nc : F16B_NC;
 		for (int64_t c = 0; c < nc; c += cb) {
 			const int64_t cc = nc - c < cb ? nc - c : cb;
-			f16w_block(n, s + c * lds + r, lds, (const float *)((const uint8_t *)x + (size_t)r * bx), bx, rr,
-			           (const float *)((const uint8_t *)y + (size_t)c * by), by, cc);
+			f16b_block(n, s + c * lds + r, lds, (const uint16_t *)((const uint8_t *)x + (size_t)r * bx), bx, rr,
+			           (const uint16_t *)((const uint8_t *)y + (size_t)c * by), by, cc);
 		}
 	}
 }
