@@ -103,10 +103,14 @@ void qp_softmax_avx2(float *x, int64_t n)
 INLINE void scores_tile(float *s, int64_t lds, const float *q, int64_t q_stride, const float *kt, int64_t kt_stride,
                         int64_t hd, const int nq, const int nk)
 {
+	/* zeroed with vector stores: GCC made the loop a rep stos for each
+	 * query, a sixth of the scores' time */
 	double tot[4][64];
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < nq; i++)
-		for (int e = 0; e < nk * 8; e++)
-			tot[i][e] = 0.0;
+		_Pragma("GCC unroll 16")
+		for (int e = 0; e < nk * 8; e += 4)
+			_mm256_storeu_pd(&tot[i][e], _mm256_setzero_pd());
 	for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
 		const int64_t de = d0 + ATTN_SBLOCK < hd ? d0 + ATTN_SBLOCK : hd;
 		__m256 acc[4][8];
@@ -250,7 +254,14 @@ INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float 
 INLINE void values_tile(float *out, int64_t out_stride, const float *p, int64_t ldp, const float *v, int64_t v_stride,
                         int64_t len, const int two, const int nd)
 {
-	double tot[2 * 64] = {0};
+	/* only the totals in use zeroed, with vector stores: the whole array,
+	 * set at every call, was a rep stos, 7% of the values' time */
+	double tot[2 * 64];
+	_Pragma("GCC unroll 2")
+	for (int i = 0; i <= two; i++)
+		_Pragma("GCC unroll 16")
+		for (int e = 0; e < nd * 8; e += 4)
+			_mm256_storeu_pd(tot + i * 64 + e, _mm256_setzero_pd());
 	if (two) {
 		const int64_t whole = len / ATTN_VBLOCK * ATTN_VBLOCK;
 		values_blocks(tot, p, ldp, v, v_stride, 0, whole, 2, nd);
