@@ -200,7 +200,7 @@ void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride
 	}
 }
 
-/* Adds to tot (nq <= 2 rows of nd * 8 doubles, 64 apart) the blocks of
+/* Adds to tot (nq <= 4 rows of nd * 8 doubles, 64 apart) the blocks of
  * positions j0 .. j1 - 1 (j0 a multiple of ATTN_VBLOCK) for nd <= 8
  * vectors of dimensions: each block a float FMA chain from zero, then
  * added to the double total, as the reference does. */
@@ -210,8 +210,8 @@ INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float 
 {
 	for (int64_t b0 = j0; b0 < j1; b0 += ATTN_VBLOCK) {
 		const int64_t be = b0 + ATTN_VBLOCK < j1 ? b0 + ATTN_VBLOCK : j1;
-		__m256 acc[2][8];
-		_Pragma("GCC unroll 2")
+		__m256 acc[4][8];
+		_Pragma("GCC unroll 4")
 		for (int i = 0; i < nq; i++)
 			_Pragma("GCC unroll 8")
 			for (int b = 0; b < nd; b++)
@@ -228,7 +228,7 @@ INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float 
 			_Pragma("GCC unroll 8")
 			for (int b = 0; b < nd; b++)
 				vj[b] = _mm256_loadu_ps(v + j * v_stride + 8 * b);
-			_Pragma("GCC unroll 2")
+			_Pragma("GCC unroll 4")
 			for (int i = 0; i < nq; i++) {
 				const __m256 pj = _mm256_broadcast_ss(p + i * ldp + j);
 				_Pragma("GCC unroll 8")
@@ -236,7 +236,7 @@ INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float 
 					acc[i][b] = _mm256_fmadd_ps(pj, vj[b], acc[i][b]);
 			}
 		}
-		_Pragma("GCC unroll 2")
+		_Pragma("GCC unroll 4")
 		for (int i = 0; i < nq; i++)
 			_Pragma("GCC unroll 8")
 			for (int b = 0; b < nd; b++) {
@@ -248,64 +248,84 @@ INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float 
 	}
 }
 
-/* out of one or two queries (lengths len, len + 1) for nd vectors of
- * dimensions at v: the blocks both queries have whole run together, each
- * query's last part on its own */
+/* out of nqt (1, 2 or 4) queries (lengths len, len + 1, ...) for nd
+ * vectors of dimensions at v: the blocks all of them have whole run
+ * together, each query's last part on its own */
 INLINE void values_tile(float *out, int64_t out_stride, const float *p, int64_t ldp, const float *v, int64_t v_stride,
-                        int64_t len, const int two, const int nd)
+                        int64_t len, const int nqt, const int nd)
 {
 	/* only the totals in use zeroed, with vector stores: the whole array,
 	 * set at every call, was a rep stos, 7% of the values' time */
-	double tot[2 * 64];
-	_Pragma("GCC unroll 2")
-	for (int i = 0; i <= two; i++)
+	double tot[4 * 64];
+	_Pragma("GCC unroll 4")
+	for (int i = 0; i < nqt; i++)
 		_Pragma("GCC unroll 16")
 		for (int e = 0; e < nd * 8; e += 4)
 			_mm256_storeu_pd(tot + i * 64 + e, _mm256_setzero_pd());
-	if (two) {
-		const int64_t whole = len / ATTN_VBLOCK * ATTN_VBLOCK;
-		values_blocks(tot, p, ldp, v, v_stride, 0, whole, 2, nd);
-		values_blocks(tot, p, ldp, v, v_stride, whole, len, 1, nd);
-		values_blocks(tot + 64, p + ldp, ldp, v, v_stride, whole, len + 1, 1, nd);
-	} else {
-		values_blocks(tot, p, ldp, v, v_stride, 0, len, 1, nd);
-	}
-	for (int i = 0; i <= two; i++)
+	const int64_t whole = nqt > 1 ? len / ATTN_VBLOCK * ATTN_VBLOCK : 0;
+	if (nqt > 1)
+		values_blocks(tot, p, ldp, v, v_stride, 0, whole, nqt, nd);
+	_Pragma("GCC unroll 4")
+	for (int i = 0; i < nqt; i++)
+		values_blocks(tot + i * 64, p + i * ldp, ldp, v, v_stride, whole, len + i, 1, nd);
+	for (int i = 0; i < nqt; i++)
 		for (int e = 0; e < nd * 8; e++)
 			out[i * out_stride + e] = (float)tot[i * 64 + e];
 }
 
+/* the dimensions past the last multiple of 8, element by element */
+static void values_rest(float *out, int64_t out_stride, const float *p, int64_t ldp, const float *v, int64_t v_stride,
+                        int64_t len, int nqt, int64_t d0, int64_t hd)
+{
+	for (int i = 0; i < nqt; i++)
+		for (int64_t d = d0; d < hd; d++) {
+			double tot = 0.0;
+			for (int64_t b0 = 0; b0 < len + i; b0 += ATTN_VBLOCK) {
+				float blk = 0.0f;
+				for (int64_t j = b0; j < b0 + ATTN_VBLOCK && j < len + i; j++)
+					blk = fmaf(p[i * ldp + j], v[j * v_stride + d], blk);
+				tot += (double)blk;
+			}
+			out[i * out_stride + d] = (float)tot;
+		}
+}
+
+/* Queries four at a time against two vectors of dimensions (each value
+ * loaded once for four queries: with two queries against four vectors,
+ * ten loads fed eight FMAs), then in pairs and alone. */
 void qp_attn_values_avx2(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
                          const float *v, int64_t v_stride, int64_t hd)
 {
 	const int64_t hd8 = hd / 8 * 8;
-	for (int64_t i0 = 0; i0 < nq; i0 += 2) {
+	int64_t i0 = 0;
+	for (; i0 + 4 <= nq; i0 += 4) {
+		const int64_t len = len0 + i0; /* the shortest query's positions */
+		float *ot = out + i0 * out_stride;
+		const float *pt = p + i0 * ldp;
+		int64_t d = 0;
+		for (; d + 16 <= hd8; d += 16)
+			values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 4, 2);
+		for (; d < hd8; d += 8)
+			values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 4, 1);
+		values_rest(ot, out_stride, pt, ldp, v, v_stride, len, 4, hd8, hd);
+	}
+	for (; i0 < nq; i0 += 2) {
 		const int two = nq - i0 >= 2;
-		const int64_t len = len0 + i0; /* the shorter query's positions */
+		const int64_t len = len0 + i0;
 		float *ot = out + i0 * out_stride;
 		const float *pt = p + i0 * ldp;
 		int64_t d = 0;
 		if (two) {
 			for (; d + 32 <= hd8; d += 32)
-				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 1, 4);
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 2, 4);
 			for (; d < hd8; d += 8)
-				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 1, 1);
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 2, 1);
 		} else {
 			for (; d + 64 <= hd8; d += 64)
-				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 0, 8);
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 1, 8);
 			for (; d < hd8; d += 8)
-				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 0, 1);
+				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 1, 1);
 		}
-		for (int i = 0; i <= two; i++)
-			for (d = hd8; d < hd; d++) {
-				double tot = 0.0;
-				for (int64_t b0 = 0; b0 < len + i; b0 += ATTN_VBLOCK) {
-					float blk = 0.0f;
-					for (int64_t j = b0; j < b0 + ATTN_VBLOCK && j < len + i; j++)
-						blk = fmaf(pt[i * ldp + j], v[j * v_stride + d], blk);
-					tot += (double)blk;
-				}
-				ot[i * out_stride + d] = (float)tot;
-			}
+		values_rest(ot, out_stride, pt, ldp, v, v_stride, len, 1 + two, hd8, hd);
 	}
 }
