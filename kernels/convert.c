@@ -1,9 +1,9 @@
 #include "kernels/convert.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 
 #include "kernels/kernels.h"
+#include "kernels/ops.h"
 #include "kernels/vec.h"
 
 struct job {
@@ -16,24 +16,24 @@ struct job {
 	size_t drow, srow;     /* bytes per row */
 	int64_t ncols;
 	const float *imat;     /* ncols importances, or NULL: unweighted */
-	int64_t r0, r1;        /* rows [r0, r1) */
 	int failed;
 };
 
-static void *work(void *arg)
+/* rows [r0, r1) */
+static void work(void *arg, int64_t r0, int64_t r1)
 {
 	struct job *j = arg;
 	if (j->fused) {
-		for (int64_t r = j->r0; r < j->r1; r++)
+		for (int64_t r = r0; r < r1; r++)
 			j->fused(j->src + (size_t)r * j->srow, j->dst + (size_t)r * j->drow, j->ncols);
-		return NULL;
+		return;
 	}
 	float *tmp = malloc((size_t)j->ncols * sizeof(float));
 	if (!tmp) {
-		j->failed = 1;
-		return NULL;
+		__atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+		return;
 	}
-	for (int64_t r = j->r0; r < j->r1; r++) {
+	for (int64_t r = r0; r < r1; r++) {
 		j->sops->dequantize_row(j->src + (size_t)r * j->srow, tmp, j->ncols);
 		if (j->imat)
 			j->dops->quantize_row_imat(tmp, j->dst + (size_t)r * j->drow, j->ncols, j->imat);
@@ -41,7 +41,6 @@ static void *work(void *arg)
 			j->dops->quantize_row(tmp, j->dst + (size_t)r * j->drow, j->ncols);
 	}
 	free(tmp);
-	return NULL;
 }
 
 static int row_sizes(enum qp_type dt, enum qp_type st, int64_t ncols, size_t *drow, size_t *srow,
@@ -71,34 +70,17 @@ static int convert(enum qp_type dt, void *dst, enum qp_type st, const void *src,
 	if (imat && !dops->quantize_row_imat)
 		return qp_err_set(err, QP_EINVAL, "type %s has no importance-weighted quantizer",
 		                  qp_type_traits(dt)->name);
-	if (threads < 1)
-		threads = 1;
-	if (threads > 64)
-		threads = 64;
 	if (nrows < threads * 4)
 		threads = 1;
 	void (*fused)(const void *, void *, int64_t) = NULL;
 	if (!imat)
 		fused = st == QP_TYPE_F16 ? dops->quantize_row_f16 : st == QP_TYPE_BF16 ? dops->quantize_row_bf16 : NULL;
-	struct job jobs[64];
-	pthread_t tids[64];
-	int started[64] = {0};
-	for (int t = 0; t < threads; t++) {
-		jobs[t] = (struct job){dops, sops, fused, dst, src, drow, srow, ncols, imat, nrows * t / threads,
-		                       nrows * (t + 1) / threads, 0};
-		/* a thread that cannot be started is done inline: slower, same bytes */
-		if (t > 0 && pthread_create(&tids[t], NULL, work, &jobs[t]) == 0)
-			started[t] = 1;
-		else if (t > 0)
-			work(&jobs[t]);
-	}
-	work(&jobs[0]);
-	int failed = jobs[0].failed;
-	for (int t = 1; t < threads; t++) {
-		if (started[t])
-			pthread_join(tids[t], NULL);
-		failed |= jobs[t].failed;
-	}
+	/* the forward pass's pool of workers: threads created and joined for
+	 * every tensor cost a two-thread q6_K quantization of llama-docs-27m
+	 * 3.5% of its time */
+	struct job job = {dops, sops, fused, dst, src, drow, srow, ncols, imat, 0};
+	qp_ops_parallel(threads, nrows, work, &job);
+	const int failed = job.failed;
 	return failed ? qp_err_nomem(err) : 0;
 }
 
