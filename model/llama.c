@@ -465,6 +465,7 @@ static int observe(const struct qp_llama *m, const struct qp_gguf_tensor *const 
 		names[i] = w[i]->name;
 	return m->observe(m->observe_user, names, n_w, x, n, w[0]->ne[0], err);
 }
+int qp_llama_threads(const struct qp_llama *m) { return m->threads; }
 const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m) { return m->f; }
 
 static int matmul(const struct qp_llama *m, float *y, const struct qp_gguf_tensor *w,

@@ -54,6 +54,8 @@ void qp_llama_free(struct qp_llama *m);
 int qp_llama_set_w8a8(struct qp_llama *m, struct qp_err *err);
 
 const struct qp_llama_hparams *qp_llama_hparams(const struct qp_llama *m);
+/* The threads given to qp_llama_open (at least 1). */
+int qp_llama_threads(const struct qp_llama *m);
 /* The mapped GGUF (borrowed until free), e.g. for its tokenizer; NULL for
  * a Hugging Face checkpoint (its tokenizer is in its folder). */
 const struct qp_gguf_file *qp_llama_gguf(const struct qp_llama *m);

@@ -7,19 +7,44 @@
 #include "kernels/ops.h"
 #include "model/llama.h"
 
+struct nll_job {
+	const float *logits;
+	const int32_t *tokens;
+	int64_t nv, first;
+	double *nll;
+};
+
+static void nll_rows(void *arg, int64_t j0, int64_t j1)
+{
+	const struct nll_job *J = arg;
+	for (int64_t j = J->first + j0; j < J->first + j1; j++)
+		J->nll[j - J->first] = qp_ops_nll(J->logits + j * J->nv, J->nv, J->tokens[j + 1]);
+}
+
+/* Each token's NLL over the threads (a softmax over the vocabulary each,
+ * 1% of a one-thread perplexity run, on one thread while the others
+ * waited), then added in token order, so the sums do not depend on the
+ * threads. */
 int qp_ppl_window(struct qp_nll_sums *sums, struct qp_llama *m, const int32_t *tokens, int64_t n,
                   int64_t first, float *logits, struct qp_err *err)
 {
 	int rc = qp_llama_eval(m, tokens, n, 0, logits, err);
 	if (rc)
 		return rc;
-	int64_t nv = qp_llama_hparams(m)->n_vocab;
-	for (int64_t j = first < 0 ? 0 : first; j < n - 1; j++) {
-		double nll = qp_ops_nll(logits + j * nv, nv, tokens[j + 1]);
-		sums->nll += nll;
-		sums->nll2 += nll * nll;
+	const int64_t nv = qp_llama_hparams(m)->n_vocab, f = first < 0 ? 0 : first, count = n - 1 - f;
+	if (count <= 0)
+		return 0;
+	double *nll = malloc((size_t)count * sizeof(double));
+	if (!nll)
+		return qp_err_nomem(err);
+	struct nll_job job = {logits, tokens, nv, f, nll};
+	qp_ops_parallel(qp_llama_threads(m), count, nll_rows, &job);
+	for (int64_t j = 0; j < count; j++) {
+		sums->nll += nll[j];
+		sums->nll2 += nll[j] * nll[j];
 		sums->n++;
 	}
+	free(nll);
 	return 0;
 }
 
