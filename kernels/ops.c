@@ -496,7 +496,8 @@ int qp_ops_matmul(float *y, int64_t ldy, enum qp_type wt, const void *w, int64_t
 		                  (long long)k, tt->name);
 	if (n_tok > 0 && x_row > SIZE_MAX / (size_t)n_tok)
 		return qp_err_nomem(err);
-	const bool wide_f16 = wt == QP_TYPE_F16 && vec_ops()->f16_block_tile && n_tok >= WIDE_MIN_TOK;
+	const bool wide_f16 = wt == QP_TYPE_F16 && vec_ops()->f16_block_tile && ops->vec_dot_tile &&
+	                      n_tok >= WIDE_MIN_TOK;
 	const bool wide_q4 = wt == QP_TYPE_Q4_0 && vec_ops()->q4_0_panel_tile && n_tok >= WIDE_MIN_TOK;
 	uint8_t *xq = malloc(x_row * (size_t)(n_tok > 0 ? n_tok : 1));
 	if (!xq)
