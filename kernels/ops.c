@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "kernels/cpu/ref/attn.h"
 #include "kernels/kernels.h"
 #if QP_HAVE_AVX2
 #include "kernels/cpu/avx2/avx2.h"
@@ -62,48 +63,8 @@ static void silu_mul_ref(float *g, const float *u, int64_t n)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-/* fmaf: one rounding per step, the same as a SIMD level's FMA lanes. Both
- * sums add float chains of 16 terms into a double: the values' sum runs
- * over up to n_ctx positions, and a float chain that long moved q4_0's
- * statistics in tests/e2e/test_kld past their tolerance; the scores'
- * plain chain over head_dim moved q4_0's WikiText perplexity from 0.09%
- * to 0.14% off llama.cpp's. */
-#define ATTN_VBLOCK 16
-#define ATTN_SBLOCK 16
-static void attn_scores_ref(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
-                            int64_t kt_stride, int64_t n_keys, int64_t hd)
-{
-	for (int64_t i = 0; i < nq; i++)
-		for (int64_t j = 0; j < n_keys; j++) {
-			double tot = 0.0;
-			for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
-				float blk = 0.0f;
-				for (int64_t d = d0; d < d0 + ATTN_SBLOCK && d < hd; d++)
-					blk = fmaf(q[i * q_stride + d], kt[d * kt_stride + j], blk);
-				tot += (double)blk;
-			}
-			s[i * lds + j] = (float)tot;
-		}
-}
-
-static void attn_values_ref(float *out, int64_t out_stride, const float *p, int64_t ldp, int64_t nq, int64_t len0,
-                            const float *v, int64_t v_stride, int64_t hd)
-{
-	for (int64_t i = 0; i < nq; i++)
-		for (int64_t d = 0; d < hd; d++) {
-			double tot = 0.0;
-			for (int64_t b0 = 0; b0 < len0 + i; b0 += ATTN_VBLOCK) {
-				float blk = 0.0f;
-				for (int64_t j = b0; j < b0 + ATTN_VBLOCK && j < len0 + i; j++)
-					blk = fmaf(p[i * ldp + j], v[j * v_stride + d], blk);
-				tot += (double)blk;
-			}
-			out[i * out_stride + d] = (float)tot;
-		}
-}
-
 static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
-	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL, attn_scores_ref, attn_values_ref, NULL, NULL, NULL},
+	[QP_LEVEL_SCALAR] = {silu_mul_ref, softmax_ref, NULL, qp_attn_scores_ref, qp_attn_values_ref, NULL, NULL, NULL},
 #if QP_HAVE_AVX2
 	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_block_avx2, qp_attn_scores_avx2,
 	                   qp_attn_values_avx2, qp_q4_0_panel_bytes_avx2, qp_q4_0_panel_avx2, qp_q4_0_panel_tile_avx2},

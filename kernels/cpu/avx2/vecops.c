@@ -11,6 +11,7 @@
  * threads. */
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/ref/attn.h"
 
 #include <math.h>
 
@@ -99,7 +100,7 @@ void qp_softmax_avx2(float *x, int64_t n)
 /* scores of nq <= 4 queries against nk <= 8 vectors of 8 keys: float
  * chains over blocks of ATTN_SBLOCK dimensions added into doubles, as the
  * reference does */
-#define ATTN_SBLOCK 16
+#define ATTN_SBLOCK QP_ATTN_BLOCK
 INLINE void scores_tile(float *s, int64_t lds, const float *q, int64_t q_stride, const float *kt, int64_t kt_stride,
                         int64_t hd, const int nq, const int nk)
 {
@@ -186,17 +187,8 @@ void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride
 				}
 			}
 		}
-		for (int i = 0; i < qi; i++)
-			for (j = n8; j < n_keys; j++) {
-				double tot = 0.0;
-				for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
-					float blk = 0.0f;
-					for (int64_t d = d0; d < d0 + ATTN_SBLOCK && d < hd; d++)
-						blk = fmaf(qt[i * q_stride + d], kt[d * kt_stride + j], blk);
-					tot += (double)blk;
-				}
-				st[i * lds + j] = (float)tot;
-			}
+		/* the keys past the last 8, as the reference computes them */
+		qp_attn_scores_ref(st + n8, lds, qt, q_stride, qi, kt + n8, kt_stride, n_keys - n8, hd);
 	}
 }
 
@@ -204,7 +196,7 @@ void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride
  * positions j0 .. j1 - 1 (j0 a multiple of ATTN_VBLOCK) for nd <= 8
  * vectors of dimensions: each block a float FMA chain from zero, then
  * added to the double total, as the reference does. */
-#define ATTN_VBLOCK 16
+#define ATTN_VBLOCK QP_ATTN_BLOCK
 INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float *v, int64_t v_stride, int64_t j0,
                           int64_t j1, const int nq, const int nd)
 {
@@ -273,23 +265,6 @@ INLINE void values_tile(float *out, int64_t out_stride, const float *p, int64_t 
 			out[i * out_stride + e] = (float)tot[i * 64 + e];
 }
 
-/* the dimensions past the last multiple of 8, element by element */
-static void values_rest(float *out, int64_t out_stride, const float *p, int64_t ldp, const float *v, int64_t v_stride,
-                        int64_t len, int nqt, int64_t d0, int64_t hd)
-{
-	for (int i = 0; i < nqt; i++)
-		for (int64_t d = d0; d < hd; d++) {
-			double tot = 0.0;
-			for (int64_t b0 = 0; b0 < len + i; b0 += ATTN_VBLOCK) {
-				float blk = 0.0f;
-				for (int64_t j = b0; j < b0 + ATTN_VBLOCK && j < len + i; j++)
-					blk = fmaf(p[i * ldp + j], v[j * v_stride + d], blk);
-				tot += (double)blk;
-			}
-			out[i * out_stride + d] = (float)tot;
-		}
-}
-
 /* Queries four at a time against two vectors of dimensions (each value
  * loaded once for four queries: with two queries against four vectors,
  * ten loads fed eight FMAs), then in pairs and alone. */
@@ -307,7 +282,8 @@ void qp_attn_values_avx2(float *out, int64_t out_stride, const float *p, int64_t
 			values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 4, 2);
 		for (; d < hd8; d += 8)
 			values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 4, 1);
-		values_rest(ot, out_stride, pt, ldp, v, v_stride, len, 4, hd8, hd);
+		/* the dimensions past the last 8, as the reference computes them */
+		qp_attn_values_ref(ot + hd8, out_stride, pt, ldp, 4, len, v + hd8, v_stride, hd - hd8);
 	}
 	for (; i0 < nq; i0 += 2) {
 		const int two = nq - i0 >= 2;
@@ -326,6 +302,6 @@ void qp_attn_values_avx2(float *out, int64_t out_stride, const float *p, int64_t
 			for (; d < hd8; d += 8)
 				values_tile(ot + d, out_stride, pt, ldp, v + d, v_stride, len, 1, 1);
 		}
-		values_rest(ot, out_stride, pt, ldp, v, v_stride, len, 1 + two, hd8, hd);
+		qp_attn_values_ref(ot + hd8, out_stride, pt, ldp, 1 + two, len, v + hd8, v_stride, hd - hd8);
 	}
 }
