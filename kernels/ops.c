@@ -25,19 +25,28 @@ void qp_ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float e
 		y[i] = (x[i] * scale) * w[i];
 }
 
-void qp_ops_rope_norm(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos,
-                      float freq_base)
+void qp_ops_rope_angles_norm(float *c, float *s, int64_t n_rot, int64_t pos, float freq_base)
 {
 	const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+	float theta = (float)pos;
+	for (int64_t i = 0; i < n_rot / 2; i++) {
+		c[i] = cosf(theta);
+		s[i] = sinf(theta);
+		theta *= theta_scale;
+	}
+}
+
+void qp_ops_rope_rotate(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, bool neox, const float *c,
+                        const float *s)
+{
+	const int64_t half = n_rot / 2, step = neox ? 1 : 2, off = neox ? half : 1;
 	for (int64_t h = 0; h < n_head; h++) {
 		float *xh = x + h * head_dim;
-		float theta = (float)pos;
-		for (int64_t i = 0; i + 1 < n_rot; i += 2) {
-			const float c = cosf(theta), s = sinf(theta);
-			const float x0 = xh[i], x1 = xh[i + 1];
-			xh[i] = x0 * c - x1 * s;
-			xh[i + 1] = x0 * s + x1 * c;
-			theta *= theta_scale;
+		for (int64_t i = 0; i < half; i++) {
+			float *p0 = xh + i * step, *p1 = p0 + off;
+			const float x0 = *p0, x1 = *p1;
+			*p0 = x0 * c[i] - x1 * s[i];
+			*p1 = x0 * s[i] + x1 * c[i];
 		}
 	}
 }

@@ -10,6 +10,7 @@
 #ifndef QP_OPS_H
 #define QP_OPS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -19,11 +20,17 @@
 /* y = x / sqrt(mean(x^2) + eps) * w, n elements; y may be x. */
 void qp_ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 
-/* llama.cpp's "normal" RoPE in place: x holds n_head heads of head_dim;
- * in each, pairs (2i, 2i+1) for 2i < n_rot are rotated by the angle
- * pos * freq_base^(-2i/n_rot). */
-void qp_ops_rope_norm(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, int64_t pos,
-                      float freq_base);
+/* The angles of llama.cpp's "normal" RoPE at position pos: for pair
+ * i < n_rot / 2, c[i] = cos(a), s[i] = sin(a), a = pos * freq_base^(-2i/n_rot)
+ * in ggml's arithmetic (a by repeated float multiplication, cosf, sinf). */
+void qp_ops_rope_angles_norm(float *c, float *s, int64_t n_rot, int64_t pos, float freq_base);
+
+/* RoPE in place: x holds n_head heads of head_dim; in each, pair i <
+ * n_rot / 2 (dimensions 2i and 2i + 1, or i and i + n_rot / 2 when neox)
+ * goes from (x0, x1) to (x0 c[i] - x1 s[i], x0 s[i] + x1 c[i]). A token's
+ * angles serve all its heads, q's and k's. */
+void qp_ops_rope_rotate(float *x, int64_t n_head, int64_t head_dim, int64_t n_rot, bool neox, const float *c,
+                        const float *s);
 
 /* x = softmax(x) in place, n >= 1. */
 void qp_ops_softmax(float *x, int64_t n);

@@ -568,12 +568,15 @@ static void tok_rows(void *arg, int64_t t0, int64_t t1)
 		case TOK_NORM:
 			qp_ops_rmsnorm(m->h + t * d, m->x + t * d, j->w, d, hp->eps);
 			break;
-		case TOK_ROPE:
-			qp_rope_apply(&hp->rope, m->q + t * nq, hp->n_head, hd, hp->n_rot, j->pos + t, m->inv_freq,
-			              j->rope_scale);
-			qp_rope_apply(&hp->rope, m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, j->pos + t, m->inv_freq,
-			              j->rope_scale);
+		case TOK_ROPE: {
+			/* the angles once for all of the token's heads: cosf and
+			 * sinf per head were half of RoPE's time */
+			float c[QP_ROPE_MAX_DIMS / 2], s[QP_ROPE_MAX_DIMS / 2];
+			qp_rope_angles(&hp->rope, hp->n_rot, j->pos + t, m->inv_freq, j->rope_scale, c, s);
+			qp_ops_rope_rotate(m->q + t * nq, hp->n_head, hd, hp->n_rot, hp->rope.neox, c, s);
+			qp_ops_rope_rotate(m->k + t * nkv, hp->n_head_kv, hd, hp->n_rot, hp->rope.neox, c, s);
 			break;
+		}
 		case TOK_SILU:
 			/* a token at a time: the vector kernel leaves a row's last
 			 * n_ff % 8 elements to scalar code, so a token's values do

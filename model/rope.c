@@ -157,29 +157,16 @@ void qp_rope_freqs(const struct qp_rope *r, int64_t n_rot, int64_t seq_len, doub
 			inv_freq[i] /= (double)r->freq_factors[i];
 }
 
-void qp_rope_apply(const struct qp_rope *r, float *x, int64_t n_head, int64_t head_dim,
-                   int64_t n_rot, int64_t pos, const double *inv_freq, double scale)
+void qp_rope_angles(const struct qp_rope *r, int64_t n_rot, int64_t pos, const double *inv_freq, double scale,
+                    float *c, float *s)
 {
 	if (r->kind == QP_ROPE_DEFAULT && !r->neox && !r->freq_factors) {
-		qp_ops_rope_norm(x, n_head, head_dim, n_rot, pos, (float)r->theta);
+		qp_ops_rope_angles_norm(c, s, n_rot, pos, (float)r->theta);
 		return;
 	}
-	const int64_t half = n_rot / 2;
-	float c[QP_ROPE_MAX_DIMS / 2], s[QP_ROPE_MAX_DIMS / 2];
-	for (int64_t i = 0; i < half; i++) {
+	for (int64_t i = 0; i < n_rot / 2; i++) {
 		double a = (double)pos * inv_freq[i];
 		c[i] = (float)(cos(a) * scale);
 		s[i] = (float)(sin(a) * scale);
-	}
-	/* (i0, i1) of pair i: (i, i + half) in rotate_half, (2i, 2i + 1) otherwise */
-	const int64_t step = r->neox ? 1 : 2, off = r->neox ? half : 1;
-	for (int64_t h = 0; h < n_head; h++) {
-		float *xh = x + h * head_dim;
-		for (int64_t i = 0; i < half; i++) {
-			float *p0 = xh + i * step, *p1 = p0 + off;
-			const float x0 = *p0, x1 = *p1;
-			*p0 = x0 * c[i] - x1 * s[i];
-			*p1 = x1 * c[i] + x0 * s[i];
-		}
 	}
 }

@@ -38,7 +38,7 @@ struct qp_hf_config;
 /* The scaling types accepted from config.json, for messages. */
 extern const char qp_rope_supported[];
 
-/* The longest rotated dimension count (2 x pairs) qp_rope_apply takes. */
+/* The longest rotated dimension count (2 x pairs) qp_rope_angles takes. */
 #define QP_ROPE_MAX_DIMS 1024
 
 struct qp_rope {
@@ -75,11 +75,13 @@ int qp_rope_check(const struct qp_rope *r, int64_t n_rot, const char *what, stru
 void qp_rope_freqs(const struct qp_rope *r, int64_t n_rot, int64_t seq_len, double *inv_freq,
                    double *scale);
 
-/* Rotate the first n_rot dimensions of each of n_head heads of head_dim
- * in x by position pos. The default kind in the normal layout without
- * freq_factors runs qp_ops_rope_norm, so a plain GGUF keeps ggml's
- * arithmetic; the rest use inv_freq and scale from qp_rope_freqs. */
-void qp_rope_apply(const struct qp_rope *r, float *x, int64_t n_head, int64_t head_dim,
-                   int64_t n_rot, int64_t pos, const double *inv_freq, double scale);
+/* The rotation at position pos: c[i] and s[i] for each of the n_rot / 2
+ * pairs, at most QP_ROPE_MAX_DIMS / 2. The default kind in the normal
+ * layout without freq_factors takes qp_ops_rope_angles_norm's, so a plain
+ * GGUF keeps ggml's arithmetic; the rest cos and sin of pos * inv_freq[i]
+ * in double, times scale (inv_freq and scale from qp_rope_freqs).
+ * qp_ops_rope_rotate applies them to a token's heads in r's layout. */
+void qp_rope_angles(const struct qp_rope *r, int64_t n_rot, int64_t pos, const double *inv_freq, double scale,
+                    float *c, float *s);
 
 #endif

@@ -57,23 +57,32 @@ static void ops__rmsnorm_matches_double_reference(void)
 	}
 }
 
-static void ops__rope_norm_rotates_pairs_by_position_angle(void)
+/* The normal layout's angles, applied to every head: pairs (2i, 2i + 1),
+ * or (i, i + n_rot / 2) in the neox layout; dimensions past n_rot kept. */
+static void ops__rope_rotates_pairs_by_position_angle_in_both_layouts(void)
 {
 	const int64_t heads = 3, hd = 16;
-	for (int64_t n_rot = 8; n_rot <= hd; n_rot += 8)
-		for (int64_t pos = 0; pos < 300; pos += 37) {
-			float x[48], orig[48];
-			fill(x, heads * hd, 1.0f);
-			memcpy(orig, x, sizeof(x));
-			qp_ops_rope_norm(x, heads, hd, n_rot, pos, 10000.0f);
-			for (int64_t h = 0; h < heads; h++)
-				for (int64_t i = 0; i < hd; i += 2) {
-					const float *o = orig + h * hd + i;
-					double a = i < n_rot ? (double)pos * pow(10000.0, -(double)i / (double)n_rot) : 0;
-					CHECK_NEAR(x[h * hd + i], o[0] * cos(a) - o[1] * sin(a), 2e-4);
-					CHECK_NEAR(x[h * hd + i + 1], o[0] * sin(a) + o[1] * cos(a), 2e-4);
+	for (int neox = 0; neox <= 1; neox++)
+		for (int64_t n_rot = 8; n_rot <= hd; n_rot += 8)
+			for (int64_t pos = 0; pos < 300; pos += 37) {
+				float x[48], orig[48], c[8], s[8];
+				fill(x, heads * hd, 1.0f);
+				memcpy(orig, x, sizeof(x));
+				qp_ops_rope_angles_norm(c, s, n_rot, pos, 10000.0f);
+				qp_ops_rope_rotate(x, heads, hd, n_rot, neox, c, s);
+				const int64_t half = n_rot / 2;
+				for (int64_t h = 0; h < heads; h++) {
+					for (int64_t i = 0; i < half; i++) {
+						const int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+						const float *o = orig + h * hd;
+						double a = (double)pos * pow(10000.0, -(double)(2 * i) / (double)n_rot);
+						CHECK_NEAR(x[h * hd + i0], o[i0] * cos(a) - o[i1] * sin(a), 2e-4);
+						CHECK_NEAR(x[h * hd + i1], o[i0] * sin(a) + o[i1] * cos(a), 2e-4);
+					}
+					for (int64_t i = n_rot; i < hd; i++)
+						CHECK(x[h * hd + i] == orig[h * hd + i]);
 				}
-		}
+			}
 }
 
 static void ops__softmax_sums_to_one_and_matches_double(void)
@@ -504,7 +513,7 @@ int main(int argc, char **argv)
 	}
 	static const struct tf_test tests[] = {
 		TF_TEST(ops__rmsnorm_matches_double_reference),
-		TF_TEST(ops__rope_norm_rotates_pairs_by_position_angle),
+		TF_TEST(ops__rope_rotates_pairs_by_position_angle_in_both_layouts),
 		TF_TEST(ops__softmax_sums_to_one_and_matches_double),
 		TF_TEST(ops__silu_mul_and_axpy_match_formula),
 		TF_TEST(ops__attn_matches_double_reference),
