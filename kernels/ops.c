@@ -16,12 +16,29 @@
 
 void qp_ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
 {
-	double sum = 0.0;
-	for (int64_t i = 0; i < n; i++)
+	/* eight partial sums (element i into p[i % 8]) added pairwise, then
+	 * the last n % 8 elements, rather than ggml's one chain: that chain
+	 * waited on an add's latency at every element, 1.2% of an f16
+	 * prefill. In double the order moves only bits that the float mean
+	 * rounds away. */
+	double p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0, p6 = 0, p7 = 0;
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		p0 += (double)(x[i] * x[i]);
+		p1 += (double)(x[i + 1] * x[i + 1]);
+		p2 += (double)(x[i + 2] * x[i + 2]);
+		p3 += (double)(x[i + 3] * x[i + 3]);
+		p4 += (double)(x[i + 4] * x[i + 4]);
+		p5 += (double)(x[i + 5] * x[i + 5]);
+		p6 += (double)(x[i + 6] * x[i + 6]);
+		p7 += (double)(x[i + 7] * x[i + 7]);
+	}
+	double sum = ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7));
+	for (; i < n; i++)
 		sum += (double)(x[i] * x[i]);
 	const float mean = (float)(sum / (double)n);
 	const float scale = 1.0f / sqrtf(mean + eps);
-	for (int64_t i = 0; i < n; i++)
+	for (i = 0; i < n; i++)
 		y[i] = (x[i] * scale) * w[i];
 }
 
