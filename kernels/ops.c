@@ -147,9 +147,15 @@ void qp_ops_attn(float *out, int64_t out_stride, const float *q, int64_t q_strid
 
 void qp_ops_transpose(float *dst, int64_t ld, const float *src, int64_t rows, int64_t cols)
 {
-	for (int64_t r = 0; r < rows; r++)
+	/* eight rows at a time, so that each column's eight stores fill one
+	 * stretch of dst: row by row, every store went to a line of its own,
+	 * ld apart */
+	for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+		const int64_t r1 = r0 + 8 < rows ? r0 + 8 : rows;
 		for (int64_t c = 0; c < cols; c++)
-			dst[c * ld + r] = src[r * cols + c];
+			for (int64_t r = r0; r < r1; r++)
+				dst[c * ld + r] = src[r * cols + c];
+	}
 }
 
 double qp_ops_nll(const float *logits, int64_t n, int32_t target)
