@@ -15,48 +15,110 @@
 
 #include <math.h>
 
-/* e^x in double for x from float: clamped to [-110, 89], beyond which
- * the float result is 0 or +Inf either way; a NaN stays NaN (min/max
- * return their second operand when either is NaN, so x is given second). */
-static inline __m256d exp_pd(__m256d x)
+#define INLINE static inline __attribute__((always_inline))
+
+/* e^x in double for x from float, nx vectors (at most EXP_MAX) side by
+ * side: clamped to [-110, 89], beyond which the float result is 0 or +Inf
+ * either way; a NaN stays NaN (min/max return their second operand when
+ * either is NaN, so x is given second). Each evaluation is a chain of some
+ * twenty dependent steps; one vector at a time, its chain filled the
+ * scheduler before the next vector's could start, and softmax took six
+ * cycles per element. Interleaved, the steps of one vector wait on
+ * latency while the others' run; each lane's arithmetic is unchanged. */
+#define EXP_MAX 4
+INLINE void exp_pd(const int nx, __m256d *x)
 {
-	x = _mm256_min_pd(_mm256_set1_pd(89.0), x);
-	x = _mm256_max_pd(_mm256_set1_pd(-110.0), x);
-	const __m256d n = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
-	                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	/* r = x - n ln2, |r| <= ln2 / 2, ln2 in two parts so n ln2 is exact enough */
-	__m256d r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.93147180369123816490e-01), x);
-	r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.90821492927058770002e-10), r);
 	static const double inv_fact[] = {1.0 / 39916800, 1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040,
 	                                  1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 1.0 / 2, 1.0, 1.0};
-	__m256d p = _mm256_set1_pd(inv_fact[0]);
+	__m256d n[EXP_MAX], r[EXP_MAX], p[EXP_MAX];
+	_Pragma("GCC unroll 4")
+	for (int v = 0; v < nx; v++) {
+		x[v] = _mm256_min_pd(_mm256_set1_pd(89.0), x[v]);
+		x[v] = _mm256_max_pd(_mm256_set1_pd(-110.0), x[v]);
+		n[v] = _mm256_round_pd(_mm256_mul_pd(x[v], _mm256_set1_pd(1.4426950408889634)),
+		                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	}
+	/* r = x - n ln2, |r| <= ln2 / 2, ln2 in two parts so n ln2 is exact enough */
+	_Pragma("GCC unroll 4")
+	for (int v = 0; v < nx; v++) {
+		r[v] = _mm256_fnmadd_pd(n[v], _mm256_set1_pd(6.93147180369123816490e-01), x[v]);
+		r[v] = _mm256_fnmadd_pd(n[v], _mm256_set1_pd(1.90821492927058770002e-10), r[v]);
+		p[v] = _mm256_set1_pd(inv_fact[0]);
+	}
+	_Pragma("GCC unroll 11")
 	for (int k = 1; k < 12; k++)
-		p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(inv_fact[k]));
+		_Pragma("GCC unroll 4")
+		for (int v = 0; v < nx; v++)
+			p[v] = _mm256_fmadd_pd(p[v], r[v], _mm256_set1_pd(inv_fact[k]));
 	/* 2^n, n in [-159, 129]: a normal double */
-	const __m256i ni = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
-	const __m256d scale = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(ni, _mm256_set1_epi64x(1023)), 52));
-	return _mm256_mul_pd(p, scale);
+	_Pragma("GCC unroll 4")
+	for (int v = 0; v < nx; v++) {
+		const __m256i ni = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n[v]));
+		const __m256d scale =
+			_mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(ni, _mm256_set1_epi64x(1023)), 52));
+		x[v] = _mm256_mul_pd(p[v], scale);
+	}
 }
 
-/* e^x for 8 floats, each correctly rounded (see above) */
-static inline __m256 expf_ps(__m256 x)
+/* e^x for nx (at most EXP_MAX / 2) vectors of 8 floats, each correctly
+ * rounded (see above) */
+INLINE void expf_ps(const int nx, __m256 *x)
 {
-	const __m128 lo = _mm256_cvtpd_ps(exp_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x))));
-	const __m128 hi = _mm256_cvtpd_ps(exp_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1))));
-	return _mm256_set_m128(hi, lo);
+	__m256d d[EXP_MAX];
+	_Pragma("GCC unroll 2")
+	for (int v = 0; v < nx; v++) {
+		d[2 * v] = _mm256_cvtps_pd(_mm256_castps256_ps128(x[v]));
+		d[2 * v + 1] = _mm256_cvtps_pd(_mm256_extractf128_ps(x[v], 1));
+	}
+	exp_pd(2 * nx, d);
+	_Pragma("GCC unroll 2")
+	for (int v = 0; v < nx; v++)
+		x[v] = _mm256_set_m128(_mm256_cvtpd_ps(d[2 * v + 1]), _mm256_cvtpd_ps(d[2 * v]));
+}
+
+/* g[i .. i + 8 nx) = silu(g) * u */
+INLINE void silu_mul_vecs(const int nx, float *g, const float *u)
+{
+	const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+	__m256 x[2], e[2];
+	_Pragma("GCC unroll 2")
+	for (int v = 0; v < nx; v++) {
+		x[v] = _mm256_loadu_ps(g + 8 * v);
+		e[v] = _mm256_xor_ps(x[v], sign);
+	}
+	expf_ps(nx, e);
+	_Pragma("GCC unroll 2")
+	for (int v = 0; v < nx; v++)
+		_mm256_storeu_ps(g + 8 * v,
+		                 _mm256_mul_ps(_mm256_div_ps(x[v], _mm256_add_ps(one, e[v])), _mm256_loadu_ps(u + 8 * v)));
 }
 
 void qp_silu_mul_avx2(float *g, const float *u, int64_t n)
 {
-	const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
 	int64_t i = 0;
-	for (; i + 8 <= n; i += 8) {
-		const __m256 x = _mm256_loadu_ps(g + i);
-		const __m256 e = expf_ps(_mm256_xor_ps(x, sign));
-		_mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
-	}
+	for (; i + 16 <= n; i += 16)
+		silu_mul_vecs(2, g + i, u + i);
+	for (; i + 8 <= n; i += 8)
+		silu_mul_vecs(1, g + i, u + i);
 	for (; i < n; i++)
 		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* x[i .. i + 8 nx) = e^(x - max), added to the double sums s0 (the
+ * lower four of each 8) and s1 (the upper), vector after vector */
+INLINE void softmax_exp_vecs(const int nx, float *x, __m256 vm, __m256d *s0, __m256d *s1)
+{
+	__m256 e[2];
+	_Pragma("GCC unroll 2")
+	for (int v = 0; v < nx; v++)
+		e[v] = _mm256_sub_ps(_mm256_loadu_ps(x + 8 * v), vm);
+	expf_ps(nx, e);
+	_Pragma("GCC unroll 2")
+	for (int v = 0; v < nx; v++) {
+		_mm256_storeu_ps(x + 8 * v, e[v]);
+		*s0 = _mm256_add_pd(*s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e[v])));
+		*s1 = _mm256_add_pd(*s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e[v], 1)));
+	}
 }
 
 void qp_softmax_avx2(float *x, int64_t n)
@@ -70,12 +132,10 @@ void qp_softmax_avx2(float *x, int64_t n)
 		max = x[i] > max ? x[i] : max;
 	const __m256 vm = _mm256_set1_ps(max);
 	__m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-	for (i = 0; i + 8 <= n; i += 8) {
-		const __m256 e = expf_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-		_mm256_storeu_ps(x + i, e);
-		s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-		s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-	}
+	for (i = 0; i + 16 <= n; i += 16)
+		softmax_exp_vecs(2, x + i, vm, &s0, &s1);
+	for (; i + 8 <= n; i += 8)
+		softmax_exp_vecs(1, x + i, vm, &s0, &s1);
 	double lanes[4];
 	_mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
 	double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
@@ -95,8 +155,6 @@ void qp_softmax_avx2(float *x, int64_t n)
  * so tiles of any shape give its bits; the shapes only decide how many
  * chains run side by side (an FMA's latency needs eight in flight) and how
  * often each loaded vector is reused. */
-#define INLINE static inline __attribute__((always_inline))
-
 /* scores of nq <= 4 queries against nk <= 8 vectors of 8 keys: float
  * chains over blocks of ATTN_SBLOCK dimensions added into doubles, as the
  * reference does */
