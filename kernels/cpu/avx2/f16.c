@@ -38,20 +38,20 @@ static inline __m256 load_f16(const uint16_t *p)
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* One accumulator, as llama.cpp's tinyBLAS tiles keep for each output:
+ * the tiles (tile.c) keep one per (row, token) pair and walk each row
+ * once, with twelve pairs' chains side by side; with two per pair (the
+ * even and the odd groups) they walked the rows twice, and the f16
+ * prefill's products ran 9% slower. */
 void qp_f16_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const uint16_t *x = vx;
 	const uint16_t *y = vy;
-	__m256 acc0 = _mm256_setzero_ps();
-	__m256 acc1 = _mm256_setzero_ps();
+	__m256 acc = _mm256_setzero_ps();
 	int64_t i = 0;
-	for (; i + 16 <= n; i += 16) {
-		acc0 = _mm256_fmadd_ps(load_f16(x + i), load_f16(y + i), acc0);
-		acc1 = _mm256_fmadd_ps(load_f16(x + i + 8), load_f16(y + i + 8), acc1);
-	}
 	for (; i + 8 <= n; i += 8)
-		acc0 = _mm256_fmadd_ps(load_f16(x + i), load_f16(y + i), acc0);
-	double sum = qp_avx2_hsum_ps(_mm256_add_ps(acc0, acc1));
+		acc = _mm256_fmadd_ps(load_f16(x + i), load_f16(y + i), acc);
+	double sum = qp_avx2_hsum_ps(acc);
 	for (; i < n; i++)
 		sum += (double)(qp_fp16_to_fp32(x[i]) * qp_fp16_to_fp32(y[i]));
 	*s = (float)sum;

@@ -118,71 +118,26 @@ INLINE void q8_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_
 #define Q8_0_BODY(R, C) q8_0_tile(n / QP_QK8_0, st, lds, xt, bx, yt, by, R, C)
 TILE_DRIVER(qp_q8_0_vec_dot_tile_avx2, Q8_0_BODY, 4, 3)
 
-/* f16 x f16. vec_dot keeps two accumulators, acc0 for the 8-element
- * groups 0, 2, 4 ... below the last multiple of 16 and acc1 for the odd
- * ones, then an 8-group left over into acc0, and adds the rest in double.
- * A tile with two accumulators per pair would not fit the 16 registers,
- * so it walks the row twice, even groups into acc0 and then odd groups
- * into acc1: each accumulator sees the same additions in the same order.
- * A few tokens (decode) take this tile; a matrix product of many takes the
- * blocked one below. */
+/* f16 x f16. vec_dot keeps one accumulator for the 8-element groups, as
+ * llama.cpp's tinyBLAS tiles do, and adds the elements past the last 8
+ * in double; a tile keeps one per (row, token) pair and walks the rows
+ * once. A few tokens (decode) take this tile; a matrix product of many
+ * takes the blocked one below. */
 INLINE __m256 load_f16(const uint8_t *p, int64_t i)
 {
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
 }
 
-INLINE void f16_group(int64_t i, __m256 acc[TR][TC], const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
-                      const int nr, const int nc)
+/* s[c * lds + r] from the accumulators: vec_dot's sum of the lanes, then
+ * the elements from done on in double */
+INLINE void f16_finish(int64_t n, int64_t done, __m256 acc[TR][TC], float *s, int64_t lds, const uint8_t *x,
+                       size_t bx, const uint8_t *y, size_t by, const int nr, const int nc)
 {
-	__m256 vx[TR];
-	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++) {
-		_mm_prefetch((const char *)(x + (size_t)r * bx + 2 * (size_t)i) + PF_BYTES, _MM_HINT_T0);
-		vx[r] = load_f16(x + (size_t)r * bx, i);
-	}
-	_Pragma("GCC unroll 4")
-	for (int c = 0; c < nc; c++) {
-		const __m256 vy = load_f16(y + (size_t)c * by, i);
-		_Pragma("GCC unroll 4")
-		for (int r = 0; r < nr; r++)
-			acc[r][c] = _mm256_fmadd_ps(vx[r], vy, acc[r][c]);
-	}
-}
-
-/* Adds the 8-element groups at i0, i0 + 16, ... below end, then the one
- * at extra if extra >= 0, into fresh accumulators, stored to out. */
-INLINE void f16_pass(int64_t i0, int64_t end, int64_t extra, __m256 out[TR][TC], const uint8_t *x, size_t bx,
-                     const uint8_t *y, size_t by, const int nr, const int nc)
-{
-	__m256 acc[TR][TC];
-	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++)
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++)
-			acc[r][c] = _mm256_setzero_ps();
-	for (int64_t i = i0; i < end; i += 16)
-		f16_group(i, acc, x, bx, y, by, nr, nc);
-	if (extra >= 0)
-		f16_group(extra, acc, x, bx, y, by, nr, nc);
-	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++)
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++)
-			out[r][c] = acc[r][c];
-}
-
-INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
-                     size_t by, const int nr, const int nc)
-{
-	__m256 acc0[TR][TC], acc1[TR][TC];
-	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
-	f16_pass(0, n16, done > n16 ? n16 : -1, acc0, x, bx, y, by, nr, nc);
-	f16_pass(8, n16, -1, acc1, x, bx, y, by, nr, nc);
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++) {
-			double sum = qp_avx2_hsum_ps(_mm256_add_ps(acc0[r][c], acc1[r][c]));
+			double sum = qp_avx2_hsum_ps(acc[r][c]);
 			const uint16_t *xr = (const uint16_t *)(x + (size_t)r * bx);
 			const uint16_t *yc = (const uint16_t *)(y + (size_t)c * by);
 			for (int64_t i = done; i < n; i++)
@@ -191,49 +146,89 @@ INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t 
 		}
 }
 
-#define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C)
-TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
-
-/* The blocked tile: four rows against three tokens, converted at each
- * load as the small tile's are (vcvtph2ps runs beside the FMAs: a loop of
- * 12 FMAs and 7 conversions reaches the FMA peak here), with the tokens'
- * groups in registers and the weight groups converted one at a time: 12
- * accumulators + 3 + 1 of the 16 registers. Its passes keep their
- * accumulators in one function's locals and hand them on through memory:
- * passed between inlined helpers as an array, GCC kept a third of them on
- * the stack, a load and a store around every FMA. */
-INLINE void f16b_group(int64_t i, __m256 acc[TR][TC], const uint16_t *x, size_t bx, const uint16_t *y, size_t by,
-                       const int nr, const int nc)
-{
-	__m256 vy[TC];
-	_Pragma("GCC unroll 4")
-	for (int c = 0; c < nc; c++)
-		vy[c] = load_f16((const uint8_t *)y + (size_t)c * by, i);
-	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++) {
-		const __m256 vx = load_f16((const uint8_t *)x + (size_t)r * bx, i);
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++)
-			acc[r][c] = _mm256_fmadd_ps(vx, vy[c], acc[r][c]);
-	}
-}
-
-/* Adds the 8-element groups at i0, i0 + 16, ... below end, then the one
- * at extra if extra >= 0, to the accumulators held in st (or to zero, at
- * the first chunk). */
-INLINE void f16b_pass(int first, int64_t i0, int64_t end, int64_t extra, float *st, const uint16_t *x, size_t bx,
-                      const uint16_t *y, size_t by, const int nr, const int nc)
+INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y,
+                     size_t by, const int nr, const int nc)
 {
 	__m256 acc[TR][TC];
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
 		for (int c = 0; c < nc; c++)
-			acc[r][c] = first ? _mm256_setzero_ps() : _mm256_load_ps(st + (r * TC + c) * 8);
-	for (int64_t i = i0; i < end; i += 16)
-		f16b_group(i, acc, x, bx, y, by, nr, nc);
-	if (extra >= 0)
-		f16b_group(extra, acc, x, bx, y, by, nr, nc);
+			acc[r][c] = _mm256_setzero_ps();
+	const int64_t n8 = n / 8 * 8;
+	for (int64_t i = 0; i < n8; i += 8) {
+		__m256 vx[TR];
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++) {
+			_mm_prefetch((const char *)(x + (size_t)r * bx + 2 * (size_t)i) + PF_BYTES, _MM_HINT_T0);
+			vx[r] = load_f16(x + (size_t)r * bx, i);
+		}
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++) {
+			const __m256 vy = load_f16(y + (size_t)c * by, i);
+			_Pragma("GCC unroll 4")
+			for (int r = 0; r < nr; r++)
+				acc[r][c] = _mm256_fmadd_ps(vx[r], vy, acc[r][c]);
+		}
+	}
+	f16_finish(n, n8, acc, s, lds, x, bx, y, by, nr, nc);
+}
+
+#define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C)
+TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
+
+/* The blocked tile: four rows against three tokens, converted at each
+ * load as the small tile's are, the loop of llama.cpp's tinyBLAS: the
+ * tokens' groups in registers and the weight groups converted one at a
+ * time, 12 accumulators + 3 + 1 of the 16 registers.
+ *
+ * It walks k in chunks of F16B_KC, every tile of the tokens before the
+ * next chunk, each tile's accumulators carried from chunk to chunk
+ * through memory: each still adds its groups in vec_dot's order, so the
+ * bits are the same; but a chunk of four rows stays in L1 while the
+ * tokens' chunks pass. Walked whole, rows of k = 1536 (the FFN's down
+ * projection) did not fit L1 beside three tokens, and every tile read
+ * them again from L2. qp_ops_matmul of 512 rows against 512 tokens, k =
+ * 4096, when vec_dot kept two accumulators (and a tile walked its rows
+ * twice): 39 GMAC/s in chunks of 512, 41 in chunks of 1024. */
+#define F16B_KC 1024
+/* tokens whose accumulators are held at once: 16 tiles of three */
+#define F16B_NC 48
+
+/* The accumulators of one tile between chunks */
+typedef float f16b_state[TR * TC * 8];
+
+/* One chunk [c0, c1) of an nr x nc tile, onto the accumulators held in
+ * st (or zero, at the first chunk); after the last (c1 == n / 8 * 8), the
+ * results. Its accumulators are this function's locals: passed between
+ * inlined helpers as an array, GCC kept a third of them on the stack, a
+ * load and a store around every FMA. */
+INLINE void f16b_chunk(int64_t n, int64_t c0, int64_t c1, float *st, float *s, int64_t lds, const uint16_t *x,
+                       size_t bx, const uint16_t *y, size_t by, const int nr, const int nc)
+{
+	__m256 acc[TR][TC];
+	_Pragma("GCC unroll 4")
+	for (int r = 0; r < nr; r++)
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			acc[r][c] = c0 == 0 ? _mm256_setzero_ps() : _mm256_load_ps(st + (r * TC + c) * 8);
+	for (int64_t i = c0; i < c1; i += 8) {
+		__m256 vy[TC];
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			vy[c] = load_f16((const uint8_t *)y + (size_t)c * by, i);
+		_Pragma("GCC unroll 4")
+		for (int r = 0; r < nr; r++) {
+			const __m256 vx = load_f16((const uint8_t *)x + (size_t)r * bx, i);
+			_Pragma("GCC unroll 4")
+			for (int c = 0; c < nc; c++)
+				acc[r][c] = _mm256_fmadd_ps(vx, vy[c], acc[r][c]);
+		}
+	}
+	if (c1 == n / 8 * 8) {
+		f16_finish(n, c1, acc, s, lds, (const uint8_t *)x, bx, (const uint8_t *)y, by, nr, nc);
+		return;
+	}
 	_Pragma("GCC unroll 4")
 	for (int r = 0; r < nr; r++)
 		_Pragma("GCC unroll 4")
@@ -241,65 +236,22 @@ INLINE void f16b_pass(int first, int64_t i0, int64_t end, int64_t extra, float *
 			_mm256_store_ps(st + (r * TC + c) * 8, acc[r][c]);
 }
 
-/* The blocked tile walks k in chunks of F16B_KC: the even groups of a
- * chunk into acc0, then its odd groups into acc1, for every tile of the
- * tokens before the next chunk. Each accumulator still adds its groups in
- * vec_dot's order (chunk after chunk), so the bits are the same; but a
- * chunk of four rows stays in L1 while the tokens' chunks pass, and a
- * token's chunk stays there for both passes. Walked whole, rows of k =
- * 1536 (the FFN's down projection) did not fit L1 beside three tokens,
- * and every pass read them again from L2. qp_ops_matmul of 512 rows
- * against 512 tokens, k = 4096: 39 GMAC/s in chunks of 512, 41 in chunks
- * of 1024 (38-40 for k = 512). */
-#define F16B_KC 1024
-/* tokens whose accumulators are held at once: 16 tiles of three */
-#define F16B_NC 48
-
-/* The accumulators of one tile: [0] the even groups', [1] the odd ones' */
-typedef float f16b_state[2][TR * TC * 8];
-
-/* One chunk [c0, c1) of an nr x nc tile; after the last (c1 == n16), the
- * results, added up as vec_dot adds its two accumulators and the elements
- * past the last 8-group. */
-INLINE void f16b_chunk(int64_t n, int64_t c0, int64_t c1, int64_t extra, f16b_state st, float *s, int64_t lds,
-                       const uint16_t *x, size_t bx, const uint16_t *y, size_t by, const int nr, const int nc)
-{
-	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
-	f16b_pass(c0 == 0, c0, c1, extra, st[0], x, bx, y, by, nr, nc);
-	f16b_pass(c0 == 0, c0 + 8, c1, -1, st[1], x, bx, y, by, nr, nc);
-	if (c1 < n16)
-		return;
-	_Pragma("GCC unroll 4")
-	for (int r = 0; r < nr; r++)
-		_Pragma("GCC unroll 4")
-		for (int c = 0; c < nc; c++) {
-			const int o = (r * TC + c) * 8;
-			double sum = qp_avx2_hsum_ps(_mm256_add_ps(_mm256_load_ps(st[0] + o), _mm256_load_ps(st[1] + o)));
-			const uint16_t *xr = (const uint16_t *)((const uint8_t *)x + (size_t)r * bx);
-			const uint16_t *yc = (const uint16_t *)((const uint8_t *)y + (size_t)c * by);
-			for (int64_t i = done; i < n; i++)
-				sum += (double)(qp_fp16_to_fp32(xr[i]) * qp_fp16_to_fp32(yc[i]));
-			s[c * lds + r] = (float)sum;
-		}
-}
-
 /* each shape a function of its own: with every shape inlined into one
  * switch, GCC kept an accumulator of the 4 x 3 loop on the stack, a load
  * and a store around its FMA, and the product ran at 20 GMAC/s */
 #define F16B_SHAPE(R, C)                                                                                     \
-	static __attribute__((noinline)) void f16b_chunk_##R##C(int64_t n, int64_t c0, int64_t c1, int64_t extra, \
-	                                                       f16b_state st, float *s, int64_t lds,              \
-	                                                       const uint16_t *x, size_t bx, const uint16_t *y,   \
-	                                                       size_t by)                                         \
+	static __attribute__((noinline)) void f16b_chunk_##R##C(int64_t n, int64_t c0, int64_t c1, float *st,    \
+	                                                       float *s, int64_t lds, const uint16_t *x,          \
+	                                                       size_t bx, const uint16_t *y, size_t by)           \
 	{                                                                                                    \
-		f16b_chunk(n, c0, c1, extra, st, s, lds, x, bx, y, by, R, C);                                \
+		f16b_chunk(n, c0, c1, st, s, lds, x, bx, y, by, R, C);                                       \
 	}
 F16B_SHAPE(4, 3) F16B_SHAPE(4, 2) F16B_SHAPE(4, 1)
 F16B_SHAPE(3, 3) F16B_SHAPE(3, 2) F16B_SHAPE(3, 1)
 F16B_SHAPE(2, 3) F16B_SHAPE(2, 2) F16B_SHAPE(2, 1)
 F16B_SHAPE(1, 3) F16B_SHAPE(1, 2) F16B_SHAPE(1, 1)
 
-#define F16B_CHUNK(R, C) f16b_chunk_##R##C(n, c0, c1, extra, st[one ? 0 : t], s + 3 * t * lds, lds, x, bx, yt, by)
+#define F16B_CHUNK(R, C) f16b_chunk_##R##C(n, c0, c1, st[one ? 0 : t], s + 3 * t * lds, lds, x, bx, yt, by)
 #define F16B_CASE(R, C) \
 	case R * 8 + C: F16B_CHUNK(R, C); break;
 
@@ -310,14 +262,11 @@ static void f16b_block(int64_t n, float *s, int64_t lds, const uint16_t *x, size
 {
 	_Alignas(32) f16b_state st[F16B_NC / 3];
 	const int64_t ntile = (nc + 2) / 3;
-	const int64_t n16 = n / 16 * 16, done = n16 + 8 <= n ? n16 + 8 : n16;
-	/* in one chunk, each tile is done before the next: they share one
-	 * state, which stays in L1 (sixteen of them took half of it) */
-	const int one = n16 <= F16B_KC;
-	for (int64_t c0 = 0; c0 < n16 || c0 == 0; c0 += F16B_KC) {
-		const int64_t c1 = n16 - c0 < F16B_KC ? n16 : c0 + F16B_KC;
-		/* vec_dot's 8-group past the last 16, after the chunks */
-		const int64_t extra = c1 == n16 && done > n16 ? n16 : -1;
+	const int64_t n8 = n / 8 * 8;
+	/* in one chunk nothing is carried: the tiles share one state, unused */
+	const int one = n8 <= F16B_KC;
+	for (int64_t c0 = 0; c0 < n8 || c0 == 0; c0 += F16B_KC) {
+		const int64_t c1 = n8 - c0 < F16B_KC ? n8 : c0 + F16B_KC;
 		for (int64_t t = 0; t < ntile; t++) {
 			const int cc = nc - 3 * t < 3 ? (int)(nc - 3 * t) : 3;
 			const uint16_t *yt = (const uint16_t *)((const uint8_t *)y + (size_t)(3 * t) * by);
@@ -337,8 +286,8 @@ void qp_f16_vec_dot_tile_block_avx2(int64_t n, float *s, int64_t lds, const void
 {
 	for (int64_t r = 0; r < nr; r += TR) {
 		const int rr = nr - r < TR ? (int)(nr - r) : TR;
-		/* in one chunk the tiles share one state: all tokens at once */
-		const int64_t cb = n / 16 * 16 <= F16B_KC ? nc : F16B_NC;
+		/* in one chunk nothing is carried: all tokens at once */
+		const int64_t cb = n / 8 * 8 <= F16B_KC ? nc : F16B_NC;
 		for (int64_t c = 0; c < nc; c += cb) {
 			const int64_t cc = nc - c < cb ? nc - c : cb;
 			f16b_block(n, s + c * lds + r, lds, (const uint16_t *)((const uint8_t *)x + (size_t)r * bx), bx, rr,
