@@ -47,27 +47,40 @@ void qp_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vx, const void *vy)
 	*s = acc;
 }
 
-/* the sums of eight vectors' lanes, vector r's in lane r */
-static inline __m256i reduce8(const __m256i d[8])
+/* idot of eight rows' blocks, row r's in lane r, from their nibbles'
+ * products with a token's block (maddubs: 16 sums of two per row, each
+ * at most 2 * 15 * 128 in magnitude) less 8 * the block's sum, sy: the
+ * pairs and then the quads of each row added in 16 bits (at most 15360),
+ * then the octets into 32 bits, eight rows' at once. Integers, so the
+ * same idots as vec_dot's, in fewer steps than each row's products
+ * widened to 32 bits and added. */
+static inline __m256i idot8(const __m256i p[8], int32_t sy)
 {
-	const __m256i h01 = _mm256_hadd_epi32(d[0], d[1]), h23 = _mm256_hadd_epi32(d[2], d[3]);
-	const __m256i h45 = _mm256_hadd_epi32(d[4], d[5]), h67 = _mm256_hadd_epi32(d[6], d[7]);
-	/* per 128-bit half: rows 0..3 (h03) and 4..7 (h47), the low half
-	 * from lanes 0..3 of each row, the high half from lanes 4..7 */
-	const __m256i h03 = _mm256_hadd_epi32(h01, h23), h47 = _mm256_hadd_epi32(h45, h67);
-	return _mm256_add_epi32(_mm256_permute2x128_si256(h03, h47, 0x20), _mm256_permute2x128_si256(h03, h47, 0x31));
+	const __m256i h01 = _mm256_hadd_epi16(p[0], p[1]), h23 = _mm256_hadd_epi16(p[2], p[3]);
+	const __m256i h45 = _mm256_hadd_epi16(p[4], p[5]), h67 = _mm256_hadd_epi16(p[6], p[7]);
+	const __m256i ones = _mm256_set1_epi16(1);
+	/* per 128-bit half, the half's sum of rows 0..3 (m03) and 4..7 (m47) */
+	const __m256i m03 = _mm256_madd_epi16(_mm256_hadd_epi16(h01, h23), ones);
+	const __m256i m47 = _mm256_madd_epi16(_mm256_hadd_epi16(h45, h67), ones);
+	const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(m03, m47, 0x20),
+	                                     _mm256_permute2x128_si256(m03, m47, 0x31));
+	return _mm256_sub_epi32(sum, _mm256_set1_epi32(sy));
 }
 
-/* eight rows against nc tokens, one token at a time */
+/* the token blocks' terms every row shares, made once per call */
+#define Q4_0_YMAX 2048
+
+/* eight rows against nc tokens, one token at a time; sy and dy hold each
+ * token's 8 * (sum of its block's values) and block scales, nb apart */
 static void rows8(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx, const uint8_t *y, size_t by,
-                  int64_t nc)
+                  int64_t nc, const int32_t *sy, const float *dy)
 {
 	for (int64_t c = 0; c < nc; c++) {
 		const struct qp_block_q8_0 *yb = (const struct qp_block_q8_0 *)(y + (size_t)c * by);
 		__m256 acc = _mm256_setzero_ps();
 		for (int64_t i = 0; i < nb; i++) {
 			const __m256i qy = _mm256_loadu_si256((const __m256i *)yb[i].qs);
-			__m256i d[8];
+			__m256i p[8];
 			/* the scales inserted one by one, not stored and reloaded:
 			 * eight 2-byte stores read back as one 16-byte load stall
 			 * store forwarding (it halved this tile's speed); spelled
@@ -77,7 +90,7 @@ static void rows8(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx
 	do {                                                                                              \
 		const struct qp_block_q4_0 *b = (const struct qp_block_q4_0 *)(x + (size_t)(r) * bx) + i; \
 		_mm_prefetch((const char *)b + 4096, _MM_HINT_T0);                                        \
-		d[r] = qp_avx2_dot_u8_i8(qp_avx2_nibbles(b->qs), qy);                                     \
+		p[r] = _mm256_maddubs_epi16(qp_avx2_nibbles(b->qs), qy);                                 \
 		dh = _mm_insert_epi16(dh, b->d, r);                                                       \
 	} while (0)
 			ROW8(0);
@@ -89,9 +102,8 @@ static void rows8(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_t bx
 			ROW8(6);
 			ROW8(7);
 #undef ROW8
-			const __m256i idot = _mm256_sub_epi32(reduce8(d), _mm256_set1_epi32(sum8_y(qy)));
-			const __m256 dx = _mm256_cvtph_ps(dh);
-			const __m256 sc = _mm256_mul_ps(dx, _mm256_set1_ps(_cvtsh_ss(yb[i].d)));
+			const __m256i idot = idot8(p, sy[c * nb + i]);
+			const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(dy[c * nb + i]));
 			acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot), sc, acc);
 		}
 		_Alignas(32) float out[8];
@@ -105,9 +117,23 @@ void qp_q4_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, 
                                const void *y, size_t by, int64_t nc)
 {
 	const uint8_t *xb = x, *yb = y;
+	const int64_t nb = n / QP_QK8_0;
 	int64_t r = 0;
-	for (; r + 8 <= nr; r += 8)
-		rows8(n / QP_QK8_0, s + r, lds, xb + (size_t)r * bx, bx, yb, by, nc);
+	if (nr >= 8 && nc * nb <= Q4_0_YMAX) {
+		/* the tokens' block sums and scales, made for every group of
+		 * eight rows, were an eighth of a decode step's product */
+		int32_t sy[Q4_0_YMAX];
+		float dy[Q4_0_YMAX];
+		for (int64_t c = 0; c < nc; c++) {
+			const struct qp_block_q8_0 *b = (const struct qp_block_q8_0 *)(yb + (size_t)c * by);
+			for (int64_t i = 0; i < nb; i++) {
+				sy[c * nb + i] = sum8_y(_mm256_loadu_si256((const __m256i *)b[i].qs));
+				dy[c * nb + i] = _cvtsh_ss(b[i].d);
+			}
+		}
+		for (; r + 8 <= nr; r += 8)
+			rows8(nb, s + r, lds, xb + (size_t)r * bx, bx, yb, by, nc, sy, dy);
+	}
 	for (; r < nr; r++)
 		for (int64_t c = 0; c < nc; c++)
 			qp_q4_0_vec_dot_avx2(n, &s[c * lds + r], xb + (size_t)r * bx, yb + (size_t)c * by);
