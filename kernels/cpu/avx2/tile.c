@@ -225,6 +225,14 @@ INLINE void f16b_chunk(int64_t n, int64_t c0, int64_t c1, float *st, float *s, i
 				acc[r][c] = _mm256_fmadd_ps(vx, vy[c], acc[r][c]);
 		}
 	}
+	if (c1 == n && nr == 4) {
+		/* no elements past the last 8: each token's four rows are one
+		 * vector of sums, vec_dot's each */
+		_Pragma("GCC unroll 4")
+		for (int c = 0; c < nc; c++)
+			_mm_storeu_ps(s + c * lds, qp_avx2_hsum4_ps(acc[0][c], acc[1][c], acc[2][c], acc[3][c]));
+		return;
+	}
 	if (c1 == n / 8 * 8) {
 		f16_finish(n, c1, acc, s, lds, (const uint8_t *)x, bx, (const uint8_t *)y, by, nr, nc);
 		return;
