@@ -199,8 +199,9 @@ TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
 typedef float f16b_state[TR * TC * 8];
 
 /* One chunk [c0, c1) of an nr x nc tile, onto the accumulators held in
- * st (or zero, at the first chunk); after the last (c1 == n / 8 * 8), the
- * results. Its accumulators are this function's locals: passed between
+ * st (or zero, at the first chunk), left in st; after the last (c1 ==
+ * n / 8 * 8), the results instead (st unused: NULL where k is one
+ * chunk). Its accumulators are this function's locals: passed between
  * inlined helpers as an array, GCC kept a third of them on the stack, a
  * load and a store around every FMA. */
 INLINE void f16b_chunk(int64_t n, int64_t c0, int64_t c1, float *st, float *s, int64_t lds, const uint16_t *x,
@@ -259,7 +260,7 @@ F16B_SHAPE(3, 3) F16B_SHAPE(3, 2) F16B_SHAPE(3, 1)
 F16B_SHAPE(2, 3) F16B_SHAPE(2, 2) F16B_SHAPE(2, 1)
 F16B_SHAPE(1, 3) F16B_SHAPE(1, 2) F16B_SHAPE(1, 1)
 
-#define F16B_CHUNK(R, C) f16b_chunk_##R##C(n, c0, c1, st[one ? 0 : t], s + 3 * t * lds, lds, x, bx, yt, by)
+#define F16B_CHUNK(R, C) f16b_chunk_##R##C(n, c0, c1, one ? NULL : st[t], s + 3 * t * lds, lds, x, bx, yt, by)
 #define F16B_CASE(R, C) \
 	case R * 8 + C: F16B_CHUNK(R, C); break;
 
@@ -271,7 +272,8 @@ static void f16b_block(int64_t n, float *s, int64_t lds, const uint16_t *x, size
 	_Alignas(32) f16b_state st[F16B_NC / 3];
 	const int64_t ntile = (nc + 2) / 3;
 	const int64_t n8 = n / 8 * 8;
-	/* in one chunk nothing is carried: the tiles share one state, unused */
+	/* in one chunk nothing is carried between chunks: no state (and
+	 * nc may be more than F16B_NC) */
 	const int one = n8 <= F16B_KC;
 	for (int64_t c0 = 0; c0 < n8 || c0 == 0; c0 += F16B_KC) {
 		const int64_t c1 = n8 - c0 < F16B_KC ? n8 : c0 + F16B_KC;

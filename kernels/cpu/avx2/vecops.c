@@ -155,6 +155,34 @@ void qp_softmax_avx2(float *x, int64_t n)
  * so tiles of any shape give its bits; the shapes only decide how many
  * chains run side by side (an FMA's latency needs eight in flight) and how
  * often each loaded vector is reused. */
+/* Both products keep, for up to 4 rows (64 apart) of nv <= 8 vectors of 8
+ * elements, double totals to which each block's float chain is added.
+ * Zeroed with vector stores: as loops, GCC made them a rep stos per row,
+ * a sixth of the scores' time and 7% of the values'. */
+INLINE void totals_zero(double *tot, const int nq, const int nv)
+{
+	_Pragma("GCC unroll 4")
+	for (int i = 0; i < nq; i++)
+		_Pragma("GCC unroll 16")
+		for (int e = 0; e < nv * 8; e += 4)
+			_mm256_storeu_pd(tot + i * 64 + e, _mm256_setzero_pd());
+}
+
+/* t[0 .. 8) += the lanes of a block's chains, in double */
+INLINE void totals_add(double *t, __m256 a)
+{
+	_mm256_storeu_pd(t, _mm256_add_pd(_mm256_loadu_pd(t), _mm256_cvtps_pd(_mm256_castps256_ps128(a))));
+	_mm256_storeu_pd(t + 4, _mm256_add_pd(_mm256_loadu_pd(t + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1))));
+}
+
+/* row i of the totals, rounded to float, to out + i * out_stride */
+INLINE void totals_store(float *out, int64_t out_stride, const double *tot, const int nq, const int nv)
+{
+	for (int i = 0; i < nq; i++)
+		for (int e = 0; e < nv * 8; e++)
+			out[i * out_stride + e] = (float)tot[i * 64 + e];
+}
+
 /* scores of nq <= 4 queries against nk <= 8 vectors of 8 keys: float
  * chains over blocks of ATTN_SBLOCK dimensions added into doubles, as the
  * reference does */
@@ -162,14 +190,8 @@ void qp_softmax_avx2(float *x, int64_t n)
 INLINE void scores_tile(float *s, int64_t lds, const float *q, int64_t q_stride, const float *kt, int64_t kt_stride,
                         int64_t hd, const int nq, const int nk)
 {
-	/* zeroed with vector stores: GCC made the loop a rep stos for each
-	 * query, a sixth of the scores' time */
-	double tot[4][64];
-	_Pragma("GCC unroll 4")
-	for (int i = 0; i < nq; i++)
-		_Pragma("GCC unroll 16")
-		for (int e = 0; e < nk * 8; e += 4)
-			_mm256_storeu_pd(&tot[i][e], _mm256_setzero_pd());
+	double tot[4 * 64];
+	totals_zero(tot, nq, nk);
 	for (int64_t d0 = 0; d0 < hd; d0 += ATTN_SBLOCK) {
 		const int64_t de = d0 + ATTN_SBLOCK < hd ? d0 + ATTN_SBLOCK : hd;
 		__m256 acc[4][8];
@@ -194,16 +216,10 @@ INLINE void scores_tile(float *s, int64_t lds, const float *q, int64_t q_stride,
 		_Pragma("GCC unroll 4")
 		for (int i = 0; i < nq; i++)
 			_Pragma("GCC unroll 8")
-			for (int b = 0; b < nk; b++) {
-				double *t = &tot[i][8 * b];
-				_mm256_storeu_pd(t, _mm256_add_pd(_mm256_loadu_pd(t), _mm256_cvtps_pd(_mm256_castps256_ps128(acc[i][b]))));
-				_mm256_storeu_pd(t + 4, _mm256_add_pd(_mm256_loadu_pd(t + 4),
-				                                      _mm256_cvtps_pd(_mm256_extractf128_ps(acc[i][b], 1))));
-			}
+			for (int b = 0; b < nk; b++)
+				totals_add(tot + i * 64 + 8 * b, acc[i][b]);
 	}
-	for (int i = 0; i < nq; i++)
-		for (int e = 0; e < nk * 8; e++)
-			s[i * lds + e] = (float)tot[i][e];
+	totals_store(s, lds, tot, nq, nk);
 }
 
 void qp_attn_scores_avx2(float *s, int64_t lds, const float *q, int64_t q_stride, int64_t nq, const float *kt,
@@ -289,12 +305,8 @@ INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float 
 		_Pragma("GCC unroll 4")
 		for (int i = 0; i < nq; i++)
 			_Pragma("GCC unroll 8")
-			for (int b = 0; b < nd; b++) {
-				double *t = tot + i * 64 + 8 * b;
-				_mm256_storeu_pd(t, _mm256_add_pd(_mm256_loadu_pd(t), _mm256_cvtps_pd(_mm256_castps256_ps128(acc[i][b]))));
-				_mm256_storeu_pd(t + 4, _mm256_add_pd(_mm256_loadu_pd(t + 4),
-				                                      _mm256_cvtps_pd(_mm256_extractf128_ps(acc[i][b], 1))));
-			}
+			for (int b = 0; b < nd; b++)
+				totals_add(tot + i * 64 + 8 * b, acc[i][b]);
 	}
 }
 
@@ -304,23 +316,15 @@ INLINE void values_blocks(double *tot, const float *p, int64_t ldp, const float 
 INLINE void values_tile(float *out, int64_t out_stride, const float *p, int64_t ldp, const float *v, int64_t v_stride,
                         int64_t len, const int nqt, const int nd)
 {
-	/* only the totals in use zeroed, with vector stores: the whole array,
-	 * set at every call, was a rep stos, 7% of the values' time */
 	double tot[4 * 64];
-	_Pragma("GCC unroll 4")
-	for (int i = 0; i < nqt; i++)
-		_Pragma("GCC unroll 16")
-		for (int e = 0; e < nd * 8; e += 4)
-			_mm256_storeu_pd(tot + i * 64 + e, _mm256_setzero_pd());
+	totals_zero(tot, nqt, nd);
 	const int64_t whole = nqt > 1 ? len / ATTN_VBLOCK * ATTN_VBLOCK : 0;
 	if (nqt > 1)
 		values_blocks(tot, p, ldp, v, v_stride, 0, whole, nqt, nd);
 	_Pragma("GCC unroll 4")
 	for (int i = 0; i < nqt; i++)
 		values_blocks(tot + i * 64, p + i * ldp, ldp, v, v_stride, whole, len + i, 1, nd);
-	for (int i = 0; i < nqt; i++)
-		for (int e = 0; e < nd * 8; e++)
-			out[i * out_stride + e] = (float)tot[i * 64 + e];
+	totals_store(out, out_stride, tot, nqt, nd);
 }
 
 /* Queries four at a time against two vectors of dimensions (each value
