@@ -13,6 +13,7 @@
 #define QP_KERNELS_AVX2_KQUANTS_H
 
 #include <immintrin.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -110,6 +111,26 @@ static inline void qp_avx2_levels_from_lanes(const __m256i *L, int n, uint8_t *d
 		_mm256_storeu_si256((__m256i *)(dst + 8 * k), qp_avx2_low_bytes(v[0], v[1], v[2], v[3]));
 	}
 }
+
+/* q6_k.c: one super-block of Q6_K, qw its 256 importances or NULL (the
+ * reference's weights x^2). And its second half, for a wider search to
+ * finish with: the block from the fitted scales sc (sub-blocks 0..7 and
+ * 8..15). That returns false where a stored scale is zero, whose sub-block
+ * keeps the search's levels, which it does not have: the caller then
+ * makes the block with qp_avx2_q6_k_quantize_block (rare). */
+void qp_avx2_q6_k_quantize_block(const float *x, struct qp_block_q6_K *y, const float *qw);
+bool qp_avx2_q6_k_from_scales(const float *x, const __m256 sc[2], struct qp_block_q6_K *y);
+
+/* q4_k.c, the pieces of Q4_K's and Q5_K's quantizer around the search,
+ * for a wider search to use. lanes: one super-block xb in lane layout
+ * (sub-block j in lane j), the search's weights wv (the reference's av_x +
+ * |x| where qwb, the block's importances, is NULL; else qwb * sqrt(2
+ * sigma^2 + x^2)) and, with qwb, their sums per sub-block in sw. finish:
+ * the block y (q4_K, or q5_K where q5) from the search's levels lv, scales
+ * sc and -mins mn, imat saying which of the reference's scale packings. */
+void qp_avx2_q45_lanes(const float *xb, const float *qwb, __m256 xv[32], __m256 wv[32], float sw[8]);
+void qp_avx2_q45_finish(bool q5, bool imat, const __m256 xv[32], __m256i lv[32], __m256 sc, __m256 mn,
+                        const float sw[8], void *y);
 
 /* bytes of 0..3, four to a byte as q2_K and q3_K pack them: per 128, byte l
  * holds elements l, l+32, l+64, l+96 from bit 0 up */

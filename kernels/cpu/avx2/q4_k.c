@@ -66,72 +66,78 @@ static void pack_q5(const uint8_t L[QP_QK_K], uint8_t qs[QP_QK_K / 2], uint8_t q
 	_mm256_storeu_si256((__m256i *)qh, h);
 }
 
+void qp_avx2_q45_lanes(const float *xb, const float *qwb, __m256 xv[32], __m256 wv[32], float sw[8])
+{
+	qp_avx2_to_lanes(xb, 32, xv);
+	if (!qwb) {
+		__m256 sum_x2 = _mm256_setzero_ps();
+		for (int i = 0; i < 32; i++)
+			sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xv[i], xv[i]));
+		const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
+		for (int i = 0; i < 32; i++)
+			wv[i] = _mm256_add_ps(av_x, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), xv[i]));
+		return;
+	}
+	/* one sum, in element order, as the reference adds it */
+	float sum_x2 = 0;
+	for (int l = 0; l < QP_QK_K; l++)
+		sum_x2 += xb[l] * xb[l];
+	const __m256 sigma2 = _mm256_set1_ps(2 * sum_x2 / QP_QK_K);
+	qp_avx2_to_lanes(qwb, 32, wv);
+	__m256 sumw = _mm256_setzero_ps();
+	for (int l = 0; l < 32; l++) {
+		wv[l] = _mm256_mul_ps(wv[l], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xv[l], xv[l]))));
+		sumw = _mm256_add_ps(sumw, wv[l]);
+	}
+	_mm256_storeu_ps(sw, sumw);
+}
+
+void qp_avx2_q45_finish(bool q5, bool imat, const __m256 xv[32], __m256i lv[32], __m256 sc, __m256 mn,
+                        const float sw[8], void *y)
+{
+	const int nmax = q5 ? 31 : 15;
+	float scales[8], mins[8];
+	uint8_t L[QP_QK_K];
+	_mm256_storeu_ps(scales, sc);
+	_mm256_storeu_ps(mins, mn);
+	if (q5) {
+		struct qp_block_q5_K *b = y;
+		if (imat)
+			qp_kq_q5_k_pack_scales_imat(b, scales, mins, sw);
+		else
+			qp_kq_q5_k_pack_scales(b, scales, mins);
+		requantize_q45(b->scales, b->d, b->dmin, nmax, xv, lv, L);
+		pack_q5(L, b->qs, b->qh);
+	} else {
+		struct qp_block_q4_K *b = y;
+		if (imat)
+			qp_kq_q4_k_pack_scales_imat(b, scales, mins, sw);
+		else
+			qp_kq_q4_k_pack_scales(b, scales, mins);
+		requantize_q45(b->scales, b->d, b->dmin, nmax, xv, lv, L);
+		pack_q4(L, b->qs);
+	}
+}
+
 /* nb (1 or 2) consecutive q4_K (q5 false) or q5_K (q5 true) super-blocks:
- * block b is set b of the search, two at once keeping the adders busy.
- * Without qw, make_qkx2_quants weighted as the reference weights:
- * av_x + |x|, av_x = sqrt(mean x^2) of the sub-block. With qw (the
- * blocks' importances), the imatrix path's make_qkx3_quants weighted by
- * qw * sqrt(2 sigma^2 + x^2), the scales fitted by weight. */
+ * block b is set b of the search, two at once keeping the adders busy */
 static void quantize_q45(int nb, const float *x, const float *qw, bool q5, void *vy)
 {
 	const int nmax = q5 ? 31 : 15;
+	const size_t size = q5 ? sizeof(struct qp_block_q5_K) : sizeof(struct qp_block_q4_K);
 	__m256 xv[2][32], wv[2][32], sc[2], mn[2];
 	__m256i lv[2][32];
 	float sw[2][8];
-	for (int b = 0; b < nb; b++) {
-		const float *xb = x + QP_QK_K * b;
-		qp_avx2_to_lanes(xb, 32, xv[b]);
-		if (!qw) {
-			__m256 sum_x2 = _mm256_setzero_ps();
-			for (int i = 0; i < 32; i++)
-				sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xv[b][i], xv[b][i]));
-			const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
-			for (int i = 0; i < 32; i++)
-				wv[b][i] = _mm256_add_ps(av_x, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), xv[b][i]));
-			continue;
-		}
-		/* one sum, in element order, as the reference adds it */
-		float sum_x2 = 0;
-		for (int l = 0; l < QP_QK_K; l++)
-			sum_x2 += xb[l] * xb[l];
-		const __m256 sigma2 = _mm256_set1_ps(2 * sum_x2 / QP_QK_K);
-		qp_avx2_to_lanes(qw + QP_QK_K * b, 32, wv[b]);
-		__m256 sumw = _mm256_setzero_ps();
-		for (int l = 0; l < 32; l++) {
-			wv[b][l] = _mm256_mul_ps(wv[b][l], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(xv[b][l], xv[b][l]))));
-			sumw = _mm256_add_ps(sumw, wv[b][l]);
-		}
-		_mm256_storeu_ps(sw[b], sumw);
-	}
+	for (int b = 0; b < nb; b++)
+		qp_avx2_q45_lanes(x + QP_QK_K * b, qw ? qw + QP_QK_K * b : NULL, xv[b], wv[b], sw[b]);
 	if (!qw)
 		qp_avx2_make_qkx_quants_x8(nb, 32, nmax, &xv[0][0], &wv[0][0], &lv[0][0], sc, mn, q5 ? -0.5f : -1.f, 0.1f,
 		                           q5 ? 15 : 20, false, false);
 	else
 		qp_avx2_make_qkx_quants_x8(nb, 32, nmax, &xv[0][0], &wv[0][0], &lv[0][0], sc, mn, -0.9f, 0.05f, 36, false,
 		                           true);
-	for (int b = 0; b < nb; b++) {
-		float scales[8], mins[8];
-		uint8_t L[QP_QK_K];
-		_mm256_storeu_ps(scales, sc[b]);
-		_mm256_storeu_ps(mins, mn[b]);
-		if (q5) {
-			struct qp_block_q5_K *y = (struct qp_block_q5_K *)vy + b;
-			if (qw)
-				qp_kq_q5_k_pack_scales_imat(y, scales, mins, sw[b]);
-			else
-				qp_kq_q5_k_pack_scales(y, scales, mins);
-			requantize_q45(y->scales, y->d, y->dmin, nmax, xv[b], lv[b], L);
-			pack_q5(L, y->qs, y->qh);
-		} else {
-			struct qp_block_q4_K *y = (struct qp_block_q4_K *)vy + b;
-			if (qw)
-				qp_kq_q4_k_pack_scales_imat(y, scales, mins, sw[b]);
-			else
-				qp_kq_q4_k_pack_scales(y, scales, mins);
-			requantize_q45(y->scales, y->d, y->dmin, nmax, xv[b], lv[b], L);
-			pack_q4(L, y->qs);
-		}
-	}
+	for (int b = 0; b < nb; b++)
+		qp_avx2_q45_finish(q5, qw != NULL, xv[b], lv[b], sc[b], mn[b], sw[b], (uint8_t *)vy + size * (size_t)b);
 }
 
 /* the row two super-blocks at a time */

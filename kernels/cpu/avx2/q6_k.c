@@ -73,9 +73,48 @@ static bool pack_scales_q6(struct qp_block_q6_K *y, const __m256 sc[2])
 	return true;
 }
 
-/* One super-block; qw its 256 importances, or NULL for the plain
- * reference (weights x^2) */
-static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw)
+/* dv[g] = d * scale of sub-blocks 8g..8g+7, the bytes widened to float
+ * exactly; the mask of the sub-blocks whose product is zero */
+static int q6_dv(const struct qp_block_q6_K *y, __m256 dv[2])
+{
+	const float dall = qp_fp16_to_fp32(y->d);
+	int zero = 0;
+	for (int g = 0; g < 2; g++) {
+		const __m256i s8 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(y->scales + 8 * g)));
+		dv[g] = _mm256_mul_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(s8));
+		zero |= _mm256_movemask_ps(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ)) << 8 * g;
+	}
+	return zero;
+}
+
+bool qp_avx2_q6_k_from_scales(const float *x, const __m256 sc[2], struct qp_block_q6_K *y)
+{
+	if (!pack_scales_q6(y, sc))
+		return true;
+	__m256 dv[2];
+	if (q6_dv(y, dv))
+		return false;
+	/* in element order, no transposes: each vector of x lies in one
+	 * sub-block, and is divided by its d */
+	const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31), bias = _mm256_set1_epi32(32);
+	uint8_t L[QP_QK_K];
+	float d[16];
+	_mm256_storeu_ps(d, dv[0]);
+	_mm256_storeu_ps(d + 8, dv[1]);
+	for (int k = 0; k < 8; k++) {
+		__m256i l[4];
+		for (int u = 0; u < 4; u++) {
+			const __m256 v = _mm256_loadu_ps(x + 32 * k + 8 * u);
+			l[u] = qp_avx2_nearest_int(_mm256_div_ps(v, _mm256_set1_ps(d[2 * k + u / 2])));
+			l[u] = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l[u])), bias);
+		}
+		_mm256_storeu_si256((__m256i *)(L + 32 * k), qp_avx2_low_bytes(l[0], l[1], l[2], l[3]));
+	}
+	pack_q6(L, y);
+	return true;
+}
+
+void qp_avx2_q6_k_quantize_block(const float *x, struct qp_block_q6_K *y, const float *qw)
 {
 	__m256 xv[2][16], wv[2][16], sc[2];
 	__m256i lv[2][16];
@@ -91,44 +130,16 @@ static void quantize_q6(const float *x, struct qp_block_q6_K *y, const float *qw
 	/* the levels are wanted only where a stored scale is zero (below):
 	 * search for the scales alone */
 	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], NULL, sc);
-	if (!pack_scales_q6(y, sc))
+	if (qp_avx2_q6_k_from_scales(x, sc, y))
 		return;
-
-	/* every x again with the stored scales; a sub-block whose scale is
-	 * zero keeps its fitted levels */
-	const float dall = qp_fp16_to_fp32(y->d);
-	const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31), bias = _mm256_set1_epi32(32);
-	uint8_t L[QP_QK_K];
-	__m256 dv[2];
-	int keep_any = 0;
-	for (int g = 0; g < 2; g++) {
-		/* dall * scale, the byte widened to float exactly */
-		const __m256i s8 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(y->scales + 8 * g)));
-		dv[g] = _mm256_mul_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(s8));
-		keep_any |= _mm256_movemask_ps(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
-	}
-	if (!keep_any) {
-		/* the common case, in element order, no transposes: each
-		 * vector of x lies in one sub-block, and is divided by its d */
-		float d[16];
-		_mm256_storeu_ps(d, dv[0]);
-		_mm256_storeu_ps(d + 8, dv[1]);
-		for (int k = 0; k < 8; k++) {
-			__m256i l[4];
-			for (int u = 0; u < 4; u++) {
-				const __m256 v = _mm256_loadu_ps(x + 32 * k + 8 * u);
-				l[u] = qp_avx2_nearest_int(_mm256_div_ps(v, _mm256_set1_ps(d[2 * k + u / 2])));
-				l[u] = _mm256_add_epi32(_mm256_max_epi32(lo, _mm256_min_epi32(hi, l[u])), bias);
-			}
-			_mm256_storeu_si256((__m256i *)(L + 32 * k), qp_avx2_low_bytes(l[0], l[1], l[2], l[3]));
-		}
-		pack_q6(L, y);
-		return;
-	}
 	/* rare: the search again, for the levels this time (the same
 	 * search, so the same levels), and the requantizing in lane
 	 * layout, where they are */
 	qp_avx2_make_qx_quants_x8(2, 16, 32, &xv[0][0], &wv[0][0], &lv[0][0], sc);
+	__m256 dv[2];
+	q6_dv(y, dv);
+	const __m256i lo = _mm256_set1_epi32(-32), hi = _mm256_set1_epi32(31), bias = _mm256_set1_epi32(32);
+	uint8_t L[QP_QK_K];
 	for (int g = 0; g < 2; g++) {
 		const __m256i keep = _mm256_castps_si256(_mm256_cmp_ps(dv[g], _mm256_setzero_ps(), _CMP_EQ_OQ));
 		for (int i = 0; i < 16; i++) {
@@ -145,14 +156,14 @@ void qp_q6_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
 {
 	struct qp_block_q6_K *y = vy;
 	for (int64_t i = 0; i < n / QP_QK_K; i++)
-		quantize_q6(x + i * QP_QK_K, &y[i], NULL);
+		qp_avx2_q6_k_quantize_block(x + i * QP_QK_K, &y[i], NULL);
 }
 
 void qp_q6_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *imatrix)
 {
 	struct qp_block_q6_K *y = vy;
 	for (int64_t i = 0; i < n / QP_QK_K; i++)
-		quantize_q6(x + i * QP_QK_K, &y[i], imatrix + i * QP_QK_K);
+		qp_avx2_q6_k_quantize_block(x + i * QP_QK_K, &y[i], imatrix + i * QP_QK_K);
 }
 
 /* q[256] in -32..31, element order */
