@@ -8,7 +8,7 @@
 
 static const struct qp_opt pipeline_opts[] = {
 	{"cache-dir", 0, "DIR", "content-addressed store (default: $QPIPE_CACHE_DIR, else $XDG_CACHE_HOME/qpipe, else ~/.cache/qpipe)", 0},
-	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2 (default: $QPIPE_KERNELS, else auto)", 0},
+	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2, avx512 (default: $QPIPE_KERNELS, else auto)", 0},
 	{"jobs", 'j', "N", "stages run at once, each in its own process (default: 1; run only)", 0},
 	{"keep-going", 'k', NULL, "after a failure, go on with the stages that do not depend on it", 0},
 	{"memory", 0, "SIZE", "budget for the running stages' declared memory (default: 80% of RAM)", 0},
@@ -34,7 +34,7 @@ static const struct qp_opt report_opts[] = {
 
 static const struct qp_opt stage_opts[] = {
 	{"cache-dir", 0, "DIR", "the store (default as for 'run')", 0},
-	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2", 0},
+	{"kernels", 0, "LEVEL", "kernel level: auto, scalar, avx2, avx512", 0},
 	{"threads", 't', "N", "threads the stage may use", 0},
 	{"gpus", 0, "N|LIST", "the GPU pool, as for 'run'; the stage's devices are locked against other edges", 0},
 	{"set", 0, "K=V", "override, as for 'run' (repeatable)", 1},

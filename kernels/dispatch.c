@@ -2,8 +2,9 @@
  *
  * One const table holds every level's row of operations per type; a level
  * leaves an operation NULL where it has no variant of its own. At init the
- * chosen level's rows are copied, with every NULL filled from the scalar
- * reference, into `selected`, the library's only mutable global. It is
+ * chosen level's rows are copied, with every NULL filled from the levels
+ * below it (below[]: avx512, then avx2, then the scalar reference), into
+ * `selected`, the library's only mutable global. It is
  * written by qp_kernels_init() before any thread starts and only read
  * after that.
  *
@@ -20,6 +21,9 @@
 #if QP_HAVE_AVX2
 #include "kernels/cpu/avx2/avx2.h"
 #include <cpuid.h>
+#endif
+#if QP_HAVE_AVX512
+#include "kernels/cpu/avx512/avx512.h"
 #endif
 
 static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
@@ -252,6 +256,30 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 		},
 	},
 #endif
+#if QP_HAVE_AVX512
+	/* only what gains from the width: the rest is avx2's (below[]) */
+	[QP_LEVEL_AVX512] = {
+		[QP_TYPE_Q4_K] = {
+			.quantize_row = qp_q4_k_quantize_row_avx512,
+			.quantize_row_imat = qp_q4_k_quantize_row_imat_avx512,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+		[QP_TYPE_Q6_K] = {
+			.quantize_row = qp_q6_k_quantize_row_avx512,
+			.quantize_row_imat = qp_q6_k_quantize_row_imat_avx512,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
+	},
+#endif
+};
+
+/* where a level has no variant of an operation, the level below it runs
+ * (a CPU with AVX-512 has AVX2) */
+static const int below[QP_LEVEL_COUNT] = {
+	[QP_LEVEL_SCALAR] = -1,
+	[QP_LEVEL_AVX2] = QP_LEVEL_SCALAR,
+	[QP_LEVEL_AVX512] = QP_LEVEL_AVX2,
+	[QP_LEVEL_NEON] = QP_LEVEL_SCALAR,
 };
 
 static const char *const level_names[QP_LEVEL_COUNT] = {
@@ -278,6 +306,17 @@ static bool row_empty(const struct qp_kernel_ops *ops)
 {
 	return !ops->quantize_row && !ops->dequantize_row && !ops->vec_dot && !ops->quantize_row_imat;
 }
+
+#if QP_HAVE_AVX2
+/* the low half of XCR0: which register states the OS saves (only once
+ * CPUID has said the OS enabled XSAVE) */
+static unsigned xcr0(void)
+{
+	unsigned lo, hi;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	return lo;
+}
+#endif
 
 /* Whether this CPU and OS can run the AVX2 level; *why says what is
  * missing, or what is there. */
@@ -309,9 +348,7 @@ static bool avx2_runs_here(const char **why)
 		*why = "os has not enabled xsave, so ymm registers are not saved";
 		return false;
 	}
-	unsigned lo, hi;
-	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-	if ((lo & 0x6u) != 0x6u) {
+	if ((xcr0() & 0x6u) != 0x6u) {
 		*why = "os does not save ymm registers (xcr0)";
 		return false;
 	}
@@ -319,6 +356,34 @@ static bool avx2_runs_here(const char **why)
 	return true;
 #else
 	*why = "this build has no avx2 kernels";
+	return false;
+#endif
+}
+
+/* Whether this CPU and OS can run the AVX-512 level (F, BW, DQ and VL,
+ * on top of what AVX2 needs); *why as for avx2_runs_here. */
+static bool avx512_runs_here(const char **why)
+{
+#if QP_HAVE_AVX512
+	if (!avx2_runs_here(why))
+		return false;
+	unsigned a, b, c, d;
+	__cpuid_count(7, 0, a, b, c, d);
+	const unsigned need = bit_AVX512F | bit_AVX512DQ | bit_AVX512BW | bit_AVX512VL;
+	if ((b & need) != need) {
+		*why = "cpu lacks avx512 f, bw, dq or vl";
+		return false;
+	}
+	/* the opmask (bit 5) and both halves of the zmm state (6, 7), beside
+	 * sse and avx's */
+	if ((xcr0() & 0xe6u) != 0xe6u) {
+		*why = "os does not save zmm and opmask registers (xcr0)";
+		return false;
+	}
+	*why = "cpu has avx512 f+bw+dq+vl and os saves zmm";
+	return true;
+#else
+	*why = "this build has no avx512 kernels";
 	return false;
 #endif
 }
@@ -333,8 +398,7 @@ static bool level_runs_here(enum qp_kernel_level level, const char **why)
 	case QP_LEVEL_AVX2:
 		return avx2_runs_here(why);
 	case QP_LEVEL_AVX512:
-		*why = "this build has no avx512 kernels";
-		return false;
+		return avx512_runs_here(why);
 	case QP_LEVEL_NEON:
 		*why = "this build has no neon kernels";
 		return false;
@@ -351,22 +415,29 @@ static void select_level(enum qp_kernel_level level, const char *detail)
 	selected.level = level;
 	snprintf(selected.reason, sizeof(selected.reason), "%s: %s", level_names[level], detail);
 	for (int t = 0; t < QP_TYPE_COUNT; t++) {
-		const struct qp_kernel_ops *ref = &levels[QP_LEVEL_SCALAR][t];
-		struct qp_kernel_ops ops = levels[level][t];
-		if (!ops.quantize_row)
-			ops.quantize_row = ref->quantize_row;
-		if (!ops.dequantize_row)
-			ops.dequantize_row = ref->dequantize_row;
-		/* a tile gives its own level's vec_dot bit for bit, never the
-		 * reference's, so it goes only with a vec_dot of the level */
-		if (!ops.vec_dot) {
-			ops.vec_dot = ref->vec_dot;
-			ops.vec_dot_tile = NULL;
+		struct qp_kernel_ops ops = {0};
+		/* each operation from the highest level that has it */
+		for (int l = level; l >= 0; l = below[l]) {
+			const struct qp_kernel_ops *o = &levels[l][t];
+			if (!ops.quantize_row)
+				ops.quantize_row = o->quantize_row;
+			if (!ops.dequantize_row)
+				ops.dequantize_row = o->dequantize_row;
+			/* a tile gives its own level's vec_dot bit for bit,
+			 * never another's, so it goes with that vec_dot */
+			if (!ops.vec_dot) {
+				ops.vec_dot = o->vec_dot;
+				ops.vec_dot_tile = o->vec_dot_tile;
+			}
+			if (!ops.quantize_row_imat)
+				ops.quantize_row_imat = o->quantize_row_imat;
+			if (!ops.quantize_row_f16)
+				ops.quantize_row_f16 = o->quantize_row_f16;
+			if (!ops.quantize_row_bf16)
+				ops.quantize_row_bf16 = o->quantize_row_bf16;
 		}
-		if (!ops.quantize_row_imat)
-			ops.quantize_row_imat = ref->quantize_row_imat;
 		/* the pairing is part of the format, not of the level */
-		ops.vec_dot_type = ref->vec_dot_type;
+		ops.vec_dot_type = levels[QP_LEVEL_SCALAR][t].vec_dot_type;
 		selected.ops[t] = ops;
 	}
 	for (int l = 0; l < QP_LEVEL_COUNT; l++) {
@@ -389,7 +460,7 @@ int qp_kernels_init(const char *force_name, struct qp_err *err)
 	if (name && *name && strcmp(name, "auto") != 0) {
 		const int level = qp_kernel_level_from_name(name);
 		if (level < 0)
-			return qp_err_set(err, QP_EINVAL, "%s: unknown kernel level '%s' (expected scalar, avx2 or auto)",
+			return qp_err_set(err, QP_EINVAL, "%s: unknown kernel level '%s' (expected scalar, avx2, avx512 or auto)",
 			                  source, name);
 		if (!level_runs_here(level, &why))
 			return qp_err_set(err, QP_EINVAL, "%s: kernel level '%s' cannot run here: %s", source, name, why);
@@ -399,7 +470,10 @@ int qp_kernels_init(const char *force_name, struct qp_err *err)
 		return 0;
 	}
 
-	if (avx2_runs_here(&why))
+	/* each check that fails says why in why, for the next level down */
+	if (avx512_runs_here(&why))
+		select_level(QP_LEVEL_AVX512, why);
+	else if (avx2_runs_here(&why))
 		select_level(QP_LEVEL_AVX2, why);
 	else
 		select_level(QP_LEVEL_SCALAR, why);
@@ -431,6 +505,13 @@ int qp_kernel_level_from_name(const char *name)
 		if (strcmp(level_names[l], name) == 0)
 			return l;
 	return -1;
+}
+
+int qp_kernel_level_below(enum qp_kernel_level level)
+{
+	if ((int)level < 0 || level >= QP_LEVEL_COUNT)
+		return -1;
+	return below[level];
 }
 
 int qp_kernel_level_supported(enum qp_kernel_level level)

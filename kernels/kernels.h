@@ -17,7 +17,8 @@
 enum qp_kernel_level {
 	QP_LEVEL_SCALAR = 0,
 	QP_LEVEL_AVX2 = 1,
-	QP_LEVEL_AVX512 = 2, /* reserved: no variants yet */
+	QP_LEVEL_AVX512 = 2, /* x86-64 with AVX-512 F/BW/DQ/VL: avx2's kernels
+	                      * where it has none of its own */
 	QP_LEVEL_NEON = 3,   /* reserved: no variants yet */
 	QP_LEVEL_COUNT
 };
@@ -25,7 +26,9 @@ enum qp_kernel_level {
 /* Operations of one type at one level. n counts elements and is a multiple
  * of the type's block size. A NULL member means "not available". */
 struct qp_kernel_ops {
-	/* x[n] f32 -> n/blck blocks at y */
+	/* x[n] f32 -> n/blck blocks at y. Each block is quantized on its
+	 * own: one call over several rows gives the bytes of one call per row
+	 * (qp_convert_rows calls it on several rows at once) */
 	void (*quantize_row)(const float *x, void *y, int64_t n);
 	/* n/blck blocks at x -> y[n] f32 */
 	void (*dequantize_row)(const void *x, float *y, int64_t n);
@@ -55,7 +58,7 @@ struct qp_kernel_ops {
 	void (*quantize_row_bf16)(const void *x, void *y, int64_t n);
 };
 
-/* Choose the level: force_name ("scalar", "avx2", "auto" or NULL) wins, else
+/* Choose the level: force_name ("scalar", "avx2", "avx512", "auto" or NULL) wins, else
  * the QPIPE_KERNELS environment variable, else the best the CPU and OS
  * support (CPUID plus XGETBV). Call once from main before any thread starts.
  * Fails if a forced level is unknown or unsupported here. */
@@ -69,11 +72,17 @@ const char *qp_kernels_reason(void);
 const char *qp_kernel_level_name(enum qp_kernel_level level);
 int qp_kernel_level_from_name(const char *name);
 
+/* The level whose variants stand in for the ones level has none of (avx512
+ * runs avx2's), or -1 below scalar. Every level a CPU runs, it runs the
+ * levels below it. */
+int qp_kernel_level_below(enum qp_kernel_level level);
+
 /* 1 if this binary has the level built in and this CPU/OS can run it. */
 int qp_kernel_level_supported(enum qp_kernel_level level);
 
-/* Ops of type t at the selected level (falling back to scalar for types the
- * level does not cover); NULL if qpipe has no kernels for t. */
+/* Ops of type t at the selected level (each operation it has no variant of
+ * from the levels below it, down to scalar); NULL if qpipe has no kernels
+ * for t. */
 const struct qp_kernel_ops *qp_kernels_get(enum qp_type t);
 
 /* Ops of type t at exactly this level, for tests that run every variant;

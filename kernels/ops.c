@@ -106,9 +106,12 @@ const struct qp_ops_vec *qp_ops_vec_level(enum qp_kernel_level level)
 
 static const struct qp_ops_vec *vec_ops(void)
 {
-	/* qp_kernels_level() only names a level this CPU runs */
-	const struct qp_ops_vec *v = &vec_levels[qp_kernels_level()];
-	return v->silu_mul ? v : &vec_levels[QP_LEVEL_SCALAR];
+	/* qp_kernels_level() only names a level this CPU runs, and it runs
+	 * the levels below it */
+	int l = qp_kernels_level();
+	while (!vec_levels[l].silu_mul)
+		l = qp_kernel_level_below(l);
+	return &vec_levels[l];
 }
 
 void qp_ops_softmax(float *x, int64_t n)

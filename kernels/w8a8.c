@@ -18,9 +18,12 @@ static const struct qp_w8a8_ops levels[QP_LEVEL_COUNT] = {
 
 const struct qp_w8a8_ops *qp_w8a8_ops(void)
 {
-	/* qp_kernels_level() only names a level this CPU runs */
-	const struct qp_w8a8_ops *ops = &levels[qp_kernels_level()];
-	return ops->quantize_row && ops->dot && ops->dot_rows ? ops : &levels[QP_LEVEL_SCALAR];
+	/* qp_kernels_level() only names a level this CPU runs, and it runs
+	 * the levels below it */
+	int l = qp_kernels_level();
+	while (!(levels[l].quantize_row && levels[l].dot && levels[l].dot_rows))
+		l = qp_kernel_level_below(l);
+	return &levels[l];
 }
 
 const struct qp_w8a8_ops *qp_w8a8_ops_level(enum qp_kernel_level level)

@@ -46,7 +46,7 @@ class Cli(unittest.TestCase):
 
     def test_version_reports_kernel_level_and_reason(self):
         p = self.w.qpipe("version", "--kernels", check=0)
-        self.assertRegex(p.stdout, r"qpipe \d+\.\d+\.\d+\nkernels: (scalar|avx2) \(.+\)\n")
+        self.assertRegex(p.stdout, r"qpipe \d+\.\d+\.\d+\nkernels: (scalar|avx2|avx512) \(.+\)\n")
         p = self.w.qpipe("version", "--kernels", env={"QPIPE_KERNELS": "scalar"}, check=0)
         self.assertIn("kernels: scalar", p.stdout)
 

@@ -70,8 +70,11 @@ def exported(w, model, types, level):
 def levels(w):
     p = w.qpipe("version", "--kernels", check=0)
     have = ["scalar"]
-    if "kernels: avx2" in p.stdout:
+    # a level runs the levels below it
+    if "kernels: avx2" in p.stdout or "kernels: avx512" in p.stdout:
         have.append("avx2")
+    if "kernels: avx512" in p.stdout:
+        have.append("avx512")
     return have
 
 

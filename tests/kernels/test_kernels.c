@@ -1017,16 +1017,28 @@ static void test_dispatch_unknown_or_unavailable_level_fails_with_message(struct
 	unsetenv("QPIPE_KERNELS");
 	if (qp_kernels_init("scalar", &err) != 0)
 		fail(t, "init('scalar'): %s", err.msg);
-	expect_init_fails(t, "avx9", "--kernels: unknown kernel level 'avx9' (expected scalar, avx2 or auto)");
-	expect_init_fails(t, "Scalar", "--kernels: unknown kernel level 'Scalar' (expected scalar, avx2 or auto)");
-	expect_init_fails(t, "avx512", "--kernels: kernel level 'avx512' cannot run here: this build has no avx512 kernels");
+	expect_init_fails(t, "avx9", "--kernels: unknown kernel level 'avx9' (expected scalar, avx2, avx512 or auto)");
+	expect_init_fails(t, "Scalar", "--kernels: unknown kernel level 'Scalar' (expected scalar, avx2, avx512 or auto)");
+	if (!level_runs(QP_LEVEL_AVX512)) {
+		/* why depends on the build and the cpu: what comes before it does not */
+		const char *want = "--kernels: kernel level 'avx512' cannot run here: ";
+		if (qp_kernels_init("avx512", &err) == 0 || strncmp(err.msg, want, strlen(want)) != 0)
+			fail(t, "init('avx512') where it cannot run: \"%s\", want \"%s...\"", err.msg, want);
+		else
+			printf("  %s\n", err.msg);
+	}
 	expect_init_fails(t, "neon", "--kernels: kernel level 'neon' cannot run here: this build has no neon kernels");
 	if (qp_kernel_level_from_name("avx9") != -1 || qp_kernel_level_from_name(NULL) != -1)
 		fail(t, "level_from_name: an unknown name must give -1");
 	if (qp_kernel_level_from_name("avx2") != QP_LEVEL_AVX2 || strcmp(qp_kernel_level_name(QP_LEVEL_AVX2), "avx2") != 0)
 		fail(t, "level names: 'avx2' does not round-trip");
-	if (qp_kernel_level_supported(QP_LEVEL_AVX512) || qp_kernels_get_level(QP_TYPE_Q4_0, QP_LEVEL_AVX512))
-		fail(t, "avx512: reported as supported, but no variants exist");
+	if (!!qp_kernels_get_level(QP_TYPE_Q4_K, QP_LEVEL_AVX512) != level_runs(QP_LEVEL_AVX512) ||
+	    !!qp_kernels_get_level(QP_TYPE_Q6_K, QP_LEVEL_AVX512) != level_runs(QP_LEVEL_AVX512) ||
+	    qp_kernels_get_level(QP_TYPE_Q4_0, QP_LEVEL_AVX512))
+		fail(t, "avx512: q4_K's and q6_K's quantizers only, and only where the level runs");
+	if (qp_kernel_level_below(QP_LEVEL_AVX512) != QP_LEVEL_AVX2 || qp_kernel_level_below(QP_LEVEL_AVX2) != QP_LEVEL_SCALAR ||
+	    qp_kernel_level_below(QP_LEVEL_SCALAR) != -1 || qp_kernel_level_below(QP_LEVEL_COUNT) != -1)
+		fail(t, "level_below: avx512 > avx2 > scalar, -1 below scalar and out of range");
 }
 
 static void test_dispatch_QPIPE_KERNELS_env_is_honoured_below_force(struct t *t)
@@ -1038,7 +1050,7 @@ static void test_dispatch_QPIPE_KERNELS_env_is_honoured_below_force(struct t *t)
 	expect_level(t, "QPIPE_KERNELS=scalar", QP_LEVEL_SCALAR, "scalar: forced by QPIPE_KERNELS");
 
 	setenv("QPIPE_KERNELS", "bogus", 1);
-	expect_init_fails(t, NULL, "QPIPE_KERNELS: unknown kernel level 'bogus' (expected scalar, avx2 or auto)");
+	expect_init_fails(t, NULL, "QPIPE_KERNELS: unknown kernel level 'bogus' (expected scalar, avx2, avx512 or auto)");
 
 	/* a forced name wins over the environment, "auto" included */
 	setenv("QPIPE_KERNELS", "bogus", 1);
@@ -1049,7 +1061,9 @@ static void test_dispatch_QPIPE_KERNELS_env_is_honoured_below_force(struct t *t)
 	setenv("QPIPE_KERNELS", "scalar", 1);
 	if (qp_kernels_init("auto", &err) != 0)
 		fail(t, "force 'auto' with QPIPE_KERNELS=scalar: %s", err.msg);
-	const enum qp_kernel_level best = level_runs(QP_LEVEL_AVX2) ? QP_LEVEL_AVX2 : QP_LEVEL_SCALAR;
+	const enum qp_kernel_level best = level_runs(QP_LEVEL_AVX512) ? QP_LEVEL_AVX512
+	                                  : level_runs(QP_LEVEL_AVX2)  ? QP_LEVEL_AVX2
+	                                                               : QP_LEVEL_SCALAR;
 	if (qp_kernels_level() != best)
 		fail(t, "force 'auto' with QPIPE_KERNELS=scalar: level %s, want %s",
 		     qp_kernel_level_name(qp_kernels_level()), qp_kernel_level_name(best));
@@ -1059,6 +1073,12 @@ static void test_dispatch_QPIPE_KERNELS_env_is_honoured_below_force(struct t *t)
 		if (qp_kernels_init(NULL, &err) != 0)
 			fail(t, "QPIPE_KERNELS=avx2: %s", err.msg);
 		expect_level(t, "QPIPE_KERNELS=avx2", QP_LEVEL_AVX2, "avx2: forced by QPIPE_KERNELS");
+	}
+	if (level_runs(QP_LEVEL_AVX512)) {
+		setenv("QPIPE_KERNELS", "avx512", 1);
+		if (qp_kernels_init(NULL, &err) != 0)
+			fail(t, "QPIPE_KERNELS=avx512: %s", err.msg);
+		expect_level(t, "QPIPE_KERNELS=avx512", QP_LEVEL_AVX512, "avx512: forced by QPIPE_KERNELS");
 	}
 	unsetenv("QPIPE_KERNELS");
 }
@@ -1071,7 +1091,9 @@ static void test_dispatch_auto_picks_best_level_and_says_why(struct t *t)
 		fail(t, "init(NULL): %s", err.msg);
 		return;
 	}
-	if (level_runs(QP_LEVEL_AVX2))
+	if (level_runs(QP_LEVEL_AVX512))
+		expect_level(t, "init(NULL)", QP_LEVEL_AVX512, "avx512: cpu has avx512 f+bw+dq+vl and os saves zmm");
+	else if (level_runs(QP_LEVEL_AVX2))
 		expect_level(t, "init(NULL)", QP_LEVEL_AVX2, "avx2: cpu has avx2+fma+f16c and os saves ymm");
 	else if (qp_kernels_level() != QP_LEVEL_SCALAR || strncmp(qp_kernels_reason(), "scalar: ", 8) != 0)
 		fail(t, "init(NULL) without avx2: level %s, reason \"%s\"", qp_kernel_level_name(qp_kernels_level()),
@@ -1079,11 +1101,25 @@ static void test_dispatch_auto_picks_best_level_and_says_why(struct t *t)
 	printf("  selected: %s\n", qp_kernels_reason());
 }
 
-static void test_dispatch_missing_ops_fall_back_to_reference(struct t *t)
+/* out = the field of the first level from level down (qp_kernel_level_below)
+ * that has one, as the selection must hold it; at = that level */
+#define FIRST_BELOW(ty, level, field, out, at)                                                          \
+	do {                                                                                           \
+		(out) = NULL;                                                                          \
+		(at) = -1;                                                                             \
+		for (int l_ = (level); l_ >= 0 && !(out); l_ = qp_kernel_level_below(l_)) {           \
+			const struct qp_kernel_ops *o_ = qp_kernels_get_level((ty), l_);               \
+			(out) = o_ ? o_->field : NULL;                                                 \
+			(at) = l_;                                                                     \
+		}                                                                                      \
+	} while (0)
+
+static void test_dispatch_missing_ops_fall_back_to_the_level_below(struct t *t)
 {
 	struct qp_err err = {0};
 	enum qp_type types[QP_TYPE_COUNT];
 	const int ntypes = kernel_types(types);
+	int borrowed = 0;
 	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
 		if (!level_runs(level))
 			continue;
@@ -1100,18 +1136,35 @@ static void test_dispatch_missing_ops_fall_back_to_reference(struct t *t)
 				fail(t, "%s at %s: no ops selected", type_name(ty), qp_kernel_level_name(level));
 				continue;
 			}
-			if (sel->quantize_row != (own && own->quantize_row ? own->quantize_row : ref->quantize_row) ||
-			    sel->dequantize_row != (own && own->dequantize_row ? own->dequantize_row : ref->dequantize_row) ||
-			    sel->vec_dot != (own && own->vec_dot ? own->vec_dot : ref->vec_dot) ||
-			    sel->quantize_row_imat != (own && own->quantize_row_imat ? own->quantize_row_imat : ref->quantize_row_imat) ||
+			__typeof__(((struct qp_kernel_ops *)0)->quantize_row) q;
+			__typeof__(((struct qp_kernel_ops *)0)->dequantize_row) dq;
+			__typeof__(((struct qp_kernel_ops *)0)->vec_dot) dot;
+			__typeof__(((struct qp_kernel_ops *)0)->quantize_row_imat) qi;
+			__typeof__(((struct qp_kernel_ops *)0)->quantize_row_f16) q16;
+			int at, dot_at;
+			FIRST_BELOW(ty, level, quantize_row, q, at);
+			borrowed += at != level && at != QP_LEVEL_SCALAR;
+			FIRST_BELOW(ty, level, dequantize_row, dq, at);
+			FIRST_BELOW(ty, level, vec_dot, dot, dot_at);
+			FIRST_BELOW(ty, level, quantize_row_imat, qi, at);
+			FIRST_BELOW(ty, level, quantize_row_f16, q16, at);
+			/* a tile only beside its own level's vec_dot */
+			const struct qp_kernel_ops *dot_level = dot_at >= 0 ? qp_kernels_get_level(ty, dot_at) : NULL;
+			if (sel->quantize_row != q || sel->dequantize_row != dq || sel->vec_dot != dot ||
+			    sel->quantize_row_imat != qi || sel->quantize_row_f16 != q16 ||
+			    sel->vec_dot_tile != (dot_level ? dot_level->vec_dot_tile : NULL) ||
 			    sel->vec_dot_type != ref->vec_dot_type)
-				fail(t, "%s at %s: selected ops are neither the level's nor the reference's",
+				fail(t, "%s at %s: an operation is not the first one at or below the level",
 				     type_name(ty), qp_kernel_level_name(level));
 			if (own && own->vec_dot_type != ref->vec_dot_type)
 				fail(t, "%s at %s: pairs with %s, the reference with %s", type_name(ty),
 				     qp_kernel_level_name(level), type_name(own->vec_dot_type), type_name(ref->vec_dot_type));
 		}
 	}
+	/* avx512 takes most of its operations from avx2: q4_0's quantizer
+	 * at least, where it runs */
+	if (level_runs(QP_LEVEL_AVX512) && borrowed == 0)
+		fail(t, "avx512 runs, and no type's quantizer came from the level below");
 	if (qp_kernels_get(QP_TYPE_IQ2_XXS) || qp_kernels_get((enum qp_type)QP_TYPE_COUNT) || qp_kernels_get_cuda(QP_TYPE_Q4_0))
 		fail(t, "a type without kernels (iq2_xxs, out of range, cuda) has ops");
 }
@@ -1300,7 +1353,7 @@ static const struct {
 	 test_dispatch_unknown_or_unavailable_level_fails_with_message},
 	{"dispatch__QPIPE_KERNELS_env_is_honoured_below_force", test_dispatch_QPIPE_KERNELS_env_is_honoured_below_force},
 	{"dispatch__auto_picks_best_level_and_says_why", test_dispatch_auto_picks_best_level_and_says_why},
-	{"dispatch__missing_ops_fall_back_to_reference", test_dispatch_missing_ops_fall_back_to_reference},
+	{"dispatch__missing_ops_fall_back_to_the_level_below", test_dispatch_missing_ops_fall_back_to_the_level_below},
 	{"vec__err_accum_totals_in_double_and_keeps_nan", test_vec_err_accum_totals_in_double_and_keeps_nan},
 };
 
