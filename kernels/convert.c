@@ -19,6 +19,19 @@ struct job {
 	int failed;
 };
 
+/* How many rows are converted before their quantizer is called on them
+ * all: the fewest that make whole groups of four super-blocks (1024
+ * elements, what AVX-512's q4_K quantizes at once: rows of 512 or 1536
+ * elements come two at a time), as long as they stay within 64 KiB of
+ * floats; else one. */
+static int64_t batch_rows(int64_t ncols)
+{
+	int64_t r = 1;
+	while ((r * ncols) % 1024 != 0 && (r + 1) * ncols <= 16384)
+		r++;
+	return (r * ncols) % 1024 == 0 ? r : 1;
+}
+
 /* rows [r0, r1) */
 static void work(void *arg, int64_t r0, int64_t r1)
 {
@@ -28,17 +41,24 @@ static void work(void *arg, int64_t r0, int64_t r1)
 			j->fused(j->src + (size_t)r * j->srow, j->dst + (size_t)r * j->drow, j->ncols);
 		return;
 	}
-	float *tmp = malloc((size_t)j->ncols * sizeof(float));
+	/* Unweighted, rows go to quantize_row several at once (blocks are
+	 * quantized independently, kernels.h), so that a quantizer that
+	 * works on several super-blocks at a time finds them in short rows.
+	 * The importances are per column: weighted rows go one at a time. */
+	const int64_t batch = j->imat ? 1 : batch_rows(j->ncols);
+	float *tmp = malloc((size_t)(batch * j->ncols) * sizeof(float));
 	if (!tmp) {
 		__atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
 		return;
 	}
-	for (int64_t r = r0; r < r1; r++) {
-		j->sops->dequantize_row(j->src + (size_t)r * j->srow, tmp, j->ncols);
+	for (int64_t r = r0; r < r1; r += batch) {
+		const int64_t nr = r1 - r < batch ? r1 - r : batch;
+		for (int64_t k = 0; k < nr; k++)
+			j->sops->dequantize_row(j->src + (size_t)(r + k) * j->srow, tmp + k * j->ncols, j->ncols);
 		if (j->imat)
 			j->dops->quantize_row_imat(tmp, j->dst + (size_t)r * j->drow, j->ncols, j->imat);
 		else
-			j->dops->quantize_row(tmp, j->dst + (size_t)r * j->drow, j->ncols);
+			j->dops->quantize_row(tmp, j->dst + (size_t)r * j->drow, nr * j->ncols);
 	}
 	free(tmp);
 }

@@ -381,6 +381,45 @@ static void test_quantize_is_bit_exact_with_reference_at_every_level(struct t *t
 	}
 }
 
+/* quantize_row quantizes each block on its own (kernels.h), which
+ * qp_convert_rows relies on when it hands it several rows at once: three
+ * rows of two blocks (two super-blocks: AVX-512's q4_K takes four at a
+ * time, so its groups straddle the rows) in one call give the bytes of
+ * three calls, at every level. */
+static void test_quantize_rows_at_once_equal_row_by_row(struct t *t)
+{
+	enum qp_type types[QP_TYPE_COUNT];
+	const int ntypes = kernel_types(types);
+	int cases = 0;
+	for (int ti = 0; ti < ntypes; ti++) {
+		const enum qp_type ty = types[ti];
+		const int64_t blck = qp_type_traits(ty)->blck;
+		const int64_t row = 2 * (blck > 1 ? blck : 32), n = 3 * row;
+		const size_t rbytes = row_bytes(ty, row);
+		float *x = xmalloc((size_t)n * sizeof(float));
+		unsigned char *all = guarded(3 * rbytes), *each = guarded(3 * rbytes);
+		fill_row(ROW_RANDOM, x, n, 4242);
+		for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+			const struct qp_kernel_ops *ops = qp_kernels_get_level(ty, level);
+			if (!ops || !ops->quantize_row)
+				continue;
+			memset(all, GUARD_BYTE, 3 * rbytes + GUARD);
+			memset(each, GUARD_BYTE, 3 * rbytes + GUARD);
+			ops->quantize_row(x, all, n);
+			for (int r = 0; r < 3; r++)
+				ops->quantize_row(x + r * row, each + r * rbytes, row);
+			if (!guard_intact(all, 3 * rbytes) || memcmp(all, each, 3 * rbytes) != 0)
+				fail(t, "%s at %s: three rows in one call differ from one call per row", type_name(ty),
+				     qp_kernel_level_name(level));
+			cases++;
+		}
+		free(x);
+		free(all);
+		free(each);
+	}
+	printf("  %d (type, level) cases\n", cases);
+}
+
 /* Bit for bit, except that any NaN equals any NaN: with a NaN scale and a
  * NaN minimum, q * d + m has two NaN operands, and which payload survives
  * depends on operand order, which IEEE 754 leaves open and compilers (clang
@@ -1336,6 +1375,7 @@ static const struct {
 } tests[] = {
 	{"kernels__quantize_is_bit_exact_with_reference_at_every_level",
 	 test_quantize_is_bit_exact_with_reference_at_every_level},
+	{"kernels__quantize_rows_at_once_equal_row_by_row", test_quantize_rows_at_once_equal_row_by_row},
 	{"kernels__fused_quantize_from_f16_and_bf16_is_bit_exact", test_fused_quantize_from_f16_and_bf16_is_bit_exact},
 	{"kernels__dequantize_is_bit_exact_with_reference_at_every_level",
 	 test_dequantize_is_bit_exact_with_reference_at_every_level},
