@@ -151,6 +151,7 @@ static inline __attribute__((always_inline)) __m512 pass(const bool LEV, const i
 	__m512 sum_l = zero, sum_l2 = zero, sum_xl = zero, err = zero;
 	const __m512 min = LEV ? A->min : zero, iscale = LEV ? A->iscale : zero;
 	const __m512 scale = ERR ? B->this_scale : zero, bmin = ERR ? B->this_min : zero;
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < N; i++) {
 		if (LEV) {
 			const __m512 x = A->x[i];

@@ -47,7 +47,7 @@ static inline __attribute__((always_inline)) void sums(const int T, const int cl
 	__m512 slx[2], sl2[2];
 	for (int t = 0; t < 2; t++)
 		slx[t] = sl2[t] = _mm512_setzero_ps();
-	_Pragma("GCC unroll 16")
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < 16; i++)
 		_Pragma("GCC unroll 2")
 		for (int t = 0; t < T; t++) {
