@@ -32,6 +32,12 @@ measurement on either side reads those same files.
 Tokens: evaluate's stand-ins when no text is given, (i * 7919 + 13) mod
 n_vocab with BOS first, reproduced here for llama.cpp.
 
+llama.cpp is the one Python imports: scripts/bootstrap builds it for AVX2
+(x86-64-v3) on every x86-64 machine, for the conformance tests; for one
+built for this CPU, install it elsewhere (pip --target DIR, CMAKE_ARGS as
+bootstrap's without the level) and put DIR first on PYTHONPATH. The last
+lines name the build used.
+
 Each figure is the best of REPS (default 3), the two sides taking turns,
 so a burst of load on this shared machine hits both alike. Ratios are
 qpipe / llama.cpp (> 1: qpipe faster). Nothing is asserted.
@@ -43,6 +49,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import llama_build  # bench/, beside this file
 
 N_CTX = 512
 N_DEC = 64
@@ -252,7 +260,8 @@ def main():
             "%.1f" % ll["rss_before_mb"] if ll else "-"))
     if not have_llama:
         print("\nllama-cpp-python is missing: no llama.cpp figures")
-    print("\nqpipe RSS is the `qpipe stage` process's ru_maxrss (evaluate's own peak_rss_mb agrees); "
+    print("\n" + llama_build.describe())
+    print("qpipe RSS is the `qpipe stage` process's ru_maxrss (evaluate's own peak_rss_mb agrees); "
           "bench took %.0f s" % (time.perf_counter() - t_start))
 
 

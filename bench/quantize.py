@@ -29,6 +29,11 @@ MB/s in a row divides the same work by a different time.
      one quantize stage, with a fresh cache each time: process start,
      hashing the model, reading, quantizing, writing model.gguf into the
      store (temporary file, fsync, rename) and hashing it.
+   llama.cpp is the one Python imports: scripts/bootstrap builds it for
+   AVX2 (x86-64-v3) on every x86-64 machine, for the conformance tests;
+   for one built for this CPU, install it elsewhere (pip --target DIR,
+   CMAKE_ARGS as bootstrap's without the level) and put DIR first on
+   PYTHONPATH. The last lines name the build used.
    Each is the best of REPS runs (default 5), the three sides taking turns
    run by run. "kernels / memcpy" divides qpipe kernels' rate by that of
    memcpy of the same tensors (all of them, into fresh buffers, one
@@ -49,6 +54,8 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader
 from gguf.quants import quantize
 from safetensors.numpy import load_file
+
+import llama_build  # bench/, beside this file
 
 try:
     import llama_cpp
@@ -243,6 +250,7 @@ def main():
             print("  %s: %s | %s" % (r["type"], r["ours"], r["theirs"] or "llama-cpp-python missing"))
     print("\nmemcpy of every tensor (one thread, beside the kernels' run): %s MB/s"
           % ", ".join("%.0f" % r["memcpy"] for r in results))
+    print(llama_build.describe())
     print("bench took %.0f s" % (time.perf_counter() - t_start))
 
 
