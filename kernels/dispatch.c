@@ -264,6 +264,11 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 			.quantize_row_imat = qp_q4_k_quantize_row_imat_avx512,
 			.vec_dot_type = QP_TYPE_Q8_K,
 		},
+		[QP_TYPE_Q5_K] = {
+			.quantize_row = qp_q5_k_quantize_row_avx512,
+			.quantize_row_imat = qp_q5_k_quantize_row_imat_avx512,
+			.vec_dot_type = QP_TYPE_Q8_K,
+		},
 		[QP_TYPE_Q6_K] = {
 			.quantize_row = qp_q6_k_quantize_row_avx512,
 			.quantize_row_imat = qp_q6_k_quantize_row_imat_avx512,

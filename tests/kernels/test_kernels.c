@@ -1072,9 +1072,10 @@ static void test_dispatch_unknown_or_unavailable_level_fails_with_message(struct
 	if (qp_kernel_level_from_name("avx2") != QP_LEVEL_AVX2 || strcmp(qp_kernel_level_name(QP_LEVEL_AVX2), "avx2") != 0)
 		fail(t, "level names: 'avx2' does not round-trip");
 	if (!!qp_kernels_get_level(QP_TYPE_Q4_K, QP_LEVEL_AVX512) != level_runs(QP_LEVEL_AVX512) ||
+	    !!qp_kernels_get_level(QP_TYPE_Q5_K, QP_LEVEL_AVX512) != level_runs(QP_LEVEL_AVX512) ||
 	    !!qp_kernels_get_level(QP_TYPE_Q6_K, QP_LEVEL_AVX512) != level_runs(QP_LEVEL_AVX512) ||
 	    qp_kernels_get_level(QP_TYPE_Q4_0, QP_LEVEL_AVX512))
-		fail(t, "avx512: q4_K's and q6_K's quantizers only, and only where the level runs");
+		fail(t, "avx512: the q4_K, q5_K and q6_K quantizers only, and only where the level runs");
 	if (qp_kernel_level_below(QP_LEVEL_AVX512) != QP_LEVEL_AVX2 || qp_kernel_level_below(QP_LEVEL_AVX2) != QP_LEVEL_SCALAR ||
 	    qp_kernel_level_below(QP_LEVEL_SCALAR) != -1 || qp_kernel_level_below(QP_LEVEL_COUNT) != -1)
 		fail(t, "level_below: avx512 > avx2 > scalar, -1 below scalar and out of range");

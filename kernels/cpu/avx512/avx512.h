@@ -10,6 +10,8 @@
 
 void qp_q4_k_quantize_row_avx512(const float *x, void *y, int64_t n);
 void qp_q4_k_quantize_row_imat_avx512(const float *x, void *y, int64_t n, const float *imatrix);
+void qp_q5_k_quantize_row_avx512(const float *x, void *y, int64_t n);
+void qp_q5_k_quantize_row_imat_avx512(const float *x, void *y, int64_t n, const float *imatrix);
 void qp_q6_k_quantize_row_avx512(const float *x, void *y, int64_t n);
 void qp_q6_k_quantize_row_imat_avx512(const float *x, void *y, int64_t n, const float *imatrix);
 

@@ -1,5 +1,6 @@
-/* Q4_K's quantizer at AVX-512: make_qkx2_quants' search (make_qkx3_quants'
- * with an imatrix; kernels/cpu/ref/kquants.c) for the sub-blocks of four
+/* Q4_K's and Q5_K's quantizers at AVX-512: make_qkx2_quants' search
+ * (make_qkx3_quants' with an imatrix; kernels/cpu/ref/kquants.c) for the
+ * sub-blocks of four
  * super-blocks at once, in two sets of sixteen lanes (two super-blocks a
  * set) where AVX2's runs two sets of eight. This follows AVX2's
  * qkx_sets in kernels/cpu/avx2/kquants_search.c step for step, whose
@@ -18,17 +19,16 @@
 #include "kernels/cpu/avx2/kquants.h"
 
 #define N 32
-#define NMAX 15
 
 /* the scalar search's level of x, clamp(nearest_int(iscale * (x - min)),
- * 0, NMAX), as a float, through the integers: right for every value,
+ * 0, nmax), as a float, through the integers: right for every value,
  * garbage included */
-static inline __m512 level_u(__m512 iscale, __m512 x, __m512 min)
+static inline __m512 level_u(const int nmax, __m512 iscale, __m512 x, __m512 min)
 {
 	const __m512 s = _mm512_add_ps(_mm512_mul_ps(iscale, _mm512_sub_ps(x, min)), _mm512_set1_ps(12582912.0f));
 	__m512i l = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32(0x007fffff)),
 	                             _mm512_set1_epi32(0x00400000));
-	l = _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(_mm512_set1_epi32(NMAX), l));
+	l = _mm512_max_epi32(_mm512_setzero_si512(), _mm512_min_epi32(_mm512_set1_epi32(nmax), l));
 	return _mm512_cvtepi32_ps(l);
 }
 
@@ -47,8 +47,8 @@ struct set {
 };
 
 /* the search up to its first trial: min, max and the weighted sums, and
- * the error of the levels of iscale = NMAX / (max - min) */
-static inline __attribute__((always_inline)) void init(const bool qkx3, const __m512 *x, const __m512 *w,
+ * the error of the levels of iscale = nmax / (max - min) */
+static inline __attribute__((always_inline)) void init(const int nmax, const bool qkx3, const __m512 *x, const __m512 *w,
                                                        struct set *S, bool *finite)
 {
 	const __m512 zero = _mm512_setzero_ps();
@@ -69,11 +69,11 @@ static inline __attribute__((always_inline)) void init(const bool qkx3, const __
 	/* make_qkx2_quants returns early on max == min, make_qkx3_quants on
 	 * max <= min */
 	S->flat = qkx3 ? _mm512_cmp_ps_mask(max, min, _CMP_LE_OQ) : _mm512_cmp_ps_mask(max, min, _CMP_EQ_OQ);
-	const __m512 iscale = _mm512_div_ps(_mm512_set1_ps((float)NMAX), _mm512_sub_ps(max, min));
+	const __m512 iscale = _mm512_div_ps(_mm512_set1_ps((float)nmax), _mm512_sub_ps(max, min));
 	S->scale = _mm512_div_ps(_mm512_set1_ps(1.0f), iscale);
 	__m512 best = zero;
 	for (int i = 0; i < N; i++) {
-		const __m512 l = level_u(iscale, x[i], min);
+		const __m512 l = level_u(nmax, iscale, x[i], min);
 		const __m512 diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(S->scale, l), min), x[i]);
 		best = _mm512_add_ps(best, _mm512_mul_ps(w[i], _mm512_mul_ps(diff, diff)));
 	}
@@ -91,10 +91,10 @@ static inline __attribute__((always_inline)) void init(const bool qkx3, const __
  * their bits where a clamp can bind. */
 enum { INT = -1, CLAMP_LO = 1, CLAMP_HI = 2 };
 
-static inline __attribute__((always_inline)) void start(const float rmin, const float rdelta, int is, bool finite,
+static inline __attribute__((always_inline)) void start(const int nmax, const float rmin, const float rdelta, int is, bool finite,
                                                         struct set *S)
 {
-	const float num = rmin + rdelta * is + NMAX;
+	const float num = rmin + rdelta * is + nmax;
 	const __m512 range = _mm512_sub_ps(S->max, S->min);
 	S->iscale = _mm512_div_ps(_mm512_set1_ps(num), range);
 	const __m512 va = _mm512_mul_ps(S->iscale, _mm512_sub_ps(S->lo, S->min));
@@ -109,7 +109,7 @@ static inline __attribute__((always_inline)) void start(const float rmin, const 
 	const __m512 ra = _mm512_roundscale_ps(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	const __m512 rb = _mm512_roundscale_ps(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	const __mmask16 lo_binds = _mm512_cmp_ps_mask(_mm512_min_ps(ra, rb), _mm512_setzero_ps(), _CMP_LT_OQ);
-	const __mmask16 hi_binds = _mm512_cmp_ps_mask(_mm512_max_ps(ra, rb), _mm512_set1_ps((float)NMAX), _CMP_GT_OQ);
+	const __mmask16 hi_binds = _mm512_cmp_ps_mask(_mm512_max_ps(ra, rb), _mm512_set1_ps((float)nmax), _CMP_GT_OQ);
 	S->mode = ((lo_binds & ~S->flat) ? CLAMP_LO : 0) | ((hi_binds & ~S->flat) ? CLAMP_HI : 0);
 }
 
@@ -142,12 +142,12 @@ static inline __attribute__((always_inline)) void take(struct set *S, __m512 cur
 
 /* One pass over the elements: when LEV, the levels and sums of A's trial
  * (made as MODE says); when ERR, the error of B's fitted trial, returned */
-static inline __attribute__((always_inline)) __m512 pass(const bool LEV, const int MODE, const bool ERR,
+static inline __attribute__((always_inline)) __m512 pass(const int nmax, const bool LEV, const int MODE, const bool ERR,
                                                          struct set *A, const struct set *B)
 {
 	const __m512 zero = _mm512_setzero_ps();
 	const __m512 minus_one = _mm512_set1_ps(-1.0f);
-	const __m512i bits_nmax = _mm512_castps_si512(_mm512_set1_ps((float)NMAX));
+	const __m512i bits_nmax = _mm512_castps_si512(_mm512_set1_ps((float)nmax));
 	__m512 sum_l = zero, sum_l2 = zero, sum_xl = zero, err = zero;
 	const __m512 min = LEV ? A->min : zero, iscale = LEV ? A->iscale : zero;
 	const __m512 scale = ERR ? B->this_scale : zero, bmin = ERR ? B->this_min : zero;
@@ -157,7 +157,7 @@ static inline __attribute__((always_inline)) __m512 pass(const bool LEV, const i
 			const __m512 x = A->x[i];
 			__m512 l;
 			if (MODE == INT) {
-				l = level_u(iscale, x, min);
+				l = level_u(nmax, iscale, x, min);
 			} else {
 				/* x - min, rounded once, on the multipliers' ports */
 				const __m512 xm = _mm512_fmadd_ps(min, minus_one, x);
@@ -189,22 +189,22 @@ static inline __attribute__((always_inline)) __m512 pass(const bool LEV, const i
 }
 
 /* pass at A's mode, then B's outcome */
-static inline __attribute__((always_inline)) void step(const bool LEV, const bool ERR, struct set *A, struct set *B)
+static inline __attribute__((always_inline)) void step(const int nmax, const bool LEV, const bool ERR, struct set *A, struct set *B)
 {
 	__m512 err;
 	switch (LEV ? A->mode : 0) {
 	case 0:
-		err = pass(LEV, 0, ERR, A, B);
+		err = pass(nmax, LEV, 0, ERR, A, B);
 		break;
 	case CLAMP_HI:
-		err = pass(LEV, CLAMP_HI, ERR, A, B);
+		err = pass(nmax, LEV, CLAMP_HI, ERR, A, B);
 		break;
 	case CLAMP_LO: /* rare alone: it shares the instance with both */
 	case CLAMP_LO | CLAMP_HI:
-		err = pass(LEV, CLAMP_LO | CLAMP_HI, ERR, A, B);
+		err = pass(nmax, LEV, CLAMP_LO | CLAMP_HI, ERR, A, B);
 		break;
 	default:
-		err = pass(LEV, INT, ERR, A, B);
+		err = pass(nmax, LEV, INT, ERR, A, B);
 		break;
 	}
 	if (ERR)
@@ -213,62 +213,64 @@ static inline __attribute__((always_inline)) void step(const bool LEV, const boo
 
 /* sets 0 and 1 of x, w (x[s * N + i]), their levels L, scales and -mins;
  * set 1 half a trial behind set 0 */
-static inline __attribute__((always_inline)) void search(const float rmin, const float rdelta, const int nstep,
+static inline __attribute__((always_inline)) void search(const int nmax, const float rmin, const float rdelta, const int nstep,
                                                          const bool qkx3, const __m512 *x, const __m512 *w,
                                                          __m512i *L, __m512 *scale_out, __m512 *the_min)
 {
 	struct set S[2];
 	bool finite = true;
-	init(qkx3, x, w, &S[0], &finite);
-	init(qkx3, x + N, w + N, &S[1], &finite);
+	init(nmax, qkx3, x, w, &S[0], &finite);
+	init(nmax, qkx3, x + N, w + N, &S[1], &finite);
 	struct set *A = &S[0], *B = &S[1];
-	start(rmin, rdelta, 0, finite, A);
-	step(true, false, A, B);
+	start(nmax, rmin, rdelta, 0, finite, A);
+	step(nmax, true, false, A, B);
 	for (int is = 0; is <= nstep; is++) {
 		fit(A);
-		start(rmin, rdelta, is, finite, B);
-		step(true, true, B, A);
+		start(nmax, rmin, rdelta, is, finite, B);
+		step(nmax, true, true, B, A);
 		fit(B);
 		if (is < nstep) {
-			start(rmin, rdelta, is + 1, finite, A);
-			step(true, true, A, B);
+			start(nmax, rmin, rdelta, is + 1, finite, A);
+			step(nmax, true, true, A, B);
 		} else {
-			step(false, true, A, B);
+			step(nmax, false, true, A, B);
 		}
 	}
 	for (int s = 0; s < 2; s++) {
 		the_min[s] = _mm512_xor_ps(S[s].min, _mm512_set1_ps(-0.0f)); /* -min, signed zero kept */
 		for (int i = 0; i < N; i++) {
-			const __m512 l = level_u(S[s].best_is, x[s * N + i], S[s].best_base);
+			const __m512 l = level_u(nmax, S[s].best_is, x[s * N + i], S[s].best_base);
 			L[s * N + i] = _mm512_maskz_mov_epi32(~S[s].flat, _mm512_cvttps_epi32(l));
 		}
 		scale_out[s] = _mm512_mask_mov_ps(S[s].scale, S[s].flat, _mm512_setzero_ps());
 	}
 }
 
-/* q4_K's two searches, each a function of its own so that its constants
- * fold */
-static __attribute__((noinline)) void search_plain(const __m512 *x, const __m512 *w, __m512i *L, __m512 *scale,
-                                                   __m512 *the_min)
-{
-	search(-1.0f, 0.1f, 20, false, x, w, L, scale, the_min);
-}
-
-static __attribute__((noinline)) void search_imat(const __m512 *x, const __m512 *w, __m512i *L, __m512 *scale,
-                                                  __m512 *the_min)
-{
-	search(-0.9f, 0.05f, 36, true, x, w, L, scale, the_min);
-}
+/* the searches of q4_K and q5_K (nmax 15, 31), plain (make_qkx2_quants)
+ * and with an imatrix (make_qkx3_quants), with the reference's
+ * parameters: each a function of its own so that its constants fold */
+typedef void search_fn(const __m512 *x, const __m512 *w, __m512i *L, __m512 *scale, __m512 *the_min);
+#define SEARCH(name, nmax, rmin, rdelta, nstep, qkx3)                                                         \
+	static __attribute__((noinline)) void name(const __m512 *x, const __m512 *w, __m512i *L, __m512 *scale, \
+	                                           __m512 *the_min)                                             \
+	{                                                                                                      \
+		search(nmax, rmin, rdelta, nstep, qkx3, x, w, L, scale, the_min);                               \
+	}
+SEARCH(search_q4, 15, -1.0f, 0.1f, 20, false)
+SEARCH(search_q4_imat, 15, -0.9f, 0.05f, 36, true)
+SEARCH(search_q5, 31, -0.5f, 0.1f, 15, false)
+SEARCH(search_q5_imat, 31, -0.9f, 0.05f, 36, true)
 
 static inline __m512 join(__m256 lo, __m256 hi)
 {
 	return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
-/* four consecutive super-blocks: set s holds blocks 2s (lanes 0..7) and
- * 2s + 1 (lanes 8..15) */
-static void quantize_4(const float *x, const float *qw, struct qp_block_q4_K *y)
+/* four consecutive q4_K (q5 false) or q5_K (q5 true) super-blocks: set s
+ * holds blocks 2s (lanes 0..7) and 2s + 1 (lanes 8..15) */
+static void quantize_4(bool q5, const float *x, const float *qw, void *vy)
 {
+	const size_t size = q5 ? sizeof(struct qp_block_q5_K) : sizeof(struct qp_block_q4_K);
 	__m256 xv[4][N], wv[4][N];
 	float sw[4][8];
 	__m512 x2[2 * N], w2[2 * N], sc[2], mn[2];
@@ -280,44 +282,61 @@ static void quantize_4(const float *x, const float *qw, struct qp_block_q4_K *y)
 			x2[s * N + i] = join(xv[2 * s][i], xv[2 * s + 1][i]);
 			w2[s * N + i] = join(wv[2 * s][i], wv[2 * s + 1][i]);
 		}
-	if (qw)
-		search_imat(x2, w2, L2, sc, mn);
-	else
-		search_plain(x2, w2, L2, sc, mn);
+	search_fn *search = q5 ? (qw ? search_q5_imat : search_q5) : (qw ? search_q4_imat : search_q4);
+	search(x2, w2, L2, sc, mn);
 	for (int s = 0; s < 2; s++) {
 		__m256i lv[2][N];
 		for (int i = 0; i < N; i++) {
 			lv[0][i] = _mm512_castsi512_si256(L2[s * N + i]);
 			lv[1][i] = _mm512_extracti32x8_epi32(L2[s * N + i], 1);
 		}
-		qp_avx2_q45_finish(false, qw != NULL, xv[2 * s], lv[0], _mm512_castps512_ps256(sc[s]),
-		                   _mm512_castps512_ps256(mn[s]), sw[2 * s], &y[2 * s]);
-		qp_avx2_q45_finish(false, qw != NULL, xv[2 * s + 1], lv[1], _mm512_extractf32x8_ps(sc[s], 1),
-		                   _mm512_extractf32x8_ps(mn[s], 1), sw[2 * s + 1], &y[2 * s + 1]);
+		qp_avx2_q45_finish(q5, qw != NULL, xv[2 * s], lv[0], _mm512_castps512_ps256(sc[s]),
+		                   _mm512_castps512_ps256(mn[s]), sw[2 * s], (uint8_t *)vy + size * (size_t)(2 * s));
+		qp_avx2_q45_finish(q5, qw != NULL, xv[2 * s + 1], lv[1], _mm512_extractf32x8_ps(sc[s], 1),
+		                   _mm512_extractf32x8_ps(mn[s], 1), sw[2 * s + 1],
+		                   (uint8_t *)vy + size * (size_t)(2 * s + 1));
 	}
 }
 
-static void quantize_row(const float *x, void *vy, int64_t n, const float *qw)
+static void quantize_row(bool q5, const float *x, void *vy, int64_t n, const float *qw)
 {
-	struct qp_block_q4_K *y = vy;
+	const size_t size = q5 ? sizeof(struct qp_block_q5_K) : sizeof(struct qp_block_q4_K);
 	const int64_t nb = n / QP_QK_K;
 	int64_t i = 0;
 	for (; i + 4 <= nb; i += 4)
-		quantize_4(x + QP_QK_K * i, qw ? qw + QP_QK_K * i : NULL, y + i);
+		quantize_4(q5, x + QP_QK_K * i, qw ? qw + QP_QK_K * i : NULL, (uint8_t *)vy + size * (size_t)i);
 	if (i == nb)
 		return;
-	if (qw)
-		qp_q4_k_quantize_row_imat_avx2(x + QP_QK_K * i, y + i, QP_QK_K * (nb - i), qw + QP_QK_K * i);
+	/* the last one to three blocks: AVX2's */
+	const float *xt = x + QP_QK_K * i, *qt = qw ? qw + QP_QK_K * i : NULL;
+	uint8_t *yt = (uint8_t *)vy + size * (size_t)i;
+	const int64_t nt = QP_QK_K * (nb - i);
+	if (q5 && qw)
+		qp_q5_k_quantize_row_imat_avx2(xt, yt, nt, qt);
+	else if (q5)
+		qp_q5_k_quantize_row_avx2(xt, yt, nt);
+	else if (qw)
+		qp_q4_k_quantize_row_imat_avx2(xt, yt, nt, qt);
 	else
-		qp_q4_k_quantize_row_avx2(x + QP_QK_K * i, y + i, QP_QK_K * (nb - i));
+		qp_q4_k_quantize_row_avx2(xt, yt, nt);
 }
 
 void qp_q4_k_quantize_row_avx512(const float *x, void *vy, int64_t n)
 {
-	quantize_row(x, vy, n, NULL);
+	quantize_row(false, x, vy, n, NULL);
 }
 
 void qp_q4_k_quantize_row_imat_avx512(const float *x, void *vy, int64_t n, const float *imatrix)
 {
-	quantize_row(x, vy, n, imatrix);
+	quantize_row(false, x, vy, n, imatrix);
+}
+
+void qp_q5_k_quantize_row_avx512(const float *x, void *vy, int64_t n)
+{
+	quantize_row(true, x, vy, n, NULL);
+}
+
+void qp_q5_k_quantize_row_imat_avx512(const float *x, void *vy, int64_t n, const float *imatrix)
+{
+	quantize_row(true, x, vy, n, imatrix);
 }
