@@ -131,6 +131,9 @@ bool qp_avx2_q6_k_from_scales(const float *x, const __m256 sc[2], struct qp_bloc
 void qp_avx2_q45_lanes(const float *xb, const float *qwb, __m256 xv[32], __m256 wv[32], float sw[8]);
 void qp_avx2_q45_finish(bool q5, bool imat, const __m256 xv[32], __m256i lv[32], __m256 sc, __m256 mn,
                         const float sw[8], void *y);
+/* and the whole of AVX2's q4_K (q5_K where q5) quantizer for a row, qw its
+ * importances or NULL: what a wider one leaves of a row */
+void qp_avx2_q45_quantize_row(const float *x, void *vy, int64_t n, const float *qw, bool q5);
 
 /* bytes of 0..3, four to a byte as q2_K and q3_K pack them: per 128, byte l
  * holds elements l, l+32, l+64, l+96 from bit 0 up */

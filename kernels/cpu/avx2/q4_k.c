@@ -141,7 +141,7 @@ static void quantize_q45(int nb, const float *x, const float *qw, bool q5, void 
 }
 
 /* the row two super-blocks at a time */
-static void quantize_row_q45(const float *x, void *vy, int64_t n, const float *qw, bool q5)
+void qp_avx2_q45_quantize_row(const float *x, void *vy, int64_t n, const float *qw, bool q5)
 {
 	const int64_t nb = n / QP_QK_K;
 	const size_t size = q5 ? sizeof(struct qp_block_q5_K) : sizeof(struct qp_block_q4_K);
@@ -152,22 +152,22 @@ static void quantize_row_q45(const float *x, void *vy, int64_t n, const float *q
 
 void qp_q4_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
 {
-	quantize_row_q45(x, vy, n, NULL, false);
+	qp_avx2_q45_quantize_row(x, vy, n, NULL, false);
 }
 
 void qp_q4_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *qw)
 {
-	quantize_row_q45(x, vy, n, qw, false);
+	qp_avx2_q45_quantize_row(x, vy, n, qw, false);
 }
 
 void qp_q5_k_quantize_row_avx2(const float *x, void *vy, int64_t n)
 {
-	quantize_row_q45(x, vy, n, NULL, true);
+	qp_avx2_q45_quantize_row(x, vy, n, NULL, true);
 }
 
 void qp_q5_k_quantize_row_imat_avx2(const float *x, void *vy, int64_t n, const float *qw)
 {
-	quantize_row_q45(x, vy, n, qw, true);
+	qp_avx2_q45_quantize_row(x, vy, n, qw, true);
 }
 
 /* q[256] in 0..15 (0..31 with qh), element order; chunk k of 32 takes

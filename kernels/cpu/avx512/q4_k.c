@@ -1,8 +1,7 @@
 /* Q4_K's and Q5_K's quantizers at AVX-512: make_qkx2_quants' search
  * (make_qkx3_quants' with an imatrix; kernels/cpu/ref/kquants.c) for the
- * sub-blocks of four
- * super-blocks at once, in two sets of sixteen lanes (two super-blocks a
- * set) where AVX2's runs two sets of eight. This follows AVX2's
+ * sub-blocks of four super-blocks at once, in two sets of sixteen lanes
+ * (two super-blocks a set) where AVX2's runs two sets of eight. This follows AVX2's
  * qkx_sets in kernels/cpu/avx2/kquants_search.c step for step, whose
  * comments give the reasons; the blocks around the search (weights, scale
  * packing, requantizing) are AVX2's code. Each lane does the scalar
@@ -15,8 +14,8 @@
 #include <stdbool.h>
 
 #include "kernels/blocks.h"
-#include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/kquants.h"
+#include "kernels/cpu/avx512/simd.h"
 
 #define N 32
 
@@ -261,11 +260,6 @@ SEARCH(search_q4_imat, 15, -0.9f, 0.05f, 36, true)
 SEARCH(search_q5, 31, -0.5f, 0.1f, 15, false)
 SEARCH(search_q5_imat, 31, -0.9f, 0.05f, 36, true)
 
-static inline __m512 join(__m256 lo, __m256 hi)
-{
-	return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-}
-
 /* four consecutive q4_K (q5 false) or q5_K (q5 true) super-blocks: set s
  * holds blocks 2s (lanes 0..7) and 2s + 1 (lanes 8..15) */
 static void quantize_4(bool q5, const float *x, const float *qw, void *vy)
@@ -279,22 +273,18 @@ static void quantize_4(bool q5, const float *x, const float *qw, void *vy)
 		qp_avx2_q45_lanes(x + QP_QK_K * b, qw ? qw + QP_QK_K * b : NULL, xv[b], wv[b], sw[b]);
 	for (int s = 0; s < 2; s++)
 		for (int i = 0; i < N; i++) {
-			x2[s * N + i] = join(xv[2 * s][i], xv[2 * s + 1][i]);
-			w2[s * N + i] = join(wv[2 * s][i], wv[2 * s + 1][i]);
+			x2[s * N + i] = qp_avx512_join_ps(xv[2 * s][i], xv[2 * s + 1][i]);
+			w2[s * N + i] = qp_avx512_join_ps(wv[2 * s][i], wv[2 * s + 1][i]);
 		}
 	search_fn *search = q5 ? (qw ? search_q5_imat : search_q5) : (qw ? search_q4_imat : search_q4);
 	search(x2, w2, L2, sc, mn);
-	for (int s = 0; s < 2; s++) {
-		__m256i lv[2][N];
-		for (int i = 0; i < N; i++) {
-			lv[0][i] = _mm512_castsi512_si256(L2[s * N + i]);
-			lv[1][i] = _mm512_extracti32x8_epi32(L2[s * N + i], 1);
-		}
-		qp_avx2_q45_finish(q5, qw != NULL, xv[2 * s], lv[0], _mm512_castps512_ps256(sc[s]),
-		                   _mm512_castps512_ps256(mn[s]), sw[2 * s], (uint8_t *)vy + size * (size_t)(2 * s));
-		qp_avx2_q45_finish(q5, qw != NULL, xv[2 * s + 1], lv[1], _mm512_extractf32x8_ps(sc[s], 1),
-		                   _mm512_extractf32x8_ps(mn[s], 1), sw[2 * s + 1],
-		                   (uint8_t *)vy + size * (size_t)(2 * s + 1));
+	for (int b = 0; b < 4; b++) {
+		const int s = b / 2, h = b % 2;
+		__m256i lv[N];
+		for (int i = 0; i < N; i++)
+			lv[i] = qp_avx512_half_si(L2[s * N + i], h);
+		qp_avx2_q45_finish(q5, qw != NULL, xv[b], lv, qp_avx512_half_ps(sc[s], h), qp_avx512_half_ps(mn[s], h),
+		                   sw[b], (uint8_t *)vy + size * (size_t)b);
 	}
 }
 
@@ -305,20 +295,10 @@ static void quantize_row(bool q5, const float *x, void *vy, int64_t n, const flo
 	int64_t i = 0;
 	for (; i + 4 <= nb; i += 4)
 		quantize_4(q5, x + QP_QK_K * i, qw ? qw + QP_QK_K * i : NULL, (uint8_t *)vy + size * (size_t)i);
-	if (i == nb)
-		return;
 	/* the last one to three blocks: AVX2's */
-	const float *xt = x + QP_QK_K * i, *qt = qw ? qw + QP_QK_K * i : NULL;
-	uint8_t *yt = (uint8_t *)vy + size * (size_t)i;
-	const int64_t nt = QP_QK_K * (nb - i);
-	if (q5 && qw)
-		qp_q5_k_quantize_row_imat_avx2(xt, yt, nt, qt);
-	else if (q5)
-		qp_q5_k_quantize_row_avx2(xt, yt, nt);
-	else if (qw)
-		qp_q4_k_quantize_row_imat_avx2(xt, yt, nt, qt);
-	else
-		qp_q4_k_quantize_row_avx2(xt, yt, nt);
+	if (i < nb)
+		qp_avx2_q45_quantize_row(x + QP_QK_K * i, (uint8_t *)vy + size * (size_t)i, QP_QK_K * (nb - i),
+		                         qw ? qw + QP_QK_K * i : NULL, q5);
 }
 
 void qp_q4_k_quantize_row_avx512(const float *x, void *vy, int64_t n)

@@ -16,6 +16,7 @@
 
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/kquants.h"
+#include "kernels/cpu/avx512/simd.h"
 #include "kernels/cpu/ref/kquants.h"
 
 #define NMAX 32
@@ -168,32 +169,30 @@ static bool qx16(const __m512 x[16], const __m512 w[16], __m512 *scale_out)
 	return true;
 }
 
-/* x and w of one super-block in lane layout (w = x^2 where qw is NULL) */
-static void lanes(const float *x, const float *qw, __m512 xv[16], __m512 wv[16])
+/* v[i] lane j = src[16 j + i]: a super-block's sixteen sub-blocks in lane
+ * layout, AVX2's for each half */
+static inline __attribute__((always_inline)) void to_lanes(const float *src, __m512 v[16])
 {
 	__m256 a[16], b[16];
-	qp_avx2_to_lanes(x, 16, a);
-	qp_avx2_to_lanes(x + 128, 16, b);
+	qp_avx2_to_lanes(src, 16, a);
+	qp_avx2_to_lanes(src + 128, 16, b);
 	for (int i = 0; i < 16; i++)
-		xv[i] = _mm512_insertf32x8(_mm512_castps256_ps512(a[i]), b[i], 1);
-	if (qw) {
-		qp_avx2_to_lanes(qw, 16, a);
-		qp_avx2_to_lanes(qw + 128, 16, b);
-		for (int i = 0; i < 16; i++)
-			wv[i] = _mm512_insertf32x8(_mm512_castps256_ps512(a[i]), b[i], 1);
-	} else {
-		for (int i = 0; i < 16; i++)
-			wv[i] = _mm512_mul_ps(xv[i], xv[i]);
-	}
+		v[i] = qp_avx512_join_ps(a[i], b[i]);
 }
 
 /* one super-block; qw its 256 importances, or NULL for the plain reference */
 static void quantize_block(const float *x, struct qp_block_q6_K *y, const float *qw)
 {
 	__m512 xv[16], wv[16], sc;
-	lanes(x, qw, xv, wv);
+	to_lanes(x, xv);
+	if (qw) {
+		to_lanes(qw, wv);
+	} else {
+		for (int i = 0; i < 16; i++)
+			wv[i] = _mm512_mul_ps(xv[i], xv[i]);
+	}
 	if (qx16(xv, wv, &sc)) {
-		const __m256 halves[2] = {_mm512_castps512_ps256(sc), _mm512_extractf32x8_ps(sc, 1)};
+		const __m256 halves[2] = {qp_avx512_half_ps(sc, 0), qp_avx512_half_ps(sc, 1)};
 		if (qp_avx2_q6_k_from_scales(x, halves, y))
 			return;
 	}
