@@ -558,8 +558,10 @@ static int prepend_scheme(struct ld *c, json_t *o, const char *path, int *out)
 	if (!v || json_is_null(v)) { /* before tokenizers 0.14: add_prefix_space */
 		bool aps;
 		int rc = get_bool(c, o, "add_prefix_space", true, &aps, path);
+		if (rc) /* aps is unset */
+			return rc;
 		*out = aps ? PREPEND_ALWAYS : PREPEND_NEVER;
-		return rc;
+		return 0;
 	}
 	char p[256];
 	SUBPATH(p, path, "prepend_scheme");

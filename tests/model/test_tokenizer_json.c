@@ -186,6 +186,12 @@ static void tokjson__errors_name_the_json_path(void)
 	                      "{\"type\": \"Metaspace\", \"replacement\": \"ab\"}", NULL, NULL),
 	               NULL),
 	          QP_ECORRUPT, "t.json: pre_tokenizer.replacement: expected a single character");
+	/* the pre-0.14 form; the fuzzer found the flag read before the check */
+	CHECK_ERR(load(&t, tj(NULL, NULL, NULL, NULL, NULL,
+	                      "{\"type\": \"Metaspace\", \"replacement\": \"_\", "
+	                      "\"add_prefix_space\": 1}", NULL, NULL),
+	               NULL),
+	          QP_ECORRUPT, "t.json: pre_tokenizer.add_prefix_space: expected true or false");
 	CHECK_ERR(load(&t, tj(NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	                      "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, "
 	                      "{\"type\": \"WordPiece\"}]}"),
