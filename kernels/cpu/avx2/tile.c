@@ -11,6 +11,7 @@
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/avx2/tile.h"
 
 /* the largest tile of any type; each type picks its own within it (the
  * accumulators, nr * nc of them, must fit the 16 ymm registers beside
@@ -29,33 +30,6 @@
 #define PF_BYTES 4096
 
 #define INLINE static inline __attribute__((always_inline))
-
-#define TILE_CASE(body, R, C) \
-	case R * 8 + C: body(R, C); break;
-
-/* Expands a tile body written for compile-time R x C into a function that
- * walks the whole nr x nc range in tiles of at most tr x tc. */
-#define TILE_DRIVER(name, body, tr, tc)                                                             \
-	void name(int64_t n, float *s, int64_t lds, const void *x, size_t bx, int64_t nr, const void *y, \
-	          size_t by, int64_t nc)                                                                \
-	{                                                                                              \
-		const uint8_t *xb = x, *yb = y;                                                            \
-		for (int64_t r = 0; r < nr; r += tr) {                                                     \
-			const int64_t rr = nr - r < tr ? nr - r : tr;                                          \
-			for (int64_t c = 0; c < nc; c += tc) {                                                 \
-				const int64_t cc = nc - c < tc ? nc - c : tc;                                      \
-				const uint8_t *xt = xb + (size_t)r * bx, *yt = yb + (size_t)c * by;                \
-				float *st = s + c * lds + r;                                                       \
-				switch (rr * 8 + cc) {                                                             \
-				TILE_CASE(body, 4, 4) TILE_CASE(body, 4, 3) TILE_CASE(body, 4, 2) TILE_CASE(body, 4, 1) \
-				TILE_CASE(body, 3, 4) TILE_CASE(body, 3, 3) TILE_CASE(body, 3, 2) TILE_CASE(body, 3, 1) \
-				TILE_CASE(body, 2, 4) TILE_CASE(body, 2, 3) TILE_CASE(body, 2, 2) TILE_CASE(body, 2, 1) \
-				TILE_CASE(body, 1, 4) TILE_CASE(body, 1, 3) TILE_CASE(body, 1, 2)                  \
-				default: body(1, 1); break;                                                        \
-				}                                                                                  \
-			}                                                                                      \
-		}                                                                                          \
-	}
 
 /* q8_0 x q8_0: qp_avx2_dot_i8's products with the roles swapped, |y|
  * (once per token block) against x signed by y: each product is x*y as
@@ -116,7 +90,7 @@ INLINE void q8_0_tile(int64_t nb, float *s, int64_t lds, const uint8_t *x, size_
 }
 
 #define Q8_0_BODY(R, C) q8_0_tile(n / QP_QK8_0, st, lds, xt, bx, yt, by, R, C)
-TILE_DRIVER(qp_q8_0_vec_dot_tile_avx2, Q8_0_BODY, 4, 3)
+QP_TILE_DRIVER(qp_q8_0_vec_dot_tile_avx2, Q8_0_BODY, 4, 3, QP_TILE_SHAPES_4)
 
 /* f16 x f16. vec_dot keeps one accumulator for the 8-element groups, as
  * llama.cpp's tinyBLAS tiles do, and adds the elements past the last 8
@@ -175,7 +149,7 @@ INLINE void f16_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t 
 }
 
 #define F16_BODY(R, C) f16_tile(n, st, lds, xt, bx, yt, by, R, C)
-TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3)
+QP_TILE_DRIVER(qp_f16_vec_dot_tile_avx2, F16_BODY, 3, 3, QP_TILE_SHAPES_4)
 
 /* The blocked tile: four rows against three tokens, converted at each
  * load as the small tile's are, the loop of llama.cpp's tinyBLAS: the
@@ -372,4 +346,4 @@ INLINE void f32_tile(int64_t n, float *s, int64_t lds, const uint8_t *x, size_t 
 }
 
 #define F32_BODY(R, C) f32_tile(n, st, lds, xt, bx, yt, by, R, C)
-TILE_DRIVER(qp_f32_vec_dot_tile_avx2, F32_BODY, 4, 2)
+QP_TILE_DRIVER(qp_f32_vec_dot_tile_avx2, F32_BODY, 4, 2, QP_TILE_SHAPES_4)

@@ -18,6 +18,7 @@
 #include "kernels/blocks.h"
 #include "kernels/cpu/avx2/avx2.h"
 #include "kernels/cpu/avx2/simd.h"
+#include "kernels/cpu/avx2/tile.h"
 
 /* the chain's step, in a scalar */
 static inline float chain(float acc, int32_t idot, float dx, float dy)
@@ -139,23 +140,14 @@ void qp_q4_0_vec_dot_tile_avx2(int64_t n, float *s, int64_t lds, const void *x, 
 			qp_q4_0_vec_dot_avx2(n, &s[c * lds + r], xb + (size_t)r * bx, yb + (size_t)c * by);
 }
 
-/* A panel block: eight rows' block i, w[j] holding the four values q - 8
- * of elements 4j .. 4j + 3 of row r at bytes 4r .. 4r + 3; c[r] = 128 *
- * (sum of row r's q - 8) and d[r] its scale. Rows past the last are zero. */
-struct q4p {
-	int8_t w[8][32];
-	int32_t c[8];
-	float d[8];
-};
-
 size_t qp_q4_0_panel_bytes_avx2(int64_t n)
 {
-	return (size_t)(n / QP_QK4_0) * sizeof(struct q4p);
+	return (size_t)(n / QP_QK4_0) * sizeof(struct qp_q4_0_panel);
 }
 
 void qp_q4_0_panel_avx2(const void *x, size_t bx, int64_t nr, void *panel, int64_t n)
 {
-	struct q4p *p = panel;
+	struct qp_q4_0_panel *p = panel;
 	const uint8_t *xb = x;
 	const int64_t nb = n / QP_QK4_0;
 	for (int64_t i = 0; i < nb; i++) {
@@ -190,7 +182,7 @@ void qp_q4_0_panel_avx2(const void *x, size_t bx, int64_t nr, void *panel, int64
  * a 16-bit pair is at most 2 * 255 * 8 and eight of them stay inside
  * int16; c removes the 128 * (q - 8) terms. */
 static inline __attribute__((always_inline)) void panel_tokens(const int T, int64_t nb, float *s, int64_t lds,
-                                                                const struct q4p *p, const uint8_t *y, size_t by)
+                                                                const struct qp_q4_0_panel *p, const uint8_t *y, size_t by)
 {
 	const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
 	__m256 acc[4];
@@ -233,7 +225,7 @@ static inline __attribute__((always_inline)) void panel_tokens(const int T, int6
 void qp_q4_0_panel_tile_avx2(int64_t n, float *s, int64_t lds, const void *panel, int64_t nr, const void *y,
                              size_t by, int64_t nc)
 {
-	const struct q4p *p = panel;
+	const struct qp_q4_0_panel *p = panel;
 	const uint8_t *yb = y;
 	const int64_t nb = n / QP_QK8_0;
 	_Alignas(32) float out[4 * 8];
