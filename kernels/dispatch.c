@@ -257,8 +257,14 @@ static const struct qp_kernel_ops levels[QP_LEVEL_COUNT][QP_TYPE_COUNT] = {
 	},
 #endif
 #if QP_HAVE_AVX512
-	/* only what gains from the width: the rest is avx2's (below[]) */
+	/* only what gains from the width or from VNNI: the rest is avx2's
+	 * (below[]) */
 	[QP_LEVEL_AVX512] = {
+		[QP_TYPE_Q8_0] = {
+			.vec_dot = qp_q8_0_vec_dot_avx512,
+			.vec_dot_tile = qp_q8_0_vec_dot_tile_avx512,
+			.vec_dot_type = QP_TYPE_Q8_0,
+		},
 		[QP_TYPE_Q4_K] = {
 			.quantize_row = qp_q4_k_quantize_row_avx512,
 			.quantize_row_imat = qp_q4_k_quantize_row_imat_avx512,
@@ -365,8 +371,10 @@ static bool avx2_runs_here(const char **why)
 #endif
 }
 
-/* Whether this CPU and OS can run the AVX-512 level (F, BW, DQ and VL,
- * on top of what AVX2 needs); *why as for avx2_runs_here. */
+/* Whether this CPU and OS can run the AVX-512 level (F, BW, DQ, VL and
+ * VNNI, on top of what AVX2 needs: every AVX-512 CPU since Cascade Lake
+ * and Zen 4 has them; Skylake-SP's AVX-512, without VNNI, runs the AVX2
+ * level); *why as for avx2_runs_here. */
 static bool avx512_runs_here(const char **why)
 {
 #if QP_HAVE_AVX512
@@ -379,13 +387,17 @@ static bool avx512_runs_here(const char **why)
 		*why = "cpu lacks avx512 f, bw, dq or vl";
 		return false;
 	}
+	if (!(c & bit_AVX512VNNI)) {
+		*why = "cpu lacks avx512 vnni";
+		return false;
+	}
 	/* the opmask (bit 5) and both halves of the zmm state (6, 7), beside
 	 * sse and avx's */
 	if ((xcr0() & 0xe6u) != 0xe6u) {
 		*why = "os does not save zmm and opmask registers (xcr0)";
 		return false;
 	}
-	*why = "cpu has avx512 f+bw+dq+vl and os saves zmm";
+	*why = "cpu has avx512 f+bw+dq+vl+vnni and os saves zmm";
 	return true;
 #else
 	*why = "this build has no avx512 kernels";

@@ -11,6 +11,9 @@
 #if QP_HAVE_AVX2
 #include "kernels/cpu/avx2/avx2.h"
 #endif
+#if QP_HAVE_AVX512
+#include "kernels/cpu/avx512/avx512.h"
+#endif
 
 #define MAX_THREADS 64
 
@@ -94,6 +97,12 @@ static const struct qp_ops_vec vec_levels[QP_LEVEL_COUNT] = {
 #if QP_HAVE_AVX2
 	[QP_LEVEL_AVX2] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_block_avx2, qp_attn_scores_avx2,
 	                   qp_attn_values_avx2, qp_q4_0_panel_bytes_avx2, qp_q4_0_panel_avx2, qp_q4_0_panel_tile_avx2},
+#endif
+#if QP_HAVE_AVX512
+	/* AVX2's but q4_0's panel tile, VNNI's */
+	[QP_LEVEL_AVX512] = {qp_silu_mul_avx2, qp_softmax_avx2, qp_f16_vec_dot_tile_block_avx2, qp_attn_scores_avx2,
+	                     qp_attn_values_avx2, qp_q4_0_panel_bytes_avx2, qp_q4_0_panel_avx2,
+	                     qp_q4_0_panel_tile_avx512},
 #endif
 };
 

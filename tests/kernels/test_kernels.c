@@ -1132,7 +1132,7 @@ static void test_dispatch_auto_picks_best_level_and_says_why(struct t *t)
 		return;
 	}
 	if (level_runs(QP_LEVEL_AVX512))
-		expect_level(t, "init(NULL)", QP_LEVEL_AVX512, "avx512: cpu has avx512 f+bw+dq+vl and os saves zmm");
+		expect_level(t, "init(NULL)", QP_LEVEL_AVX512, "avx512: cpu has avx512 f+bw+dq+vl+vnni and os saves zmm");
 	else if (level_runs(QP_LEVEL_AVX2))
 		expect_level(t, "init(NULL)", QP_LEVEL_AVX2, "avx2: cpu has avx2+fma+f16c and os saves ymm");
 	else if (qp_kernels_level() != QP_LEVEL_SCALAR || strncmp(qp_kernels_reason(), "scalar: ", 8) != 0)
@@ -1370,6 +1370,72 @@ static void test_vec_dot_tile_is_bit_exact_with_vec_dot(struct t *t)
 		     tiles);
 }
 
+/* An integer dot product has one value however its lanes are formed:
+ * where a level's q8_0 vec_dot is its own (AVX-512's, VNNI), it gives the
+ * level below's bits on every row our quantizer writes, so a forward pass
+ * reads the same at either level. A -128 (never written by a quantizer,
+ * possible in a file) against a negative value is where AVX2's sign
+ * trick wraps (an activation's in vec_dot, a weight's in the tile) and
+ * VNNI's offset does not: there the vec_dot and the tile must give the
+ * exact product, as the reference does. */
+static void test_q8_0_dots_agree_across_levels(struct t *t)
+{
+	static const enum row_kind kinds[] = {ROW_RANDOM, ROW_ZEROS, ROW_OUTLIER};
+	int compared = 0;
+	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
+		const struct qp_kernel_ops *ops = qp_kernels_get_level(QP_TYPE_Q8_0, level);
+		const int lb = qp_kernel_level_below(level);
+		if (!ops || !ops->vec_dot || lb <= QP_LEVEL_SCALAR)
+			continue;
+		/* the first level below with a vec_dot of its own */
+		int l = lb;
+		const struct qp_kernel_ops *low = NULL;
+		while (l > QP_LEVEL_SCALAR && (!(low = qp_kernels_get_level(QP_TYPE_Q8_0, l)) || !low->vec_dot))
+			l = qp_kernel_level_below(l);
+		if (l <= QP_LEVEL_SCALAR)
+			continue;
+		const struct qp_kernel_ops *ref = qp_kernels_get_level(QP_TYPE_Q8_0, QP_LEVEL_SCALAR);
+		enum { N = 1536 };
+		static float f[N];
+		static struct qp_block_q8_0 x[N / 32], y[N / 32];
+		for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+			for (int seed = 0; seed < 20; seed++) {
+				fill_row(kinds[k], f, N, (uint64_t)seed);
+				ref->quantize_row(f, x, N);
+				fill_row(ROW_RANDOM, f, N, (uint64_t)seed + 1000);
+				ref->quantize_row(f, y, N);
+				float a, b;
+				ops->vec_dot(N, &a, x, y);
+				low->vec_dot(N, &b, x, y);
+				compared++;
+				if (memcmp(&a, &b, sizeof(a)) != 0)
+					fail(t, "q8_0 vec_dot at %s %.9g, at %s %.9g (rows '%s', seed %d)",
+					     qp_kernel_level_name(level), a, qp_kernel_level_name(l), b, row_names[kinds[k]], seed);
+			}
+		/* one block, -128 against -1 .. -32 either way: exactly 128 * 528 */
+		for (int side = 0; side < 2; side++) {
+			memset(x, 0, sizeof(x[0]));
+			memset(y, 0, sizeof(y[0]));
+			x[0].d = y[0].d = 0x3c00; /* 1.0 in f16 */
+			for (int j = 0; j < 32; j++) {
+				x[0].qs[j] = side ? -128 : (int8_t)(-1 - j);
+				y[0].qs[j] = side ? (int8_t)(-1 - j) : -128;
+			}
+			float a, want, tile = 0.0f;
+			ops->vec_dot(32, &a, x, y);
+			ref->vec_dot(32, &want, x, y);
+			if (ops->vec_dot_tile)
+				ops->vec_dot_tile(32, &tile, 1, x, sizeof(x[0]), 1, y, sizeof(y[0]), 1);
+			if (a != 67584.0f || want != 67584.0f || (ops->vec_dot_tile && tile != 67584.0f))
+				fail(t, "q8_0 at %s, -128 as the %s: vec_dot %.9g, tile %.9g, reference %.9g, exact 67584",
+				     qp_kernel_level_name(level), side ? "weight" : "activation", a, tile, want);
+		}
+	}
+	printf("  %d rows compared\n", compared);
+	if (qp_kernel_level_supported(QP_LEVEL_AVX512) && compared == 0)
+		fail(t, "avx512 runs here but no level has a q8_0 vec_dot of its own above avx2");
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(struct t *);
@@ -1383,6 +1449,7 @@ static const struct {
 	{"kernels__vec_dot_matches_reference_and_exact_dot_by_nmse",
 	 test_vec_dot_matches_reference_and_exact_dot_by_nmse},
 	{"kernels__vec_dot_tile_is_bit_exact_with_vec_dot", test_vec_dot_tile_is_bit_exact_with_vec_dot},
+	{"kernels__q8_0_dots_agree_across_levels", test_q8_0_dots_agree_across_levels},
 	{"kernels__round_trip_error_is_within_bit_width_bound", test_round_trip_error_is_within_bit_width_bound},
 	{"kernels__quantize_imat_is_bit_exact_and_lowers_weighted_error",
 	 test_quantize_imat_is_bit_exact_and_lowers_weighted_error},

@@ -346,6 +346,24 @@ static void ops__attn_products_are_bit_exact_with_the_reference_at_every_level(v
 	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
+/* The quantize_row and vec_dot that level runs for t: each from the first
+ * level at or below it that has one (a level may leave either to the
+ * levels below, as dispatch.c fills them in) */
+static struct qp_kernel_ops level_ops(enum qp_type t, int level)
+{
+	struct qp_kernel_ops o = {0};
+	for (int l = level; l >= 0; l = qp_kernel_level_below(l)) {
+		const struct qp_kernel_ops *k = qp_kernels_get_level(t, l);
+		if (!k)
+			continue;
+		if (!o.quantize_row)
+			o.quantize_row = k->quantize_row;
+		if (!o.vec_dot)
+			o.vec_dot = k->vec_dot;
+	}
+	return o;
+}
+
 /* The q4_0 panel tile gives the level's q4_0 vec_dot bit for bit, for
  * panels of 1 to 8 rows against 1 to 9 tokens (every tail of its tiles of
  * four), on rows of 1 to 48 blocks, with blocks at the ends of the int16
@@ -360,11 +378,11 @@ static void ops__q4_0_panel_tile_is_bit_exact_with_q4_0_vec_dot(void)
 	int tested = 0;
 	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
 		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
-		const struct qp_kernel_ops *ops = qp_kernels_get_level(QP_TYPE_Q4_0, level);
-		const struct qp_kernel_ops *q8 = qp_kernels_get_level(QP_TYPE_Q8_0, level);
 		if (!vo || !vo->q4_0_panel_tile)
 			continue;
-		CHECK(ops && ops->vec_dot && q8 && q8->quantize_row && vo->q4_0_panel && vo->q4_0_panel_bytes);
+		const struct qp_kernel_ops o4 = level_ops(QP_TYPE_Q4_0, level), o8 = level_ops(QP_TYPE_Q8_0, level);
+		const struct qp_kernel_ops *ops = &o4, *q8 = &o8;
+		CHECK(ops->vec_dot && ops->quantize_row && q8->quantize_row && vo->q4_0_panel && vo->q4_0_panel_bytes);
 		tested++;
 		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
 			const int64_t n = lengths[li], nb = n / QP_QK4_0;
@@ -434,10 +452,11 @@ static void ops__f16_block_tile_is_bit_exact_with_f16_vec_dot(void)
 	int tested = 0;
 	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
 		const struct qp_ops_vec *vo = qp_ops_vec_level(level);
-		const struct qp_kernel_ops *ops = qp_kernels_get_level(QP_TYPE_F16, level);
 		if (!vo || !vo->f16_block_tile)
 			continue;
-		CHECK(ops && ops->vec_dot && ops->quantize_row);
+		const struct qp_kernel_ops o16 = level_ops(QP_TYPE_F16, level);
+		const struct qp_kernel_ops *ops = &o16;
+		CHECK(ops->vec_dot && ops->quantize_row);
 		tested++;
 		for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
 			const int64_t n = lengths[li];
