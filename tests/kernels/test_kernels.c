@@ -22,6 +22,7 @@
 #include "kernels/blocks.h"
 #include "kernels/kernels.h"
 #include "kernels/vec.h"
+#include "levels.h"
 
 /* Failures of one test; a test keeps going after a failure so one run
  * shows every broken (type, level), but prints only the first few. */
@@ -1141,19 +1142,6 @@ static void test_dispatch_auto_picks_best_level_and_says_why(struct t *t)
 	printf("  selected: %s\n", qp_kernels_reason());
 }
 
-/* out = the field of the first level from level down (qp_kernel_level_below)
- * that has one, as the selection must hold it; at = that level */
-#define FIRST_BELOW(ty, level, field, out, at)                                                          \
-	do {                                                                                           \
-		(out) = NULL;                                                                          \
-		(at) = -1;                                                                             \
-		for (int l_ = (level); l_ >= 0 && !(out); l_ = qp_kernel_level_below(l_)) {           \
-			const struct qp_kernel_ops *o_ = qp_kernels_get_level((ty), l_);               \
-			(out) = o_ ? o_->field : NULL;                                                 \
-			(at) = l_;                                                                     \
-		}                                                                                      \
-	} while (0)
-
 static void test_dispatch_missing_ops_fall_back_to_the_level_below(struct t *t)
 {
 	struct qp_err err = {0};
@@ -1384,15 +1372,13 @@ static void test_q8_0_dots_agree_across_levels(struct t *t)
 	int compared = 0;
 	for (int level = 0; level < QP_LEVEL_COUNT; level++) {
 		const struct qp_kernel_ops *ops = qp_kernels_get_level(QP_TYPE_Q8_0, level);
-		const int lb = qp_kernel_level_below(level);
-		if (!ops || !ops->vec_dot || lb <= QP_LEVEL_SCALAR)
+		if (!ops || !ops->vec_dot)
 			continue;
-		/* the first level below with a vec_dot of its own */
-		int l = lb;
-		const struct qp_kernel_ops *low = NULL;
-		while (l > QP_LEVEL_SCALAR && (!(low = qp_kernels_get_level(QP_TYPE_Q8_0, l)) || !low->vec_dot))
-			l = qp_kernel_level_below(l);
-		if (l <= QP_LEVEL_SCALAR)
+		/* the vec_dot the level below runs, unless it is the reference's */
+		__typeof__(((struct qp_kernel_ops *)0)->vec_dot) low_dot;
+		int l;
+		FIRST_BELOW(QP_TYPE_Q8_0, qp_kernel_level_below(level), vec_dot, low_dot, l);
+		if (!low_dot || l <= QP_LEVEL_SCALAR)
 			continue;
 		const struct qp_kernel_ops *ref = qp_kernels_get_level(QP_TYPE_Q8_0, QP_LEVEL_SCALAR);
 		enum { N = 1536 };
@@ -1406,7 +1392,7 @@ static void test_q8_0_dots_agree_across_levels(struct t *t)
 				ref->quantize_row(f, y, N);
 				float a, b;
 				ops->vec_dot(N, &a, x, y);
-				low->vec_dot(N, &b, x, y);
+				low_dot(N, &b, x, y);
 				compared++;
 				if (memcmp(&a, &b, sizeof(a)) != 0)
 					fail(t, "q8_0 vec_dot at %s %.9g, at %s %.9g (rows '%s', seed %d)",

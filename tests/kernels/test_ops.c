@@ -10,6 +10,7 @@
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "../formats/tf.h"
+#include "levels.h"
 
 static struct qp_err err;
 
@@ -346,21 +347,14 @@ static void ops__attn_products_are_bit_exact_with_the_reference_at_every_level(v
 	CHECK(levels >= 1 + qp_kernel_level_supported(QP_LEVEL_AVX2));
 }
 
-/* The quantize_row and vec_dot that level runs for t: each from the first
- * level at or below it that has one (a level may leave either to the
- * levels below, as dispatch.c fills them in) */
+/* The quantize_row and vec_dot that level runs for t (levels.h) */
 static struct qp_kernel_ops level_ops(enum qp_type t, int level)
 {
 	struct qp_kernel_ops o = {0};
-	for (int l = level; l >= 0; l = qp_kernel_level_below(l)) {
-		const struct qp_kernel_ops *k = qp_kernels_get_level(t, l);
-		if (!k)
-			continue;
-		if (!o.quantize_row)
-			o.quantize_row = k->quantize_row;
-		if (!o.vec_dot)
-			o.vec_dot = k->vec_dot;
-	}
+	int at;
+	FIRST_BELOW(t, level, quantize_row, o.quantize_row, at);
+	FIRST_BELOW(t, level, vec_dot, o.vec_dot, at);
+	(void)at;
 	return o;
 }
 
